@@ -1,0 +1,52 @@
+# posternet: every target installs what it needs first (`setup`), so on a
+# fresh machine `make demo` and `make test` are the whole set-up.
+# Variables can be set on the command line: make records CSV=… IMAGES=… OUT=…
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Synthetic data in the tutorial's format (`make data`).
+DATA ?= data/synthetic
+N ?= 7254
+SEED ?= 0
+
+# The converter (`make records`): the tutorial's CSV and Images/ folder.
+CSV ?= $(DATA)/multi_label_train.csv
+IMAGES ?= $(DATA)/Images
+OUT ?= records
+STORE_SIZE ?=
+RECORDS_FLAGS ?=
+
+.PHONY: setup data records verify test demo clean
+
+setup: $(STAMP)
+
+# Rebuilt only when the dependency list changes; the editable install means
+# code edits need no reinstall.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+data: setup
+	$(PY) -m posternet.synthetic --out=$(DATA) --num_posters=$(N) --seed=$(SEED)
+
+records: setup
+	$(PY) -m tools.make_records --csv=$(CSV) --images=$(IMAGES) --out=$(OUT) \
+		$(if $(STORE_SIZE),--store_size=$(STORE_SIZE)) $(RECORDS_FLAGS)
+
+verify: setup
+	$(PY) -m tools.make_records --verify=$(OUT)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(PY) -m posternet.synthetic --out=data/demo --num_posters=2000 --seed=0
+	$(PY) -m tools.make_records --data_dir=data/demo --out=records/demo --store_size=128x128
+
+clean:
+	rm -rf data records runs bench
