@@ -1,0 +1,317 @@
+"""The exported model: tuned thresholds, the files written, and loading them back.
+
+An export folder holds:
+  model.keras      the Keras model (inference only: no optimizer, no compile
+                   config), loadable in Keras safe mode
+  saved_model/     a SavedModel for TF Serving: `serving_default` takes a batch
+                   of encoded posters (JPEG, PNG, GIF, BMP or WebP bytes) and
+                   returns their 25 genre probabilities
+  posternet.json   genres, image size, tuned thresholds, training info
+
+The writer (export_model) and the readers (load_keras_model, Predictor) live
+here together so the folder's layout is defined in one place. A genre is
+predicted when its probability is strictly above its threshold, as in the
+Keras metrics at threshold 0.5.
+"""
+
+import json
+import os
+import shutil
+from typing import Mapping, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from posternet import cli
+from posternet import genres
+from posternet import images
+
+# Bump when a file name or posternet.json field changes meaning; readers
+# refuse other versions rather than misreading them.
+EXPORT_VERSION = 1
+KERAS_NAME = 'model.keras'
+SAVED_MODEL_NAME = 'saved_model'
+INFO_NAME = 'posternet.json'
+
+# The serving signature: TF Serving's REST API takes binary inputs as
+# {"b64": …}; the `_bytes` suffix is what other serving stacks look for.
+SIGNATURE = 'serving_default'
+INPUT_NAME = 'image_bytes'
+OUTPUT_NAME = 'probabilities'
+
+# A genre with no positive poster in validation has no F1 to maximise; it
+# keeps the usual sigmoid decision point.
+DEFAULT_THRESHOLD = 0.5
+
+# Posters per call of the serving function: bounds the decoded batch in memory.
+PREDICT_BATCH = 32
+
+
+def tune_thresholds(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+  """Per-genre thresholds that maximise each genre's F1 on validation.
+
+  Multi-label genres are rare and unevenly so (Drama is on half the posters,
+  News on almost none); one threshold of 0.5 for all leaves most rare genres
+  never predicted. Each threshold lies halfway between the lowest probability
+  still predicted and the highest one not predicted, so it does not sit on a
+  validation poster's exact score. Genres with no positive in validation keep
+  DEFAULT_THRESHOLD.
+
+  Args:
+    labels: [N, 25] true multi-hot labels (0/1).
+    probabilities: [N, 25] predicted probabilities for the same posters.
+
+  Returns:
+    float64 [25] thresholds; predict a genre when probability > threshold.
+  """
+  labels = np.asarray(labels, np.float64)
+  probabilities = np.asarray(probabilities, np.float64)
+  if labels.shape != probabilities.shape or labels.ndim != 2:
+    raise ValueError(f'labels {labels.shape} and probabilities '
+                     f'{probabilities.shape} must both be [N, num_genres]')
+  if not np.all(np.isfinite(probabilities)):
+    raise ValueError('probabilities contain NaN or infinity')
+  return np.array([_best_threshold(labels[:, g] > 0.5, probabilities[:, g])
+                   for g in range(labels.shape[1])])
+
+
+def _best_threshold(positive: np.ndarray, scores: np.ndarray) -> float:
+  """The F1-maximising threshold for one genre (see tune_thresholds)."""
+  num_positive = positive.sum()
+  if num_positive == 0:
+    return DEFAULT_THRESHOLD
+  order = np.argsort(-scores, kind='stable')
+  scores, positive = scores[order], positive[order]
+  true_positives = np.cumsum(positive)
+  predicted = np.arange(1, len(scores) + 1)
+  # Only cut between distinct scores: tied posters fall on one side together.
+  can_cut = np.append(scores[1:] < scores[:-1], True)
+  f1 = np.where(can_cut, 2 * true_positives / (predicted + num_positive), -1)
+  best = int(np.argmax(f1))  # the first maximum: fewest predicted positives
+  below = scores[best + 1] if best + 1 < len(scores) else 0.0
+  return float((scores[best] + below) / 2)
+
+
+def f1_scores(labels: np.ndarray, probabilities: np.ndarray,
+              thresholds) -> np.ndarray:
+  """Per-genre F1 when a genre is predicted above its threshold.
+
+  Args:
+    labels: [N, 25] true multi-hot labels.
+    probabilities: [N, 25] predicted probabilities.
+    thresholds: a number or [25] thresholds.
+
+  Returns:
+    float64 [25]; 0 for a genre that is neither true nor predicted anywhere.
+  """
+  truth = np.asarray(labels) > 0.5
+  predicted = np.asarray(probabilities, np.float64) > np.asarray(thresholds)
+  true_positives = np.sum(truth & predicted, axis=0)
+  denominator = truth.sum(axis=0) + predicted.sum(axis=0)
+  return np.where(denominator > 0,
+                  2 * true_positives / np.maximum(denominator, 1), 0.0)
+
+
+def export_model(model: keras.Model, export_dir: str, *,
+                 image_size: Sequence[int], thresholds: np.ndarray,
+                 info: Optional[Mapping] = None) -> None:
+  """Writes model.keras, saved_model/ and posternet.json, atomically.
+
+  Everything is written into a temporary folder beside export_dir, which then
+  replaces export_dir whole: a reader never sees half an export.
+
+  Args:
+    model: takes uint8 [B, H, W, 3] posters at image_size and returns float32
+      [B, 25] sigmoid probabilities (it casts and rescales inside).
+    export_dir: the folder to (re)write; its parent is created if needed.
+    image_size: (height, width) the model takes.
+    thresholds: [25] per-genre thresholds, e.g. from tune_thresholds.
+    info: JSON-serialisable extras (validation metrics, the run's flags).
+  """
+  thresholds = np.asarray(thresholds, np.float64)
+  if thresholds.shape != (genres.NUM_GENRES,):
+    raise ValueError(f'thresholds must have shape [{genres.NUM_GENRES}], '
+                     f'not {list(thresholds.shape)}')
+  export_dir = os.path.abspath(export_dir)
+  temporary = f'{export_dir}.tmp-{os.getpid()}'
+  shutil.rmtree(temporary, ignore_errors=True)
+  os.makedirs(temporary)
+  inference_model = _inference_copy(model)
+  inference_model.save(os.path.join(temporary, KERAS_NAME))
+  _write_saved_model(inference_model, os.path.join(temporary, SAVED_MODEL_NAME),
+                     image_size)
+  _write_info(os.path.join(temporary, INFO_NAME), image_size, thresholds, info)
+  _replace_folder(temporary, export_dir)
+
+
+def _inference_copy(model: keras.Model) -> keras.Model:
+  """The same layers and weights, without optimizer state or compile config.
+
+  The trainer compiles with custom metrics; an uncompiled copy loads in safe
+  mode without them and is a third of the size (no Adam moments).
+  """
+  copy = keras.models.clone_model(model)
+  copy.set_weights(model.get_weights())
+  return copy
+
+
+def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+  """One poster's bytes → uint8 [H, W, 3] at image_size, as in training.
+
+  The shared decode and resize ops (posternet/images.py); the resize is
+  skipped when the poster already has the model's size.
+  """
+  image = images.maybe_resize(images.decode_rgb(encoded), image_size)
+  return tf.ensure_shape(image, [image_size[0], image_size[1], 3])
+
+
+def _write_saved_model(model: keras.Model, path: str,
+                       image_size: Sequence[int]) -> None:
+  """A SavedModel whose serving signature decodes and resizes in the graph."""
+  height, width = int(image_size[0]), int(image_size[1])
+
+  def serve(image_bytes):
+    posters = tf.map_fn(
+        lambda encoded: decode_for_model(encoded, (height, width)),
+        image_bytes,
+        fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
+    return {OUTPUT_NAME: tf.cast(model(posters, training=False), tf.float32)}
+
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint(
+      SIGNATURE, serve,
+      input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
+  archive.write_out(path, verbose=False)
+
+
+def _write_info(path: str, image_size: Sequence[int], thresholds: np.ndarray,
+                info: Optional[Mapping]) -> None:
+  """posternet.json: what a reader needs besides the weights."""
+  document = {
+      'format_version': EXPORT_VERSION,
+      'genres': list(genres.GENRES),
+      'image_size': [int(image_size[0]), int(image_size[1])],
+      'thresholds': [float(t) for t in thresholds],
+      'threshold_rule': ('a genre is predicted when its probability is above '
+                         'its threshold; thresholds maximise each genre\'s F1 '
+                         f'on validation, {DEFAULT_THRESHOLD} where validation '
+                         'has no poster of the genre'),
+      'files': {'keras': KERAS_NAME, 'saved_model': SAVED_MODEL_NAME},
+      'serving': {'signature': SIGNATURE, 'input': INPUT_NAME,
+                  'output': OUTPUT_NAME},
+      'info': dict(info or {}),
+  }
+  with open(path, 'w') as f:
+    f.write(json.dumps(document, indent=2, sort_keys=True, default=_to_json)
+            + '\n')
+
+
+def _to_json(value):
+  """Numpy scalars and arrays in `info` become plain JSON numbers and lists."""
+  if isinstance(value, (np.generic, np.ndarray)):
+    return value.tolist()
+  raise TypeError(f'{type(value).__name__} in export info is not JSON')
+
+
+def _replace_folder(new: str, final: str) -> None:
+  """Moves `new` to `final`, replacing an older export there."""
+  old = f'{final}.old-{os.getpid()}'
+  if os.path.exists(final):
+    os.rename(final, old)
+  os.rename(new, final)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def read_info(export_dir: str) -> dict:
+  """Reads and checks an export's posternet.json.
+
+  Raises:
+    cli.UserError: the folder is missing, is not an export, or is of another
+      version or genre list.
+  """
+  path = os.path.join(export_dir, INFO_NAME)
+  if not os.path.isdir(export_dir):
+    raise cli.UserError(f'model folder {export_dir} does not exist; '
+                        'train one with `python -m posternet.train`')
+  if not os.path.isfile(path):
+    raise cli.UserError(f'{export_dir} is not an exported model: it has no '
+                        f'{INFO_NAME} (pass the training run\'s --export_dir)')
+  try:
+    with open(path) as f:
+      document = json.load(f)
+  except ValueError as e:
+    raise cli.UserError(f'{path} is not valid JSON: {e}') from None
+  if document.get('format_version') != EXPORT_VERSION:
+    raise cli.UserError(
+        f'{path} has export version {document.get("format_version")}, this '
+        f'posternet reads version {EXPORT_VERSION}; export the model again')
+  if document.get('genres') != list(genres.GENRES):
+    raise cli.UserError(f'{path} lists other genres than posternet knows')
+  return document
+
+
+def load_keras_model(export_dir: str) -> keras.Model:
+  """Loads model.keras in safe mode (no arbitrary code), uncompiled."""
+  read_info(export_dir)
+  path = os.path.join(export_dir, KERAS_NAME)
+  if not os.path.isfile(path):
+    raise cli.UserError(f'{path} is missing: the export is incomplete')
+  try:
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+  except (ValueError, OSError) as e:
+    raise cli.UserError(f'{path} cannot be loaded: {_first_line(e)}') from None
+
+
+def _first_line(error: Exception) -> str:
+  """The first line of an error message, for one-line user errors."""
+  text = getattr(error, 'message', None) or str(error) or type(error).__name__
+  return text.strip().splitlines()[0]
+
+
+class Predictor:
+  """An export loaded for prediction from encoded poster bytes.
+
+  It runs the SavedModel's serving signature, so it predicts exactly what TF
+  Serving would: the same in-graph decode and resize as training.
+  """
+
+  def __init__(self, serve, info: Mapping):
+    self._serve = serve
+    self.info = dict(info)
+    self.genres = tuple(info['genres'])
+    self.image_size = tuple(info['image_size'])
+    self.thresholds = np.asarray(info['thresholds'], np.float64)
+
+  @classmethod
+  def load(cls, export_dir: str) -> 'Predictor':
+    """Loads export_dir/saved_model; cli.UserError if it is not an export."""
+    info = read_info(export_dir)
+    path = os.path.join(export_dir, SAVED_MODEL_NAME)
+    try:
+      loaded = tf.saved_model.load(path)
+      serve = loaded.signatures[SIGNATURE]
+    except (OSError, KeyError, ValueError, tf.errors.OpError) as e:
+      raise cli.UserError(f'{path} is not a usable SavedModel: '
+                          f'{_first_line(e)}') from None
+    predictor = cls(serve, info)
+    predictor._loaded = loaded  # keeps the signature's variables alive
+    return predictor
+
+  def predict_bytes(self, encoded: Sequence[bytes]) -> np.ndarray:
+    """[N, 25] float32 probabilities for N encoded posters.
+
+    Raises:
+      tf.errors.InvalidArgumentError: a poster is not a decodable image.
+    """
+    batches = [self._predict_batch(encoded[i:i + PREDICT_BATCH])
+               for i in range(0, len(encoded), PREDICT_BATCH)]
+    if not batches:
+      return np.zeros([0, len(self.genres)], np.float32)
+    return np.concatenate(batches)
+
+  def _predict_batch(self, encoded: Sequence[bytes]) -> np.ndarray:
+    """One call of the serving signature."""
+    outputs = self._serve(**{INPUT_NAME: tf.constant(list(encoded), tf.string)})
+    return outputs[OUTPUT_NAME].numpy()

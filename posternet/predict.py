@@ -1,0 +1,328 @@
+r"""Predicts the genres of poster files with an exported model.
+
+  python -m posternet.predict --model=runs/demo/export poster.jpg [more …]
+
+For each poster it prints the tutorial's top 3, most likely first:
+
+  poster.jpg
+    Drama (0.532)
+    Comedy (0.311)
+    Romance (0.127)
+
+--threshold=tuned prints instead the genres above their tuned thresholds,
+--json one JSON document, --plot=out.png the posters with their genres drawn
+beside them. Posters go through the export's SavedModel, so they are decoded
+and resized by the same shared code as in training. A file that cannot be read
+or decoded gets a one-line error; the others are still predicted, and the exit
+code is 2 at the end.
+"""
+
+import json
+import os
+import sys
+from typing import List, NamedTuple, Optional, Sequence
+
+# A terminal gets posternet's lines, not TensorFlow's C++ log chatter (a bad
+# poster is reported once, by us). TF_CPP_MIN_LOG_LEVEL=0 shows it again.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
+import tensorflow as tf
+
+from posternet import cli
+from posternet import export
+from posternet import images
+
+_MODEL = flags.DEFINE_string(
+    'model', None, 'Exported model folder (the trainer\'s --export_dir): '
+    'holds saved_model/, model.keras and posternet.json.')
+_TOP_K = flags.DEFINE_integer(
+    'top_k', 3, 'How many of the most likely genres to print per poster.')
+_THRESHOLD = flags.DEFINE_string(
+    'threshold', None, 'Print the genres above a threshold instead of the top '
+    'k: "tuned" (each genre\'s threshold tuned on validation, saved with the '
+    'model) or a probability such as 0.5.')
+_JSON = flags.DEFINE_bool(
+    'json', False, 'Print one JSON document (all posters, all 25 '
+    'probabilities, errors) instead of text.')
+_PLOT = flags.DEFINE_string(
+    'plot', None, 'Also write an image (PNG unless the name says otherwise) '
+    'with one row per poster: the poster, its genres and probability bars.')
+
+# --plot layout: every poster is scaled to this height, its genres beside it.
+PLOT_ROW_HEIGHT = 300
+PLOT_PANEL_WIDTH = 320
+_PLOT_FONT_SIZE = 18
+_PLOT_LINE = _PLOT_FONT_SIZE + 18  # a genre's text and its bar
+
+
+class Result(NamedTuple):
+  """One poster: its probabilities, or why it could not be predicted."""
+  path: str
+  probabilities: Optional[np.ndarray]  # [25] float32
+  error: Optional[str]
+
+
+def predict_files(predictor: export.Predictor,
+                  paths: Sequence[str]) -> List[Result]:
+  """Predicts every poster file; a bad file becomes a Result with an error.
+
+  Posters go in batches; a batch with a bad poster is redone one poster at a
+  time so that only the bad one is lost.
+  """
+  results = []
+  for start in range(0, len(paths), export.PREDICT_BATCH):
+    results.extend(_predict_batch(predictor,
+                                  paths[start:start + export.PREDICT_BATCH]))
+  return results
+
+
+def _predict_batch(predictor: export.Predictor,
+                   paths: Sequence[str]) -> List[Result]:
+  """One batch of files; falls back to one by one if a poster fails."""
+  encoded = [_read(path) for path in paths]
+  if not any(isinstance(e, Exception) for e in encoded):
+    try:
+      return [Result(path, p, None) for path, p in
+              zip(paths, predictor.predict_bytes(encoded))]
+    except tf.errors.InvalidArgumentError:
+      pass
+  return [_predict_one(predictor, path, data)
+          for path, data in zip(paths, encoded)]
+
+
+def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
+  """One poster, with its error as one line when it cannot be predicted."""
+  if isinstance(data, Exception):
+    return Result(path, None, str(data))
+  try:
+    images.decode_rgb(data)  # eager, for a clear message about this file
+    return Result(path, predictor.predict_bytes([data])[0], None)
+  except tf.errors.InvalidArgumentError as e:
+    return Result(path, None, f'not a readable image: {_tf_message(e)}')
+
+
+def _read(path: str):
+  """The file's bytes, or an exception that says why it cannot be read."""
+  if not tf.io.gfile.exists(path):
+    return FileNotFoundError('no such file')
+  if tf.io.gfile.isdir(path):
+    return IsADirectoryError('is a folder, not a poster')
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return f.read()
+  except tf.errors.OpError as e:
+    return OSError(f'cannot read it: {_tf_message(e)}')
+
+
+def _tf_message(error: tf.errors.OpError) -> str:
+  """A TensorFlow error's reason without its node names and op tags."""
+  for line in error.message.splitlines():
+    text = line.split('}}')[-1].split(' [Op:')[0].strip()
+    if text and not text.startswith(('Graph execution', 'Detected at', '<')):
+      return text
+  return type(error).__name__
+
+
+def parse_threshold(value: Optional[str]):
+  """--threshold: None, 'tuned', or a probability in [0, 1]."""
+  if value is None or value == 'tuned':
+    return value
+  try:
+    number = float(value)
+  except ValueError:
+    number = -1.0
+  if not 0.0 <= number <= 1.0:
+    raise cli.UserError(f'--threshold={value}: give "tuned" or a probability '
+                        'between 0 and 1')
+  return number
+
+
+def select_genres(probabilities: np.ndarray, genre_names: Sequence[str],
+                  top_k: int, thresholds=None) -> list:
+  """(genre, probability) pairs to show, most likely first.
+
+  Args:
+    probabilities: [25] one poster's probabilities.
+    genre_names: the 25 names in output order.
+    top_k: how many to show when thresholds is None.
+    thresholds: None for the top k; else a number or [25] thresholds, and all
+      genres strictly above theirs are shown.
+  """
+  order = np.argsort(-probabilities, kind='stable')
+  if thresholds is None:
+    chosen = order[:top_k]
+  else:
+    above = probabilities.astype(np.float64) > np.asarray(thresholds)
+    chosen = [g for g in order if above[g]]
+  return [(genre_names[g], float(probabilities[g])) for g in chosen]
+
+
+def format_text(path: str, selected: Sequence) -> str:
+  """The tutorial's layout: the file, then `  Drama (0.532)` per genre."""
+  lines = [path] + [f'  {name} ({p:.3f})' for name, p in selected]
+  if not selected:
+    lines.append('  (no genre above its threshold)')
+  return '\n'.join(lines)
+
+
+def json_document(model_dir: str, predictor: export.Predictor,
+                  results: Sequence[Result], selections: Sequence,
+                  selection: dict) -> dict:
+  """The --json output: every poster's choice, all 25 probabilities, errors."""
+  posters = [{'file': r.path,
+              'genres': [{'genre': n, 'probability': p} for n, p in chosen],
+              'probabilities': dict(zip(predictor.genres,
+                                        map(float, r.probabilities)))}
+             for r, chosen in zip(results, selections) if r.error is None]
+  return {'model': model_dir,
+          'image_size': list(predictor.image_size),
+          'selection': selection,
+          'posters': posters,
+          'errors': [{'file': r.path, 'error': r.error}
+                     for r in results if r.error is not None]}
+
+
+def draw_plot(rows: Sequence, out_path: str) -> None:
+  """Writes one image: per row a poster, then its genres with bars.
+
+  Posters are decoded by the shared code (CMYK, grayscale and PNG alike) and
+  scaled to PLOT_ROW_HEIGHT; the genre panels line up at the widest poster.
+
+  Args:
+    rows: (path, encoded bytes, [(genre, probability), …]) per poster.
+    out_path: the image file to write (atomically).
+  """
+  posters = [_plot_poster(encoded) for _, encoded, _ in rows]
+  left = max(poster.width for poster in posters)
+  canvas = Image.new('RGB', (left + PLOT_PANEL_WIDTH,
+                             PLOT_ROW_HEIGHT * len(rows)), 'white')
+  font = ImageFont.load_default(size=_PLOT_FONT_SIZE)
+  draw = ImageDraw.Draw(canvas)
+  for row, ((path, _, selected), poster) in enumerate(zip(rows, posters)):
+    top = row * PLOT_ROW_HEIGHT
+    canvas.paste(poster, (0, top))
+    _draw_genres(draw, font, (left + 10, top + 10), os.path.basename(path),
+                 selected)
+  _save_image(canvas, out_path)
+
+
+def _plot_poster(encoded: bytes) -> Image.Image:
+  """The poster scaled to the plot's row height, keeping its aspect."""
+  poster = Image.fromarray(images.decode_rgb(encoded).numpy())
+  width = max(1, round(poster.width * PLOT_ROW_HEIGHT / poster.height))
+  return poster.resize((width, PLOT_ROW_HEIGHT), Image.Resampling.BILINEAR)
+
+
+def _draw_genres(draw: ImageDraw.ImageDraw, font, origin, title: str,
+                 selected: Sequence) -> None:
+  """The file name, then one `Drama (0.532)` line and bar per genre."""
+  x, y = origin
+  bar_width = PLOT_PANEL_WIDTH - 20
+  draw.text((x, y), title, fill='black', font=font)
+  shown, hidden = _fit_rows(selected)
+  for name, p in shown:
+    y += _PLOT_LINE
+    draw.text((x, y), f'{name} ({p:.3f})', fill='black', font=font)
+    bar_top = y + _PLOT_FONT_SIZE + 3
+    draw.rectangle([x, bar_top, x + bar_width, bar_top + 8], outline='gray')
+    draw.rectangle([x, bar_top, x + round(bar_width * p), bar_top + 8],
+                   fill='steelblue')
+  if hidden:
+    draw.text((x, y + _PLOT_LINE), f'+{hidden} more', fill='black', font=font)
+
+
+def _fit_rows(selected: Sequence):
+  """The genres that fit in a row's panel, and how many do not."""
+  lines = (PLOT_ROW_HEIGHT - 20) // _PLOT_LINE - 1  # below the title
+  if len(selected) <= lines:
+    return selected, 0
+  return selected[:lines - 1], len(selected) - (lines - 1)
+
+
+def _save_image(image: Image.Image, path: str) -> None:
+  """Saves atomically, in the format the file name asks for (PNG otherwise)."""
+  extension = os.path.splitext(path)[1].lower()
+  image_format = Image.registered_extensions().get(extension, 'PNG')
+  temporary = f'{path}.tmp-{os.getpid()}'
+  image.save(temporary, format=image_format)
+  os.replace(temporary, path)
+
+
+def predict(model_dir: str, paths: Sequence[str], *, top_k: int = 3,
+            threshold=None, as_json: bool = False,
+            plot_path: Optional[str] = None) -> None:
+  """Prints each poster's genres; the command's whole job.
+
+  Args:
+    model_dir: an export folder (export.export_model wrote it).
+    paths: poster files.
+    top_k: how many genres to print when threshold is None.
+    threshold: None (top k), 'tuned', or a probability.
+    as_json: print one JSON document instead of text.
+    plot_path: also draw the posters and their genres into this image.
+
+  Raises:
+    cli.UserError: the model folder is not an export, or (after every other
+      poster was printed) some posters could not be predicted.
+  """
+  predictor = export.Predictor.load(model_dir)
+  results = predict_files(predictor, paths)
+  cutoff = predictor.thresholds if threshold == 'tuned' else threshold
+  selections = [None if r.error else
+                select_genres(r.probabilities, predictor.genres, top_k, cutoff)
+                for r in results]
+  _print_results(model_dir, predictor, results, selections, as_json,
+                 {'top_k': top_k} if threshold is None
+                 else {'threshold': threshold})
+  good = [(r.path, chosen)
+          for r, chosen in zip(results, selections) if r.error is None]
+  if plot_path and good:
+    draw_plot([(path, _read(path), chosen) for path, chosen in good],
+              plot_path)
+  failed = len(results) - len(good)
+  if failed:
+    raise cli.UserError(f'{failed} of {len(results)} posters could not be '
+                        'predicted (see above)')
+
+
+def _print_results(model_dir, predictor, results, selections, as_json,
+                   selection) -> None:
+  """Errors go to stderr, one line each; predictions to stdout."""
+  for r in results:
+    if r.error:
+      print(f'error: {r.path}: {r.error}', file=sys.stderr)
+  if as_json:
+    print(json.dumps(json_document(model_dir, predictor, results, selections,
+                                   selection), indent=2))
+    return
+  for r, chosen in zip(results, selections):
+    if r.error is None:
+      print(format_text(r.path, chosen))
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError('name one or more poster files to predict')
+  if not _MODEL.value:
+    raise app.UsageError('--model is required: an exported model folder')
+  if _TOP_K.value < 1:
+    raise cli.UserError(f'--top_k={_TOP_K.value}: must be at least 1')
+  predict(_MODEL.value, paths, top_k=_TOP_K.value,
+          threshold=parse_threshold(_THRESHOLD.value), as_json=_JSON.value,
+          plot_path=_PLOT.value)
+
+
+def entry():
+  """The `posternet-predict` console script."""
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  entry()
