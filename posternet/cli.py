@@ -1,6 +1,7 @@
 """What every posternet command shares: user errors become one line, not a traceback."""
 
 import sys
+import time
 
 from absl import app
 
@@ -29,3 +30,47 @@ def run(main):
       sys.exit(130)
 
   app.run(guarded_main)
+
+
+class Progress:
+  """A one-line progress display on stderr: count, rate and time left.
+
+  Redrawn in place (`\\r`) on a terminal. Elsewhere (logs, CI, tests) it stays
+  silent until close(), which writes one final line, so logs are not flooded.
+  """
+
+  def __init__(self, total: int, label: str, *, enabled: bool = True,
+               stream=None, interval_s: float = 0.2):
+    self.total, self.label, self.enabled = total, label, enabled
+    self.stream = stream if stream is not None else sys.stderr
+    self.tty = enabled and hasattr(self.stream, 'isatty') and self.stream.isatty()
+    self.interval_s = interval_s
+    self.count = 0
+    self.start = self._last_draw = time.monotonic()
+
+  def update(self, n: int = 1) -> None:
+    """Counts n more items done; redraws at most every interval_s on a TTY."""
+    self.count += n
+    now = time.monotonic()
+    if self.tty and (now - self._last_draw >= self.interval_s
+                     or self.count >= self.total):
+      self._last_draw = now
+      self.stream.write('\r' + self._line(now) + '\x1b[K')
+      self.stream.flush()
+
+  def close(self) -> None:
+    """Writes the final line (count, seconds, rate), ending the `\\r` line."""
+    if not self.enabled:
+      return
+    line = self._line(time.monotonic(), final=True)
+    self.stream.write(f'\r{line}\x1b[K\n' if self.tty else line + '\n')
+    self.stream.flush()
+
+  def _line(self, now: float, final: bool = False) -> str:
+    elapsed = max(now - self.start, 1e-9)
+    rate = self.count / elapsed
+    text = f'{self.label}: {self.count}/{self.total} ({rate:,.0f}/s'
+    if final:
+      return text + f', {elapsed:.1f} s)'
+    eta = f'{(self.total - self.count) / rate:.0f} s left' if rate else '…'
+    return text + f', {eta})'
