@@ -1,0 +1,178 @@
+"""Writes small synthetic records folders for tests (after tf-models' tfexample_utils).
+
+A folder made here looks exactly like one made by tools/make_records.py:
+shards named by records.shard_name, Examples built by records.make_example,
+JPEGs encoded by images.encode_jpeg, and manifest.json in the shared format.
+Posters are tiny and learnable: each of a poster's genres paints one
+horizontal band in that genre's own colour, over light noise, so a small CNN
+can learn the labels in a few steps while nothing is constant across posters.
+
+Usage in a test:
+  manifest = record_fixtures.write_records(str(tmp_path), num_train=32,
+                                           num_val=8, image_hw=(32, 32))
+"""
+
+import hashlib
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from posternet import genres
+from posternet import images
+from posternet import records
+
+# One colour per genre, fixed for every fixture (the learnable signal).
+GENRE_COLOURS = np.random.RandomState(1234).randint(
+    0, 256, size=(genres.NUM_GENRES, 3)).astype(np.uint8)
+
+# Varied stored sizes when image_hw is None: poster-like, taller than wide.
+VARIED_HEIGHTS = (40, 72)
+VARIED_WIDTHS = (28, 52)
+
+SPLIT_METHOD = ('numpy RandomState(seed).permutation(n): first '
+                'ceil(val_fraction*n) are val, rest train, in permutation order')
+
+
+def poster_id(split: str, index: int) -> str:
+  """The Id of a fixture poster; train and val Ids never collide."""
+  offset = 0 if split == 'train' else 5_000_000
+  return f'tt{offset + index:07d}'
+
+
+def sample_labels(rng: np.random.RandomState, count: int) -> np.ndarray:
+  """1 to 3 distinct genres per poster, as float32 multi-hot [count, 25]."""
+  labels = np.zeros((count, genres.NUM_GENRES), np.float32)
+  for row in labels:
+    row[rng.choice(genres.NUM_GENRES, rng.randint(1, 4), replace=False)] = 1.0
+  return labels
+
+
+def poster_pixels(rng: np.random.RandomState, labels: np.ndarray,
+                  hw: Sequence[int]) -> np.ndarray:
+  """uint8 [H, W, 3]: one band per genre in its colour, plus light noise."""
+  height, width = hw
+  noise = rng.randint(-20, 21, size=(height, width, 3))
+  pixels = np.full((height, width, 3), 128, np.int32) + noise
+  chosen = np.flatnonzero(labels > 0.5)
+  bands = np.array_split(np.arange(height), len(chosen))
+  for genre, rows in zip(chosen, bands):
+    pixels[rows] = GENRE_COLOURS[genre].astype(np.int32) + noise[rows]
+  return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _poster_hw(rng: np.random.RandomState,
+               image_hw: Optional[Sequence[int]]) -> tuple:
+  """The size a poster is drawn at: image_hw, or random within the varied range."""
+  if image_hw is not None:
+    return tuple(int(x) for x in image_hw)
+  return (rng.randint(VARIED_HEIGHTS[0], VARIED_HEIGHTS[1] + 1),
+          rng.randint(VARIED_WIDTHS[0], VARIED_WIDTHS[1] + 1))
+
+
+def _encoded_poster(rng, labels, image_hw, store_size) -> tuple:
+  """(JPEG bytes, stored height, stored width) of one poster."""
+  pixels = tf.constant(poster_pixels(rng, labels, _poster_hw(rng, image_hw)))
+  if store_size is not None:
+    # What the converter's --store_size does: resize once, at conversion.
+    pixels = images.maybe_resize(pixels, store_size)
+  height, width = int(pixels.shape[0]), int(pixels.shape[1])
+  return images.encode_jpeg(pixels), height, width
+
+
+def _sha256(path: str) -> str:
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _write_split(records_dir, split, count, num_shards, rng, image_hw,
+                 store_size) -> dict:
+  """Writes one split's shards; returns its manifest entry."""
+  labels = sample_labels(rng, count)
+  shards = min(num_shards, max(count, 1))
+  entry = {'num_examples': count, 'shards': []}
+  heights, widths = [], []
+  for shard, indices in enumerate(np.array_split(np.arange(count), shards)):
+    name = records.shard_name(split, shard, shards)
+    path = os.path.join(records_dir, name)
+    with tf.io.TFRecordWriter(path) as writer:
+      for index in indices:
+        encoded, height, width = _encoded_poster(rng, labels[index], image_hw,
+                                                 store_size)
+        heights.append(height)
+        widths.append(width)
+        writer.write(records.make_example(
+            encoded, height, width, poster_id(split, int(index)),
+            labels[index]).SerializeToString())
+    entry['shards'].append({'file': name, 'num_examples': len(indices),
+                            'bytes': os.path.getsize(path),
+                            'sha256': _sha256(path)})
+  entry.update(min_height=min(heights, default=0),
+               min_width=min(widths, default=0),
+               max_height=max(heights, default=0),
+               max_width=max(widths, default=0))
+  return entry
+
+
+def write_records(records_dir: str, num_train: int = 32, num_val: int = 8,
+                  image_hw: Optional[Sequence[int]] = (32, 32),
+                  num_shards: int = 2, seed: int = 0,
+                  store_size: Optional[Sequence[int]] = None) -> dict:
+  """Writes a complete records folder of tiny synthetic posters.
+
+  Args:
+    records_dir: the folder to write (created if missing).
+    num_train: posters in the train split.
+    num_val: posters in the val split.
+    image_hw: (height, width) of every poster, or None for varied sizes
+      (heights 40–72, widths 28–52), like real posters.
+    num_shards: shards per split (fewer when a split has fewer posters).
+    seed: makes labels, sizes and pixels reproducible.
+    store_size: (height, width) every poster is resized to before encoding,
+      as the converter's --store_size does; recorded in the manifest.
+
+  Returns:
+    The manifest dict, as written to manifest.json.
+  """
+  os.makedirs(records_dir, exist_ok=True)
+  rng = np.random.RandomState(seed)
+  total = num_train + num_val
+  manifest = {
+      'format_version': records.FORMAT_VERSION,
+      'genres': list(genres.GENRES),
+      'store_size': list(store_size) if store_size is not None else None,
+      'split': {'seed': 42,
+                'val_fraction': round(num_val / max(total, 1), 6),
+                'method': SPLIT_METHOD},
+      'source': {'csv': 'multi_label_train.csv',
+                 'csv_sha256': hashlib.sha256(
+                     f'fixture {seed} {total}'.encode()).hexdigest(),
+                 'csv_rows': total, 'unique_ids': total,
+                 'duplicate_rows': 0, 'unlisted_images': 0},
+      'skipped': {'count': 0, 'by_reason': {}, 'report': None},
+      'splits': {},
+  }
+  for split, count in (('train', num_train), ('val', num_val)):
+    manifest['splits'][split] = _write_split(records_dir, split, count,
+                                             num_shards, rng, image_hw,
+                                             store_size)
+  records.write_manifest(records_dir, manifest)
+  return manifest
+
+
+def read_split(records_dir: str, split: str) -> list:
+  """Every record of a split, in shard order, as parsed numpy dicts.
+
+  The ground truth tests compare the pipeline against: read directly, without
+  the pipeline.
+  """
+  manifest = records.read_manifest(records_dir)
+  paths = records.shard_paths(records_dir, manifest, split)
+  serialized = list(tf.data.TFRecordDataset(paths).as_numpy_iterator())
+  if not serialized:
+    return []
+  parsed = {key: value.numpy() for key, value in
+            records.parse_examples(tf.constant(serialized)).items()}
+  return [{key: value[i] for key, value in parsed.items()}
+          for i in range(len(serialized))]
