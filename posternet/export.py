@@ -148,12 +148,18 @@ def export_model(model: keras.Model, export_dir: str, *,
 def _inference_copy(model: keras.Model) -> keras.Model:
   """The same layers and weights, without optimizer state or compile config.
 
-  The trainer compiles with custom metrics; an uncompiled copy loads in safe
-  mode without them and is a third of the size (no Adam moments).
+  The trainer compiles with custom metrics; an uncompiled model loads in safe
+  mode without them, and leaving out Adam's moments makes model.keras a third
+  of the size. A Functional or Sequential model is rewrapped (sharing its
+  layers, no copy); another kind is saved as it is, and loads uncompiled.
   """
-  copy = keras.models.clone_model(model)
-  copy.set_weights(model.get_weights())
-  return copy
+  inputs = getattr(model, 'inputs', None)
+  if not inputs:
+    return model
+  # A single input or output stays a tensor, not a list of one: callers pass
+  # a batch, not [batch].
+  single = lambda tensors: tensors[0] if len(tensors) == 1 else tensors
+  return keras.Model(single(inputs), single(model.outputs), name=model.name)
 
 
 def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:

@@ -1,0 +1,289 @@
+"""Tuned thresholds, the export round trip, and the predict command.
+
+The predict command runs as a real subprocess: this module never imports
+posternet.predict, whose absl flags (--model) would clash with the trainer's
+in one pytest process.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from posternet import cli
+from posternet import export
+from posternet import genres
+from posternet import images
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_SIZE = (40, 32)
+GENRE_LINE = re.compile(r'^  (\S.*) \((\d\.\d{3})\)$')
+
+
+# Thresholds.
+
+def test_thresholds_on_a_case_with_a_known_best():
+  scores = np.array([0.9, 0.8, 0.4, 0.35, 0.2, 0.1])
+  truth = np.array([1, 1, 0, 1, 0, 0])
+  # F1 for the top k: .5, .8, .67, .86 (k=4: 3 TP, 1 FP), .75, .67.
+  labels = np.zeros([6, genres.NUM_GENRES])
+  probabilities = np.full([6, genres.NUM_GENRES], 0.3)
+  labels[:, 0], probabilities[:, 0] = truth, scores
+  labels[:, 1], probabilities[:, 1] = truth[::-1], scores  # best: all six
+  thresholds = export.tune_thresholds(labels, probabilities)
+  assert thresholds[0] == pytest.approx((0.35 + 0.2) / 2)
+  assert thresholds[1] == pytest.approx(0.05)
+  assert thresholds[2] == export.DEFAULT_THRESHOLD  # no positive in val
+  f1 = export.f1_scores(labels, probabilities, thresholds)
+  assert f1[0] == pytest.approx(6 / 7) and f1[1] == pytest.approx(2 * 3 / 9)
+
+
+def test_thresholds_beat_every_other_threshold():
+  rng = np.random.default_rng(0)
+  labels = (rng.random([200, genres.NUM_GENRES]) < 0.2).astype(np.float32)
+  noise = rng.normal(0, 0.3, labels.shape)
+  probabilities = (1 / (1 + np.exp(-(2 * labels - 1 + noise)))).astype(np.float32)
+  probabilities[:50, 3] = 0.7  # ties must not be split
+  tuned = export.f1_scores(labels, probabilities,
+                           export.tune_thresholds(labels, probabilities))
+  for candidate in np.unique(probabilities):
+    for offset in (-1e-7, 1e-7):
+      other = export.f1_scores(labels, probabilities, candidate + offset)
+      assert np.all(tuned >= other - 1e-12)
+  assert tuned.mean() > export.f1_scores(labels, probabilities, 0.5).mean()
+
+
+def test_thresholds_reject_mismatched_shapes():
+  with pytest.raises(ValueError, match='shape|num_genres'):
+    export.tune_thresholds(np.zeros([4, 25]), np.zeros([5, 25]))
+
+
+# Export and load.
+
+class _CustomMetric(keras.metrics.Mean):
+  """Unregistered, like the trainer's: the export must load without it."""
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    return super().update_state(tf.reduce_mean(y_pred))
+
+
+def _tiny_model():
+  """The models' contract: uint8 in, rescale inside, float32 sigmoid out."""
+  keras.utils.set_random_seed(1)
+  posters = keras.Input([*IMAGE_SIZE, 3], dtype='uint8')
+  x = keras.layers.Rescaling(1 / 255)(posters)
+  x = keras.layers.Conv2D(8, 3, strides=2, activation='relu')(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  outputs = keras.layers.Dense(
+      genres.NUM_GENRES, activation='sigmoid', dtype='float32',
+      bias_initializer=keras.initializers.Constant(
+          np.linspace(-3, 3, genres.NUM_GENRES)))(x)
+  model = keras.Model(posters, outputs)
+  model.compile('adam', 'binary_crossentropy', metrics=[_CustomMetric()])
+  return model
+
+
+def _posters(folder):
+  """Poster files of several kinds: the model's size, larger, PNG, gray."""
+  rng = np.random.default_rng(0)
+  def pixels(height, width):
+    gradient = np.linspace(0, 255, width)[None, :, None]
+    noise = rng.integers(0, 60, [height, width, 3])
+    return np.clip(gradient * [1, .5, .2] + noise, 0, 255).astype(np.uint8)
+  files = {
+      'exact.jpg': images.encode_jpeg(pixels(*IMAGE_SIZE)),
+      'large.jpg': images.encode_jpeg(pixels(90, 60)),
+      'poster.png': tf.io.encode_png(pixels(50, 30)).numpy(),
+      'gray.jpg': tf.io.encode_jpeg(pixels(60, 40)[..., :1],
+                                    format='grayscale').numpy(),
+  }
+  paths = {}
+  for name, data in files.items():
+    paths[name] = str(folder / name)
+    with open(paths[name], 'wb') as f:
+      f.write(data)
+  return paths
+
+
+def _in_memory(model, encoded):
+  """The reference: the in-memory model on the shared decode, eagerly."""
+  batch = np.stack([export.decode_for_model(e, IMAGE_SIZE).numpy()
+                    for e in encoded])
+  return model(batch, training=False).numpy()
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('export')
+  model = _tiny_model()
+  paths = _posters(folder)
+  encoded = {name: open(path, 'rb').read() for name, path in paths.items()}
+  expected = dict(zip(encoded, _in_memory(model, list(encoded.values()))))
+  # Thresholds just below exact.jpg's even genres and just above its odd ones.
+  offsets = np.where(np.arange(genres.NUM_GENRES) % 2 == 0, -1e-3, 1e-3)
+  thresholds = expected['exact.jpg'].astype(np.float64) + offsets
+  export_dir = str(folder / 'model')
+  export.export_model(model, export_dir, image_size=IMAGE_SIZE,
+                      thresholds=thresholds, info={'val_auc': np.float32(0.5)})
+  return dict(model=model, dir=export_dir, paths=paths, encoded=encoded,
+              expected=expected, thresholds=thresholds, folder=folder)
+
+
+def test_export_writes_the_three_parts(exported):
+  assert sorted(os.listdir(exported['dir'])) == [
+      'model.keras', 'posternet.json', 'saved_model']
+  assert not [n for n in os.listdir(exported['folder']) if '.tmp' in n or '.old' in n]
+  info = export.read_info(exported['dir'])
+  assert info['genres'] == list(genres.GENRES)
+  assert info['image_size'] == list(IMAGE_SIZE)
+  np.testing.assert_array_equal(info['thresholds'], exported['thresholds'])
+  assert info['info'] == {'val_auc': 0.5}
+
+
+def test_saved_model_serving_signature_matches_the_model(exported):
+  loaded = tf.saved_model.load(os.path.join(exported['dir'], 'saved_model'))
+  serve = loaded.signatures['serving_default']
+  assert serve.structured_input_signature[1]['image_bytes'].dtype == tf.string
+  names = list(exported['encoded'])  # JPEG, resized JPEG, PNG, grayscale
+  outputs = serve(image_bytes=tf.constant([exported['encoded'][n] for n in names]))
+  probabilities = outputs['probabilities'].numpy()
+  assert probabilities.shape == (len(names), genres.NUM_GENRES)
+  for name, row in zip(names, probabilities):
+    np.testing.assert_allclose(row, exported['expected'][name], atol=1e-5)
+
+
+def test_predictor_and_safe_mode_keras_match_the_model(exported):
+  names = list(exported['encoded'])
+  encoded = [exported['encoded'][n] for n in names]
+  expected = np.stack([exported['expected'][n] for n in names])
+  predictor = export.Predictor.load(exported['dir'])
+  np.testing.assert_allclose(predictor.predict_bytes(encoded), expected,
+                             atol=1e-5)
+  assert predictor.predict_bytes([]).shape == (0, genres.NUM_GENRES)
+  reloaded = export.load_keras_model(exported['dir'])
+  np.testing.assert_allclose(_in_memory(reloaded, encoded), expected, atol=1e-5)
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    predictor.predict_bytes([encoded[0], b'not an image'])
+
+
+def test_export_replaces_an_older_one(exported, tmp_path):
+  export_dir = str(tmp_path / 'model')
+  for value in (0.25, 0.75):
+    export.export_model(exported['model'], export_dir, image_size=IMAGE_SIZE,
+                        thresholds=np.full(genres.NUM_GENRES, value))
+  assert export.read_info(export_dir)['thresholds'][0] == 0.75
+  assert os.listdir(tmp_path) == ['model']
+
+
+def test_a_folder_that_is_no_export_is_a_user_error(tmp_path):
+  with pytest.raises(cli.UserError, match='does not exist'):
+    export.Predictor.load(str(tmp_path / 'absent'))
+  with pytest.raises(cli.UserError, match='not an exported model'):
+    export.Predictor.load(str(tmp_path))
+  (tmp_path / 'posternet.json').write_text('{"format_version": 7}')
+  with pytest.raises(cli.UserError, match='export version 7'):
+    export.load_keras_model(str(tmp_path))
+
+
+# The predict command, as a user runs it.
+
+def _predict(*args):
+  return subprocess.run([sys.executable, '-m', 'posternet.predict', *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def _blocks(stdout):
+  """{poster: [(genre, probability), …]} from the text output."""
+  blocks = {}
+  for line in stdout.splitlines():
+    if line.startswith('  '):
+      name, p = GENRE_LINE.match(line).groups()
+      blocks[current].append((name, float(p)))
+    else:
+      current = line
+      blocks[current] = []
+  return blocks
+
+
+def test_predict_prints_top3_and_reports_bad_files(exported, tmp_path):
+  paths = exported['paths']
+  truncated = tmp_path / 'truncated.jpg'
+  truncated.write_bytes(exported['encoded']['large.jpg'][:300])
+  not_image = tmp_path / 'notes.jpg'
+  not_image.write_text('not a poster')
+  missing = tmp_path / 'missing.jpg'
+  plot = tmp_path / 'out.png'
+  good = [paths['exact.jpg'], paths['large.jpg']]
+  run = _predict(f'--model={exported["dir"]}', f'--plot={plot}', good[0],
+                 str(truncated), str(not_image), good[1], str(missing))
+  assert run.returncode == 2, run.stderr
+  assert 'Traceback' not in run.stderr
+  blocks = _blocks(run.stdout)
+  assert list(blocks) == good
+  for path in good:
+    expected = exported['expected'][os.path.basename(path)]
+    top3 = [genres.GENRES[g] for g in np.argsort(-expected)[:3]]
+    assert [name for name, _ in blocks[path]] == top3
+    probabilities = [p for _, p in blocks[path]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert probabilities[0] == pytest.approx(expected.max(), abs=5e-4)
+  errors = [l for l in run.stderr.splitlines() if l.startswith('error:')]
+  for bad in (truncated, not_image, missing):
+    assert len([l for l in errors if l.startswith(f'error: {bad}: ')]) == 1
+  assert errors[-1] == 'error: 3 of 5 posters could not be predicted (see above)'
+  # Rows of 300 px; the genres start after the widest poster (32x40 → 240).
+  assert Image.open(plot).format == 'PNG'
+  assert Image.open(plot).size == (240 + 320, 2 * 300)
+
+
+def test_predict_json_has_all_probabilities(exported):
+  names = ['exact.jpg', 'poster.png', 'gray.jpg']
+  run = _predict(f'--model={exported["dir"]}', '--json', '--top_k=5',
+                 *[exported['paths'][n] for n in names])
+  assert run.returncode == 0, run.stderr
+  document = json.loads(run.stdout)
+  assert document['errors'] == [] and document['image_size'] == list(IMAGE_SIZE)
+  for name, poster in zip(names, document['posters']):
+    assert poster['file'] == exported['paths'][name]
+    probabilities = [poster['probabilities'][g] for g in genres.GENRES]
+    np.testing.assert_allclose(probabilities, exported['expected'][name],
+                               atol=1e-5)
+    shown = [g['probability'] for g in poster['genres']]
+    assert len(shown) == 5 and shown == sorted(probabilities, reverse=True)[:5]
+
+
+def test_predict_tuned_threshold_prints_genres_above_it(exported):
+  names = ['exact.jpg', 'large.jpg']
+  run = _predict(f'--model={exported["dir"]}', '--threshold=tuned',
+                 *[exported['paths'][n] for n in names])
+  assert run.returncode == 0, run.stderr
+  blocks = _blocks(run.stdout)
+  for name in names:
+    expected = exported['expected'][name]
+    above = {genres.GENRES[g] for g in range(genres.NUM_GENRES)
+             if expected[g] > exported['thresholds'][g]}
+    assert {genre for genre, _ in blocks[exported['paths'][name]]} == above
+  # The thresholds sit just below exact.jpg's even genres, above its odd ones.
+  assert {g for g, _ in blocks[exported['paths']['exact.jpg']]} == set(
+      genres.GENRES[::2])
+
+
+def test_predict_bad_model_folder_or_flag_is_one_line(exported, tmp_path):
+  poster = exported['paths']['exact.jpg']
+  for args, message in (
+      ([f'--model={tmp_path / "nope"}', poster], 'does not exist'),
+      ([f'--model={exported["dir"]}', '--threshold=high', poster],
+       '--threshold=high')):
+    run = _predict(*args)
+    assert run.returncode == 2
+    assert 'Traceback' not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and message in last
+    assert run.stdout == ''
