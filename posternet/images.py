@@ -57,3 +57,83 @@ def maybe_resize(image: tf.Tensor,
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   same = tf.logical_and(tf.equal(height, size[0]), tf.equal(width, size[1]))
   return tf.cond(same, lambda: image, lambda: resize_uint8(image, size))
+
+
+# The IDCT every JPEG decode in posternet uses (pipeline, predictor, serving),
+# so a poster gives the same pixels in training and in prediction.
+# INTEGER_ACCURATE is libjpeg's default (what decode_image uses) and exact to
+# the standard; see BUILD_NOTES.md "Input pipeline" for the speed comparison.
+DCT_METHOD = 'INTEGER_ACCURATE'
+
+# DCT-domain downscale factors libjpeg supports in decode_jpeg(ratio=…).
+JPEG_RATIOS = (1, 2, 4, 8)
+
+
+def decode_jpeg(encoded: tf.Tensor, ratio: int = 1,
+                dct_method: str = DCT_METHOD) -> tf.Tensor:
+  """Decodes JPEG bytes to uint8 [ceil(H/ratio), ceil(W/ratio), 3].
+
+  The pipeline's decode: the ratio is a static choice (an op attribute),
+  made once from the manifest's stored sizes.
+  """
+  image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio,
+                            dct_method=dct_method)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def decode_jpeg_to_size(encoded: tf.Tensor, image_size: Sequence[int],
+                        ratio: int = 1, dct_method: str = DCT_METHOD,
+                        decoded_hw: Optional[Sequence[int]] = None
+                        ) -> tf.Tensor:
+  """JPEG bytes → uint8 [image_size..., 3]: ratio decode, then resize if needed.
+
+  Args:
+    encoded: scalar string tensor of JPEG bytes.
+    image_size: (height, width) of the output.
+    ratio: the DCT-domain downscale (1, 2, 4 or 8); see jpeg_ratio.
+    dct_method: the IDCT; DCT_METHOD unless a benchmark compares.
+    decoded_hw: the decoded size when it is known for every poster (a fixed
+      stored size): the resize is then left out of the graph, or made
+      unconditional, instead of decided per poster.
+
+  Returns:
+    uint8 [image_size[0], image_size[1], 3], with a static shape.
+  """
+  image = decode_jpeg(encoded, ratio, dct_method)
+  size = [int(image_size[0]), int(image_size[1])]
+  if decoded_hw is None:
+    image = maybe_resize(image, size)
+  elif list(decoded_hw) != size:
+    image = resize_uint8(image, size)
+  return tf.ensure_shape(image, size + [3])
+
+
+def _dynamic_jpeg_ratio(encoded: tf.Tensor,
+                        image_size: Sequence[int]) -> tf.Tensor:
+  """jpeg_ratio computed in the graph from the JPEG header (as an index into JPEG_RATIOS)."""
+  stored = tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int32)
+  target = tf.constant([int(image_size[0]), int(image_size[1])], tf.int32)
+  fits = [tf.reduce_all(stored // r >= target) for r in JPEG_RATIOS[1:]]
+  return tf.reduce_sum(tf.cast(tf.stack(fits), tf.int32))
+
+
+def decode_for_model(encoded: tf.Tensor,
+                     image_size: Sequence[int]) -> tf.Tensor:
+  """One poster's bytes (any supported format) → uint8 [H, W, 3] at image_size.
+
+  The per-poster preprocessing of the predictor and the serving signature,
+  the same ops as the training pipeline: a JPEG is decoded with DCT_METHOD at
+  the largest DCT ratio that keeps it at least image_size (jpeg_ratio, here
+  from its own header), then resized only if its size differs. Other formats
+  (PNG, GIF, BMP, WebP) go through decode_rgb, then the same resize.
+  """
+  size = [int(image_size[0]), int(image_size[1])]
+
+  def jpeg():
+    branches = [lambda r=r: decode_jpeg(encoded, r) for r in JPEG_RATIOS]
+    return tf.switch_case(_dynamic_jpeg_ratio(encoded, size), branches)
+
+  image = tf.cond(tf.io.is_jpeg(encoded), jpeg, lambda: decode_rgb(encoded))
+  image = maybe_resize(image, size)
+  return tf.ensure_shape(image, size + [3])
