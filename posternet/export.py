@@ -1,4 +1,4 @@
-"""The exported model: tuned thresholds, the files written, and loading them back.
+"""The exported model: tuned thresholds, the files written, loading them back.
 
 An export folder holds:
   model.keras      the Keras model (inference only: no optimizer, no compile
@@ -48,7 +48,8 @@ DEFAULT_THRESHOLD = 0.5
 PREDICT_BATCH = 32
 
 
-def tune_thresholds(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+def tune_thresholds(labels: np.ndarray,
+                    probabilities: np.ndarray) -> np.ndarray:
   """Per-genre thresholds that maximise each genre's F1 on validation.
 
   Multi-label genres are rare and unevenly so (Drama is on half the posters,
@@ -162,7 +163,8 @@ def _inference_copy(model: keras.Model) -> keras.Model:
   return keras.Model(single(inputs), single(model.outputs), name=model.name)
 
 
-def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+def decode_for_model(encoded: tf.Tensor,
+                     image_size: Sequence[int]) -> tf.Tensor:
   """One poster's bytes → uint8 [H, W, 3] at image_size, as in training.
 
   The shared decode and resize ops (posternet/images.py); the resize is

