@@ -1,0 +1,1 @@
+"""Command-line tools of posternet: the converter and the benchmarks."""
