@@ -163,25 +163,18 @@ def _inference_copy(model: keras.Model) -> keras.Model:
   return keras.Model(single(inputs), single(model.outputs), name=model.name)
 
 
-def decode_for_model(encoded: tf.Tensor,
-                     image_size: Sequence[int]) -> tf.Tensor:
-  """One poster's bytes → uint8 [H, W, 3] at image_size, as in training.
-
-  The shared decode and resize ops (posternet/images.py); the resize is
-  skipped when the poster already has the model's size.
-  """
-  image = images.maybe_resize(images.decode_rgb(encoded), image_size)
-  return tf.ensure_shape(image, [image_size[0], image_size[1], 3])
-
-
 def _write_saved_model(model: keras.Model, path: str,
                        image_size: Sequence[int]) -> None:
-  """A SavedModel whose serving signature decodes and resizes in the graph."""
+  """A SavedModel whose serving signature decodes and resizes in the graph.
+
+  The decode is training's own (images.decode_for_model), so a served poster
+  becomes the same pixels as in the pipeline.
+  """
   height, width = int(image_size[0]), int(image_size[1])
 
   def serve(image_bytes):
     posters = tf.map_fn(
-        lambda encoded: decode_for_model(encoded, (height, width)),
+        lambda encoded: images.decode_for_model(encoded, (height, width)),
         image_bytes,
         fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
     return {OUTPUT_NAME: tf.cast(model(posters, training=False), tf.float32)}

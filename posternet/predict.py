@@ -104,7 +104,7 @@ def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
     return Result(path, None, str(data))
   try:
     # The model's own decode, eagerly: its error names this file's problem.
-    export.decode_for_model(data, predictor.image_size)
+    images.decode_for_model(data, predictor.image_size)
     return Result(path, predictor.predict_bytes([data])[0], None)
   except tf.errors.InvalidArgumentError as e:
     return Result(path, None, f'not a readable image: {_tf_message(e)}')
