@@ -77,7 +77,7 @@ GENRE_STYLE = {
     'Sci-Fi': ((0, 215, 240), 'hexagon', -0.5),
     'Short': ((170, 255, 200), 'triangle', 0),
     'Sport': ((60, 180, 40), 'hexagon', 0.5),
-    'Thriller': ((125, 40, 175), 'triangle', -1),
+    'Thriller': ((100, 0, 240), 'triangle', -1),
     'War': ((85, 95, 50), 'cross', -1),
     'Western': ((200, 120, 60), 'diamond', 0),
 }
