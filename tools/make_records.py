@@ -2,15 +2,17 @@ r"""Converts the tutorial's CSV and Images/ folder to sharded TFRecords.
 
 `make records`, or:
 
-  python -m tools.make_records --data_dir=path/Multi_Label_dataset --out=records/
+  python -m tools.make_records --data_dir=path/Multi_Label_dataset \
+      --out=records/
   python -m tools.make_records --csv=path/multi_label_train.csv \
       --images=path/Images --out=records/ [--store_size=400x400]
   python -m tools.make_records --verify=records/
 
 What it writes (posternet/records.py owns every name and key):
-  train-00000-of-000NN.tfrecord …, val-…  one tf.train.Example per poster
-  manifest.json                           written last: counts, checksums, provenance
-  skipped.csv                             with --skip_bad_images: what was left out, why
+  train-00000-of-000NN.tfrecord …, val-…
+                       one tf.train.Example per poster
+  manifest.json        written last: counts, checksums, provenance
+  skipped.csv          with --skip_bad_images: what was left out, and why
 
 Split: the tutorial's, bit for bit (tutorial_split). Identical duplicate rows
 are written once, the first row deciding the split; the same Id with other
@@ -54,7 +56,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 import warnings
 from typing import Iterable, Iterator, Optional, Sequence
@@ -85,13 +86,15 @@ MAX_SHARD_BYTES = 128 * 2**20
 MIN_SHARDS = {'train': 16, 'val': 2}
 MIN_POSTERS_PER_SHARD = 32
 
-CSV_NAMES = ('multi_label_train.csv', 'train.csv')  # the tutorial's, the archive's
+# The tutorial's name for the CSV, and the downloadable archive's.
+CSV_NAMES = ('multi_label_train.csv', 'train.csv')
 IMAGE_SUFFIX = '.jpg'
 SKIPPED_REPORT = 'skipped.csv'
 STATE_DIR = '.make_records'
 PLAN_VERSION = 1  # bump when a change to this file changes the output bytes
 SPLIT_METHOD = ('numpy RandomState(seed).permutation(n): first '
-                'ceil(val_fraction*n) are val, rest train, in permutation order')
+                'ceil(val_fraction*n) are val, rest train, in permutation '
+                'order')
 
 # Why a poster can be skipped, in the manifest's order.
 REASONS = ('missing image', 'unreadable image', 'empty image', 'not an image',
@@ -100,7 +103,8 @@ REASONS = ('missing image', 'unreadable image', 'empty image', 'not an image',
 # What TensorFlow decodes (Pillow's format names); MPO is a JPEG with extras.
 JPEG_FORMATS = ('JPEG', 'MPO')
 TF_FORMATS = JPEG_FORMATS + ('PNG', 'GIF', 'BMP', 'WEBP')
-PASS_THROUGH_MODES = ('RGB', 'L')  # JPEG modes decode_jpeg(channels=3) renders right
+# JPEG modes that decode_jpeg(channels=3) renders right (not CMYK).
+PASS_THROUGH_MODES = ('RGB', 'L')
 
 _SHARD_FILE = re.compile(r'^(train|val)-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$')
 
@@ -215,7 +219,8 @@ def _parse_csv(csv_path: str, data: bytes) -> pd.DataFrame:
                         na_filter=False, encoding='utf-8-sig')
   except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
     message = str(e).strip().splitlines()[-1]
-    raise cli.UserError(f'{csv_path} is not a readable CSV: {message}') from None
+    raise cli.UserError(
+        f'{csv_path} is not a readable CSV: {message}') from None
   if frame.empty:
     raise cli.UserError(f'{csv_path} has a header but no rows')
   return frame
@@ -246,13 +251,13 @@ def _labels(csv_path: str, frame: pd.DataFrame) -> np.ndarray:
   cells = np.char.strip(cells)
   ones = np.isin(cells, ('1', '1.0'))
   valid = ones | np.isin(cells, ('0', '0.0'))
-  ids = frame[genres.ID_COLUMN].to_numpy(dtype=str)
+  ids = frame[genres.ID_COLUMN].tolist()
   if not valid.all():
     row, column = np.argwhere(~valid)[0]
+    cell = str(cells[row, column])
     raise cli.UserError(
         f'{csv_path}: line {_line(row)} (Id {ids[row]!r}): column '
-        f'{genres.GENRES[column]!r} is {cells[row, column]!r}; labels must be '
-        '0 or 1')
+        f'{genres.GENRES[column]!r} is {cell!r}; labels must be 0 or 1')
   empty = np.flatnonzero(~ones.any(axis=1))
   if empty.size:
     row = empty[0]
@@ -356,7 +361,8 @@ def _check_header_of_image(data: bytes, max_pixels: int) -> tuple:
   """
   try:
     with Image.open(io.BytesIO(data)) as header:
-      image_format, mode, (width, height) = header.format, header.mode, header.size
+      image_format, mode = header.format, header.mode
+      width, height = header.size
   except Image.DecompressionBombError as e:
     raise BadImage('too large', str(e)) from None
   except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError):
@@ -464,7 +470,7 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def _read_json(path: str):
-  """The JSON in path, or None when absent or unreadable (a half-written note)."""
+  """The JSON in path, or None when absent or unreadable (half-written)."""
   try:
     with tf.io.gfile.GFile(path, 'rb') as f:
       return json.loads(f.read())
@@ -552,9 +558,12 @@ def _write_shard(out_dir: str, shard: Shard, futures: Iterator,
         skipped.append([_line(row), poster_id, poster_id + IMAGE_SUFFIX,
                         e.reason, e.detail])
       else:
-        writer.write(records.make_example(
-            poster.data, poster.height, poster.width, poster_id,
-            table.labels[row]).SerializeToString())
+        example = records.make_example(poster.data, poster.height,
+                                       poster.width, poster_id,
+                                       table.labels[row])
+        # deterministic: map order otherwise differs between processes, and
+        # a resumed run must write the very bytes of an uninterrupted one.
+        writer.write(example.SerializeToString(deterministic=True))
         sizes.append((poster.height, poster.width))
       bar.update()
   size, sha256 = _size_and_sha256(path + '.tmp')
@@ -695,7 +704,7 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
                     _json_bytes(note))
       done[note['file']] = note
   except tf.errors.OpError as e:
-    raise cli.UserError(f'cannot write to {out_dir}: {_tf_message(e)}') from None
+    raise _unwritable(out_dir, e) from None
   finally:
     bar.close()
   manifest = _finish(out_dir, table, options, unlisted, shards, done)
@@ -711,7 +720,7 @@ def _plan(table: Table, images_dir: str, options: dict, workers: int) -> tuple:
   stats = _stat_images(paths, workers)
   shards = []
   for split, rows in (('train', train), ('val', val)):
-    rows = rows[table.first[rows]]  # a repeated Id goes where its first row goes
+    rows = rows[table.first[rows]]  # a repeated Id goes with its first row
     if not len(rows):
       raise cli.UserError(f'the {split} split is empty: {table.num_rows} CSV '
                           f'rows with val_fraction={options["val_fraction"]}')
@@ -725,18 +734,22 @@ def _plan(table: Table, images_dir: str, options: dict, workers: int) -> tuple:
 
 
 def _prepare_output(out_dir: str, shards: Sequence[Shard], key: str) -> dict:
-  """Creates --out (a clear error when impossible) and resumes a same-key run."""
+  """Creates --out (a clear error when impossible); resumes a same-key run."""
   plan = {'key': key, 'shards': [s.file for s in shards]}
   try:
     tf.io.gfile.makedirs(out_dir)
     return _start_or_resume(out_dir, plan)
   except tf.errors.OpError as e:
-    raise cli.UserError(f'cannot write to {out_dir}: {_tf_message(e)}') from None
+    raise _unwritable(out_dir, e) from None
+
+
+def _unwritable(out_dir: str, error: tf.errors.OpError) -> cli.UserError:
+  return cli.UserError(f'cannot write to {out_dir}: {_tf_message(error)}')
 
 
 def _finish(out_dir: str, table: Table, options: dict, unlisted: int,
             shards: Sequence[Shard], done: dict) -> dict:
-  """Writes skipped.csv, then the manifest (last), then drops the resume state."""
+  """Writes skipped.csv, the manifest (last), then drops the resume state."""
   notes_by_split = {split: [done[s.file] for s in shards if s.split == split]
                     for split in records.SPLITS}
   skipped = [entry for s in shards for entry in done[s.file]['skipped']]
@@ -929,7 +942,8 @@ def _check_facts(record: dict, index: int, check: _ShardCheck,
     problem = (f'Id {poster_id}: the image decodes to {shape}, the record '
                f'says {height}x{width}')
   elif store_size and [height, width] != list(store_size):
-    problem = f'Id {poster_id}: {height}x{width}, not the store size {store_size}'
+    problem = (f'Id {poster_id}: {height}x{width}, not the store size '
+               f'{store_size}')
   elif not np.isin(labels, (0.0, 1.0)).all() or not labels.any():
     problem = f'Id {poster_id}: labels {labels.tolist()} are not multi-hot'
   if problem:
@@ -1002,9 +1016,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer('max_pixels', DEFAULT_MAX_PIXELS, 'Refuse images with '
                        'more pixels than this, from their header, before '
                        'decoding (decompression bombs).')
-  flags.DEFINE_string('verify', None, 'Instead of converting: read every record '
-                      'of this records folder back, check CRCs, checksums, '
-                      'counts, decode every image; exit 0 only if all is well.')
+  flags.DEFINE_string('verify', None, 'Instead of converting: read every '
+                      'record of this records folder back, check CRCs, '
+                      'checksums, counts, decode every image; exit 0 only if '
+                      'all is well.')
   flags.DEFINE_bool('progress', True, 'Show a progress line on stderr.')
 
 
