@@ -490,6 +490,7 @@ BAD_IMAGES = {
     'missing': (None, 'missing image'),
     'empty': (b'', 'empty image'),
     'truncated': (bad_inputs.truncated_jpeg(), 'truncated or corrupt image'),
+    'cut_header': (bad_inputs.rgb_jpeg()[:40], 'truncated or corrupt image'),
     'text': (bad_inputs.text_file(), 'not an image'),
     'bomb': (bad_inputs.huge_png_header(8000, 6000), 'too large'),  # ours
     'huge': (bad_inputs.huge_png_header(30000, 30000), 'too large'),  # Pillow's

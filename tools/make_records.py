@@ -103,6 +103,9 @@ REASONS = ('missing image', 'unreadable image', 'empty image', 'not an image',
 # What TensorFlow decodes (Pillow's format names); MPO is a JPEG with extras.
 JPEG_FORMATS = ('JPEG', 'MPO')
 TF_FORMATS = JPEG_FORMATS + ('PNG', 'GIF', 'BMP', 'WEBP')
+# How JPEG, PNG, GIF, BMP and WebP (RIFF) files start: one of these whose
+# header does not read is a broken image, not some other kind of file.
+IMAGE_SIGNATURES = (b'\xff\xd8', b'\x89PNG', b'GIF8', b'BM', b'RIFF')
 # JPEG modes that decode_jpeg(channels=3) renders right (not CMYK).
 PASS_THROUGH_MODES = ('RGB', 'L')
 
@@ -366,6 +369,9 @@ def _check_header_of_image(data: bytes, max_pixels: int) -> tuple:
   except Image.DecompressionBombError as e:
     raise BadImage('too large', str(e)) from None
   except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    if data.startswith(IMAGE_SIGNATURES):
+      raise BadImage('truncated or corrupt image', 'the file starts like an '
+                     'image but its header does not read') from None
     raise BadImage('not an image', 'neither Pillow nor TensorFlow reads this '
                    'file as an image') from None
   if image_format not in TF_FORMATS:
@@ -685,7 +691,7 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
       output folder that cannot be written.
   """
   start = time.monotonic()
-  workers = workers or os.cpu_count() or 1
+  workers = workers or _cores()
   store_size = tuple(int(s) for s in store_size) if store_size else None
   options = {'val_fraction': val_fraction, 'seed': seed,
              'skip_bad_images': skip_bad_images, 'store_size': store_size,
@@ -710,6 +716,13 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
   manifest = _finish(out_dir, table, options, unlisted, shards, done)
   return _summary(manifest, out_dir, shards, len(shards) - len(pending),
                   time.monotonic() - start)
+
+
+def _cores() -> int:
+  """The cores this process may use (a container's limit, not the host's)."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def _plan(table: Table, images_dir: str, options: dict, workers: int) -> tuple:
@@ -832,7 +845,7 @@ def verify(records_dir: str, *, workers: Optional[int] = None,
           for entry in records.split_info(manifest, split)['shards']]
   bar = cli.Progress(len(jobs), f'verifying {records_dir} (shards)',
                      enabled=progress)
-  with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+  with concurrent.futures.ThreadPoolExecutor(workers or _cores()) as pool:
     results = []
     for result in pool.map(lambda job: _verify_shard(*job), jobs):
       results.append(result)
