@@ -33,7 +33,7 @@ Shard rule: a split of n posters whose stored bytes are estimated at B gets
 with m = 16 for train (2 hosts x 8 parallel readers all get whole shards) and
 m = 2 for val. Posters fill shards in split order, in contiguous runs of equal
 size (±1). The tutorial's 7,254 posters give 16 train shards of ~408 posters
-(~15 MB each) and 2 val shards.
+(~14 MB each) and 2 val shards.
 
 Resume: the plan (which poster goes in which shard) is keyed on the CSV's
 sha256, the listed images' sizes and mtimes and the flags, and kept in
@@ -453,8 +453,8 @@ def _estimated_bytes(rows: np.ndarray, sizes: Sequence[tuple],
                      store_size: Optional[Sequence[int]]) -> int:
   """Stored bytes of a split, guessed before converting (for the shard count).
 
-  Source sizes when bytes pass through; ~2 bits per pixel for a q95 JPEG at
-  the store size otherwise.
+  Source sizes when bytes pass through; otherwise 3/4 byte per stored pixel,
+  a generous guess for a q95 JPEG of a poster.
   """
   if store_size is not None:
     return len(rows) * store_size[0] * store_size[1] * 3 // 4
