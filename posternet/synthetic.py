@@ -88,7 +88,7 @@ _LABEL_STREAM, _EXTRA_LABEL_STREAM, _POSTER_STREAM, _DUPLICATE_STREAM = range(4)
 
 # Grain amplitude range (+-, in levels): tuned so the JPEGs have the real
 # sizes (median ~33 KB at 300x442) and decode speed.
-_GRAIN = (3, 17)
+_GRAIN = (3, 16)
 
 # Share of the background colour that comes from the poster's genres.
 _TINT = 0.5
