@@ -331,7 +331,7 @@ def load_poster(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   image_format, mode = _check_header_of_image(data, max_pixels)
   pass_through = image_format in JPEG_FORMATS and mode in PASS_THROUGH_MODES
   try:
-    image = (tf.io.decode_jpeg(data, channels=3) if pass_through
+    image = (images.decode_jpeg(data) if pass_through
              else images.decode_rgb(data))
   except tf.errors.OpError as e:
     raise BadImage('truncated or corrupt image', _tf_message(e)) from None
@@ -934,7 +934,7 @@ def _record_facts(serialized: tf.Tensor) -> dict:
           'width': example[records.WIDTH_KEY],
           'labels': example[records.LABELS_KEY],
           'magic': tf.strings.substr(encoded, 0, 2),
-          'shape': tf.shape(tf.io.decode_jpeg(encoded, channels=3))}
+          'shape': tf.shape(images.decode_jpeg(encoded))}
 
 
 def _check_facts(record: dict, index: int, check: _ShardCheck,
