@@ -24,7 +24,6 @@ from posternet import cli
 from posternet import genres
 from posternet import images
 from posternet import records
-from posternet import synthetic
 from tools import make_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,6 +104,8 @@ def run_command(*args, cwd=REPO):
 @pytest.fixture(scope='module')
 def synthetic_set(tmp_path_factory):
   """40 synthetic posters, tutorial format, 2 duplicate rows, 3 extra images."""
+  # Imported here: posternet.synthetic defines absl flags at import.
+  from posternet import synthetic  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('synthetic')
   csv_path = synthetic.generate(str(root), 40, seed=3, duplicate_rows=2,
                                 extra_images=3, workers=1)
