@@ -594,3 +594,19 @@ def test_command_exit_codes_and_one_line_errors(converted, tmp_path):
   manifest = records.read_manifest(str(tmp_path / 'ok'))
   assert manifest['source']['csv'] == 'train.csv'
   assert sum(records.num_examples(manifest, s) for s in records.SPLITS) == 5
+
+
+def test_a_split_with_every_poster_skipped_is_an_error(tmp_path):
+  files = {**jpeg_set(9), 'ttempty': b''}
+  rows = [csv_row(poster_id, _labels(i)) for i, poster_id in enumerate(files)]
+  # The tutorial split of 10 rows puts row 8 alone in val: make it the bad one.
+  assert make_records.tutorial_split(10)[1].tolist() == [8]
+  rows[8], rows[9] = rows[9], rows[8]
+  csv_path, image_dir = write_dataset(tmp_path, files, rows)
+  out = tmp_path / 'out'
+  with pytest.raises(cli.UserError, match='every poster of the val split was '
+                     'skipped; see .*skipped.csv'):
+    make_records.convert(csv_path, image_dir, str(out), skip_bad_images=True,
+                         progress=False)
+  assert 'ttempty' in (out / 'skipped.csv').read_text()
+  assert not (out / records.MANIFEST_NAME).exists()

@@ -701,6 +701,20 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
   shards, key = _plan(table, images_dir, options, workers)
   done = _prepare_output(out_dir, shards, key)
   pending = [s for s in shards if s.file not in done]
+  try:
+    _write_pending(out_dir, pending, table, images_dir, options, workers,
+                   progress, done)
+    manifest = _finish(out_dir, table, options, unlisted, shards, done)
+  except tf.errors.OpError as e:
+    raise _unwritable(out_dir, e) from None
+  return _summary(manifest, out_dir, len(shards) - len(pending),
+                  time.monotonic() - start)
+
+
+def _write_pending(out_dir: str, pending: Sequence[Shard], table: Table,
+                   images_dir: str, options: dict, workers: int,
+                   progress: bool, done: dict) -> None:
+  """Writes the shards not finished yet, noting each as it is renamed."""
   bar = cli.Progress(sum(len(s.rows) for s in pending),
                      f'converting to {out_dir}', enabled=progress)
   try:
@@ -709,13 +723,8 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
       _write_atomic(os.path.join(out_dir, STATE_DIR, note['file'] + '.json'),
                     _json_bytes(note))
       done[note['file']] = note
-  except tf.errors.OpError as e:
-    raise _unwritable(out_dir, e) from None
   finally:
     bar.close()
-  manifest = _finish(out_dir, table, options, unlisted, shards, done)
-  return _summary(manifest, out_dir, shards, len(shards) - len(pending),
-                  time.monotonic() - start)
 
 
 def _cores() -> int:
@@ -730,7 +739,7 @@ def _plan(table: Table, images_dir: str, options: dict, workers: int) -> tuple:
   train, val = tutorial_split(table.num_rows, options['val_fraction'],
                               options['seed'])
   paths = [_image_path(images_dir, poster_id) for poster_id in table.ids]
-  stats = _stat_images(paths, workers)
+  stats = _stat_images(paths, max(workers, 16))  # I/O-bound: more threads
   shards = []
   for split, rows in (('train', train), ('val', val)):
     rows = rows[table.first[rows]]  # a repeated Id goes with its first row
@@ -766,21 +775,21 @@ def _finish(out_dir: str, table: Table, options: dict, unlisted: int,
   notes_by_split = {split: [done[s.file] for s in shards if s.split == split]
                     for split in records.SPLITS}
   skipped = [entry for s in shards for entry in done[s.file]['skipped']]
+  if options['skip_bad_images']:
+    _write_atomic(os.path.join(out_dir, SKIPPED_REPORT),
+                  _skipped_report(skipped))
   for split, notes in notes_by_split.items():
     if not sum(n['num_examples'] for n in notes):
       raise cli.UserError(f'every poster of the {split} split was skipped; '
                           f'see {os.path.join(out_dir, SKIPPED_REPORT)}')
   manifest = _manifest(table, options, unlisted, notes_by_split, skipped)
-  if options['skip_bad_images']:
-    _write_atomic(os.path.join(out_dir, SKIPPED_REPORT),
-                  _skipped_report(skipped))
   records.write_manifest(out_dir, manifest)
   tf.io.gfile.rmtree(os.path.join(out_dir, STATE_DIR))
   return manifest
 
 
-def _summary(manifest: dict, out_dir: str, shards: Sequence[Shard],
-             reused: int, seconds: float) -> dict:
+def _summary(manifest: dict, out_dir: str, reused: int,
+             seconds: float) -> dict:
   splits = manifest['splits']
   return {
       'out_dir': out_dir,
