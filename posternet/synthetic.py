@@ -15,6 +15,7 @@ Usage:
 
 import concurrent.futures
 import csv
+import ctypes
 import functools
 import io
 import multiprocessing
@@ -92,6 +93,9 @@ _GRAIN = (3, 16)
 
 # Share of the background colour that comes from the poster's genres.
 _TINT = 0.5
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 # Posters per task sent to a worker: large enough to amortise the hand-off.
 _CHUNK = 32
@@ -370,6 +374,22 @@ def _write_posters(images_dir: str, seed: int, start: int,
   return total
 
 
+def _init_worker() -> None:
+  """Keeps freed image buffers in the worker's heap instead of unmapping them.
+
+  glibc returns each large buffer (a poster is ~0.4 MB) to the kernel when it
+  is freed, and the next poster faults it back in page by page: a sixth of the
+  CPU time went to the kernel. Raising the mmap and trim thresholds cuts that
+  tenfold. Other C libraries have no mallopt: nothing to do there.
+  """
+  try:
+    libc = ctypes.CDLL(None)
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+  except (AttributeError, OSError):
+    pass
+
+
 def _write_all_posters(images_dir: str, seed: int, labels: np.ndarray,
                        workers: int) -> int:
   """Writes every poster, in a process pool when workers > 1."""
@@ -379,7 +399,8 @@ def _write_all_posters(images_dir: str, seed: int, labels: np.ndarray,
                for s in starts)
   # spawn: safe even when the caller has already started TensorFlow threads.
   context = multiprocessing.get_context('spawn')
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+  with concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=context, initializer=_init_worker) as pool:
     futures = [pool.submit(_write_posters, images_dir, seed, s,
                            labels[s:s + _CHUNK]) for s in starts]
     return sum(f.result() for f in futures)
