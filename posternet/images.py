@@ -59,10 +59,12 @@ def maybe_resize(image: tf.Tensor,
   return tf.cond(same, lambda: image, lambda: resize_uint8(image, size))
 
 
-# The IDCT every JPEG decode in posternet uses (pipeline, predictor, serving),
-# so a poster gives the same pixels in training and in prediction.
-# INTEGER_ACCURATE is libjpeg's default (what decode_image uses) and exact to
-# the standard; see BUILD_NOTES.md "Input pipeline" for the speed comparison.
+# The IDCT of every JPEG decode on the model's path (pipeline, predictor,
+# serving), so a poster gives the same pixels in training and in prediction.
+# INTEGER_ACCURATE (libjpeg's ISLOW) measured as fast as INTEGER_FAST here
+# (libjpeg-turbo's SIMD; BUILD_NOTES.md, "Input pipeline") and is exact to
+# the standard. TensorFlow's own default ('' in decode_jpeg and decode_image)
+# is INTEGER_FAST, so decode_rgb's pixels may differ by a level or two.
 DCT_METHOD = 'INTEGER_ACCURATE'
 
 # DCT-domain downscale factors libjpeg supports in decode_jpeg(ratio=…).

@@ -1,0 +1,394 @@
+"""The streaming pipeline: shapes, completeness, sharding, exact pixels, faults.
+
+Every test runs real TensorFlow on real record files written by
+record_fixtures; stage functions run both eagerly and inside tf.data.
+"""
+
+import io
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from posternet import cli
+from posternet import genres
+from posternet import images
+from posternet import input_pipeline
+from posternet import records
+import record_fixtures
+
+SIZE = (32, 32)
+
+
+@pytest.fixture(scope='module')
+def fixed_dir(tmp_path_factory):
+  """30 train and 11 val posters of 32×32, 3 shards per split."""
+  folder = str(tmp_path_factory.mktemp('fixed'))
+  record_fixtures.write_records(folder, num_train=30, num_val=11,
+                                image_hw=SIZE, num_shards=3, seed=1)
+  return folder
+
+
+@pytest.fixture(scope='module')
+def big_dir(tmp_path_factory):
+  """Posters stored at 64×64: room for DCT-ratio decodes."""
+  folder = str(tmp_path_factory.mktemp('big'))
+  record_fixtures.write_records(folder, num_train=8, num_val=6,
+                                image_hw=(64, 64), num_shards=2, seed=2)
+  return folder
+
+
+@pytest.fixture(scope='module')
+def varied_dir(tmp_path_factory):
+  """Posters of varied sizes (heights 40–72, widths 28–52)."""
+  folder = str(tmp_path_factory.mktemp('varied'))
+  record_fixtures.write_records(folder, num_train=8, num_val=9,
+                                image_hw=None, num_shards=2, seed=3)
+  return folder
+
+
+def batches(dataset, count=None):
+  """The dataset's elements as lists of numpy arrays."""
+  if count is not None:
+    dataset = dataset.take(count)
+  return [tuple(part.numpy() for part in element) for element in dataset]
+
+
+def by_id(dataset):
+  """{poster id: (image, labels)} over one pass of a with_ids dataset."""
+  out = {}
+  for images_, labels, ids in batches(dataset):
+    for image, label, poster_id in zip(images_, labels, ids):
+      assert poster_id not in out, f'{poster_id} delivered twice'
+      out[poster_id] = (image, label)
+  return out
+
+
+def truth(folder, split):
+  """{poster id: parsed record}, read directly, without the pipeline."""
+  return {r[records.ID_KEY]: r for r in record_fixtures.read_split(folder, split)}
+
+
+# Shapes, batches, completeness.
+
+
+def test_shapes_and_dtypes(fixed_dir):
+  for split in ('train', 'val'):
+    dataset = input_pipeline.make_dataset(fixed_dir, split, 4, SIZE)
+    image_spec, label_spec = dataset.element_spec
+    assert image_spec.dtype == tf.uint8 and label_spec.dtype == tf.float32
+    assert image_spec.shape[1:] == (32, 32, 3)
+    assert label_spec.shape[1:] == (genres.NUM_GENRES,)
+    images_, labels = batches(dataset, 1)[0]
+    assert images_.shape == (4, 32, 32, 3) and images_.dtype == np.uint8
+    assert labels.shape == (4, 25) and labels.dtype == np.float32
+    assert set(np.unique(labels)) <= {0.0, 1.0}
+    assert images_.max() > 1  # uint8 pixels, not rescaled to [0, 1]
+
+
+def test_train_batches_are_full_static_and_endless(fixed_dir):
+  dataset = input_pipeline.make_dataset(fixed_dir, 'train', 8, SIZE, seed=0)
+  assert dataset.element_spec[0].shape == (8, 32, 32, 3)  # drop_remainder
+  steps = input_pipeline.steps_per_epoch(fixed_dir, 'train', 8)
+  got = batches(dataset, 3 * steps + 1)  # 30 posters: 3 epochs and more
+  assert len(got) == 3 * steps + 1
+  assert all(images_.shape[0] == 8 for images_, _ in got)
+
+
+def test_training_shuffles_eval_is_ordered(fixed_dir):
+  ids = lambda count=None, **kw: [i for _, _, b in batches(
+      input_pipeline.make_dataset(fixed_dir, 'val', 11, SIZE, with_ids=True,
+                                  **kw), count) for i in b]
+  eval_order = ids()
+  assert ids() == eval_order  # deterministic
+  shuffled = ids(1, training=True, seed=7)  # endless: one batch
+  assert set(shuffled) <= set(eval_order) and shuffled != eval_order
+
+
+def test_eval_sees_each_val_poster_exactly_once(fixed_dir):
+  dataset = input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
+                                        with_ids=True)
+  sizes = [b[0].shape[0] for b in batches(dataset)]
+  assert sizes == [4, 4, 3]  # the last batch is kept, partial
+  assert sorted(by_id(dataset)) == sorted(truth(fixed_dir, 'val'))
+
+
+def test_two_workers_shards_are_disjoint_and_cover_all(fixed_dir):
+  seen = []
+  for worker in (0, 1):
+    context = tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=worker,
+        num_replicas_in_sync=2)
+    dataset = input_pipeline.make_dataset(
+        fixed_dir, 'val', 4, SIZE, input_context=context, with_ids=True)
+    assert max(b[0].shape[0] for b in batches(dataset)) == 2  # per replica
+    seen.append(set(by_id(dataset)))
+  assert seen[0] and seen[1] and not seen[0] & seen[1]
+  assert seen[0] | seen[1] == set(truth(fixed_dir, 'val'))
+
+
+def test_more_workers_than_shards_is_a_clear_error(fixed_dir):
+  context = tf.distribute.InputContext(num_input_pipelines=4,
+                                       input_pipeline_id=0)
+  with pytest.raises(cli.UserError, match='3 shard files .* 4 input workers'):
+    input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
+                                input_context=context)
+
+
+# Exact pixels: the decode paths.
+
+
+def test_pixels_and_labels_equal_a_direct_decode(fixed_dir):
+  expected = truth(fixed_dir, 'val')
+  for options in ({}, {'cache': True}, {'num_parallel_calls': 1,
+                                         'prefetch': 0}):
+    got = by_id(input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
+                                            with_ids=True, **options))
+    assert sorted(got) == sorted(expected)
+    for poster_id, (image, labels) in got.items():
+      record = expected[poster_id]
+      direct = tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
+                                 dct_method=images.DCT_METHOD)
+      np.testing.assert_array_equal(image, direct.numpy())
+      np.testing.assert_array_equal(labels, record[records.LABELS_KEY])
+
+
+@pytest.mark.parametrize('size,ratio,resized', [
+    ((32, 32), 2, False), ((16, 16), 4, False), ((8, 8), 8, False),
+    ((24, 20), 2, True), ((40, 40), 1, True)])
+def test_ratio_decode_path(big_dir, size, ratio, resized):
+  manifest = records.read_manifest(big_dir)
+  plan = input_pipeline.decode_plan(
+      input_pipeline.stored_size_range(manifest, 'val'), size)
+  assert plan['ratio'] == ratio
+  assert (tuple(plan['decoded_hw']) != size) == resized
+  got = by_id(input_pipeline.make_dataset(big_dir, 'val', 4, size,
+                                          with_ids=True))
+  for poster_id, record in truth(big_dir, 'val').items():
+    direct = tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
+                               ratio=ratio, dct_method=images.DCT_METHOD)
+    if resized:
+      direct = images.resize_uint8(direct, size)
+    np.testing.assert_array_equal(got[poster_id][0], direct.numpy())
+
+
+def test_varied_sizes_are_resized_per_poster(varied_dir):
+  size = (24, 20)  # the smallest stored poster (40×28) allows no ratio 2
+  got = by_id(input_pipeline.make_dataset(varied_dir, 'val', 4, size,
+                                          with_ids=True))
+  stored = set()
+  for poster_id, record in truth(varied_dir, 'val').items():
+    stored.add((record[records.HEIGHT_KEY], record[records.WIDTH_KEY]))
+    direct = images.resize_uint8(
+        tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
+                          dct_method=images.DCT_METHOD), size)
+    np.testing.assert_array_equal(got[poster_id][0], direct.numpy())
+  assert len(stored) > 1
+
+
+def test_store_size_in_manifest_drives_the_plan(tmp_path):
+  manifest = record_fixtures.write_records(
+      str(tmp_path), num_train=2, num_val=2, image_hw=None,
+      store_size=(48, 40))
+  assert manifest['store_size'] == [48, 40]
+  stored = input_pipeline.stored_size_range(manifest, 'train')
+  assert stored == ((48, 40), (48, 40))
+  assert input_pipeline.decode_plan(stored, (24, 20)) == {
+      'ratio': 2, 'decoded_hw': (24, 20)}
+
+
+# Stage functions, eagerly and inside tf.data.
+
+
+def test_decode_stages_agree_eagerly_and_in_tf_data(big_dir):
+  encoded = [r[records.IMAGE_KEY] for r in record_fixtures.read_split(
+      big_dir, 'val')]
+  plan = {'ratio': 2, 'decoded_hw': (32, 32)}
+  one = input_pipeline.decode_one(plan, (24, 24))
+  batch = input_pipeline.decode_batch(plan, (24, 24))
+  eager = np.stack([one(tf.constant(e)).numpy() for e in encoded])
+  np.testing.assert_array_equal(batch(tf.constant(encoded)).numpy(), eager)
+  inside = tf.data.Dataset.from_tensor_slices(encoded)
+  np.testing.assert_array_equal(
+      np.stack(list(inside.map(one).as_numpy_iterator())), eager)
+  np.testing.assert_array_equal(
+      next(inside.batch(len(encoded)).map(batch).as_numpy_iterator()), eager)
+
+
+def test_parse_agrees_eagerly_and_in_tf_data(fixed_dir):
+  paths = records.shard_paths(fixed_dir, records.read_manifest(fixed_dir),
+                              'val')
+  serialized = list(tf.data.TFRecordDataset(paths).as_numpy_iterator())
+  eager = input_pipeline.parse(tf.constant(serialized))
+  inside = next(tf.data.Dataset.from_tensor_slices(serialized).batch(
+      len(serialized)).map(input_pipeline.parse).as_numpy_iterator())
+  for key in records.FEATURES:
+    np.testing.assert_array_equal(eager[key].numpy(), inside[key])
+
+
+def _png(pixels):
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, 'PNG')
+  return buffer.getvalue()
+
+
+def _cmyk_jpeg(pixels):
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).convert('CMYK').save(buffer, 'JPEG', quality=95)
+  return buffer.getvalue()
+
+
+def test_decode_for_model_matches_the_pipeline_path():
+  pixels = np.random.RandomState(0).randint(0, 256, (90, 60, 3), np.uint8)
+  jpeg = images.encode_jpeg(pixels)
+  size = (40, 30)  # 90×60 // 2 = 45×30 still covers it: ratio 2
+  expected = images.resize_uint8(tf.io.decode_jpeg(
+      jpeg, channels=3, ratio=2, dct_method=images.DCT_METHOD), size).numpy()
+  in_graph = tf.function(lambda e: images.decode_for_model(e, size))
+  mapped = lambda e: next(tf.data.Dataset.from_tensors(e).map(
+      lambda x: images.decode_for_model(x, size)).as_numpy_iterator())
+  for decode in (lambda e: images.decode_for_model(tf.constant(e), size),
+                 in_graph, mapped):
+    np.testing.assert_array_equal(np.asarray(decode(jpeg)), expected)
+    png = np.asarray(decode(_png(pixels)))
+    np.testing.assert_array_equal(
+        png, images.resize_uint8(pixels, size).numpy())
+    assert np.asarray(decode(_cmyk_jpeg(pixels))).shape == (40, 30, 3)
+  same_size = images.decode_for_model(tf.constant(jpeg), (90, 60))
+  np.testing.assert_array_equal(same_size, tf.io.decode_jpeg(
+      jpeg, dct_method=images.DCT_METHOD).numpy())
+
+
+# The manifest: steps, errors.
+
+
+def test_steps_per_epoch_from_the_manifest(fixed_dir):
+  manifest = records.read_manifest(fixed_dir)
+  assert input_pipeline.steps_per_epoch(fixed_dir, 'train', 8) == 3  # 30 // 8
+  assert input_pipeline.steps_per_epoch(manifest, 'val', 4) == 3  # ceil 11/4
+  assert input_pipeline.steps_per_epoch(manifest, 'val', 4,
+                                        drop_remainder=True) == 2
+  with pytest.raises(cli.UserError, match='fewer than one batch of 64'):
+    input_pipeline.steps_per_epoch(manifest, 'train', 64)
+  with pytest.raises(cli.UserError, match="no split 'test'"):
+    input_pipeline.steps_per_epoch(manifest, 'test', 4)
+
+
+def test_clear_errors_for_bad_folders_shards_and_options(fixed_dir, tmp_path):
+  with pytest.raises(cli.UserError, match='does not exist'):
+    input_pipeline.make_dataset(str(tmp_path / 'nowhere'), 'val', 4, SIZE)
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(fixed_dir, copy)
+  os.remove(os.path.join(copy, 'val-00001-of-00003.tfrecord'))
+  with pytest.raises(cli.UserError, match='val-00001-of-00003.tfrecord .*missing'):
+    input_pipeline.make_dataset(copy, 'val', 4, SIZE)
+  with pytest.raises(cli.UserError, match='shuffle_buffer must be >= 1'):
+    input_pipeline.make_dataset(fixed_dir, 'train', 4, SIZE, shuffle_buffer=0)
+  with pytest.raises(TypeError, match='shuffle_bufer'):
+    input_pipeline.make_dataset(fixed_dir, 'train', 4, SIZE, shuffle_bufer=8)
+
+
+# Damaged data.
+
+
+def _damage_shard(folder, name):
+  """Flips bytes in the middle of a shard: a CRC error mid-file."""
+  path = os.path.join(folder, name)
+  data = bytearray(open(path, 'rb').read())
+  for offset in range(len(data) // 2, len(data) // 2 + 4):
+    data[offset] ^= 0xFF
+  with open(path, 'wb') as f:
+    f.write(bytes(data))
+
+
+def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
+    fixed_dir, tmp_path, capfd):
+  folder = str(tmp_path / 'damaged')
+  shutil.copytree(fixed_dir, folder)
+  _damage_shard(folder, 'val-00002-of-00003.tfrecord')
+  expected = set(truth(fixed_dir, 'val'))
+
+  dataset = input_pipeline.make_dataset(folder, 'val', 4, SIZE)
+  with pytest.raises(tf.errors.OpError) as raised:
+    batches(dataset)
+  error = input_pipeline.as_user_error(raised.value)
+  assert error is not None and '\n' not in str(error)
+  assert 'records of shard val-00002-of-00003.tfrecord could not be read' in (
+      str(error))
+
+  capfd.readouterr()
+  got = by_id(input_pipeline.make_dataset(folder, 'val', 4, SIZE,
+                                          with_ids=True, ignore_errors=True))
+  log = capfd.readouterr().err
+  assert set(got) < expected  # lost records missing, nothing else, no repeats
+  lost = len(expected) - len(got)
+  assert f'{lost} of 3 records of shard val-00002-of-00003.tfrecord' in log
+  assert f'the val pass delivered {len(got)} of 11 posters' in log
+
+
+def test_damaged_training_shard_is_skipped_and_training_goes_on(
+    fixed_dir, tmp_path, capfd):
+  folder = str(tmp_path / 'damaged')
+  shutil.copytree(fixed_dir, folder)
+  _damage_shard(folder, 'train-00000-of-00003.tfrecord')
+  dataset = input_pipeline.make_dataset(folder, 'train', 8, SIZE,
+                                        ignore_errors=True)
+  assert len(batches(dataset, 8)) == 8  # more than two epochs of batches
+  assert 'train-00000-of-00003.tfrecord could not be read' in (
+      capfd.readouterr().err)
+
+
+def test_undecodable_poster_fails_or_is_skipped_and_counted(
+    fixed_dir, tmp_path, capfd):
+  folder = str(tmp_path / 'bad_jpeg')
+  shutil.copytree(fixed_dir, folder)
+  path = os.path.join(folder, 'val-00000-of-00003.tfrecord')
+  parsed = [records.parse_examples(tf.constant(s)) for s in
+            tf.data.TFRecordDataset(path).as_numpy_iterator()]
+  with tf.io.TFRecordWriter(path) as writer:
+    for index, p in enumerate(parsed):
+      encoded = b'\xff\xd8 not a jpeg' if index == 0 else (
+          p[records.IMAGE_KEY].numpy())
+      writer.write(records.make_example(
+          encoded, 32, 32, p[records.ID_KEY].numpy().decode(),
+          p[records.LABELS_KEY].numpy()).SerializeToString())
+
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    batches(input_pipeline.make_dataset(folder, 'val', 4, SIZE))
+  capfd.readouterr()
+  got = by_id(input_pipeline.make_dataset(folder, 'val', 4, SIZE,
+                                          with_ids=True, ignore_errors=True))
+  assert len(got) == 10
+  assert parsed[0][records.ID_KEY].numpy() not in got
+  assert 'the val pass delivered 10 of 11 posters' in capfd.readouterr().err
+
+
+# Options the trainer and the benchmark use.
+
+
+def test_cache_and_serial_options_deliver_whole_epochs(fixed_dir):
+  # Epochs stay apart with the cache (shuffle, then repeat) and with a
+  # one-record buffer; a large buffer on the endless stream blends epochs.
+  for options in ({'cache': True},
+                  {'num_parallel_calls': 1, 'prefetch': 0, 'threadpool_size': 1,
+                   'cycle_length': 1, 'shuffle_buffer': 1}):
+    dataset = input_pipeline.make_dataset(fixed_dir, 'train', 10, SIZE,
+                                          with_ids=True, seed=0, **options)
+    got = batches(dataset, 6)  # two epochs of 30
+    assert all(b[0].shape == (10, 32, 32, 3) for b in got)
+    ids = [i for b in got for i in b[2]]
+    assert sorted(ids) == sorted(2 * list(truth(fixed_dir, 'train')))
+
+
+def test_stop_after_builds_each_stage(fixed_dir):
+  build = lambda stage: input_pipeline.make_dataset(
+      fixed_dir, 'val', 4, SIZE, stop_after=stage).element_spec
+  assert build('read') == tf.TensorSpec([], tf.string)
+  assert build('batch') == tf.TensorSpec([None], tf.string)
+  assert set(build('parse')) == set(records.FEATURES)
+  assert build('decode')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
+  with pytest.raises(cli.UserError, match='stop_after'):
+    build('resize')
