@@ -321,8 +321,7 @@ def _add_grain(rng: np.random.Generator, image: Image.Image) -> Image.Image:
 
 
 def render_poster(seed: int, index: int, labels: np.ndarray) -> bytes:
-  """One poster as baseline JPEG bytes; the same (seed, index, labels) always
-  give the same bytes.
+  """One poster as baseline JPEG bytes, the same for the same arguments.
 
   Args:
     seed: the dataset's seed.
@@ -504,23 +503,31 @@ def generate(out_dir: str, num_posters: int, seed: int = 0, *,
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('out', 'data/synthetic',
-                    'Folder for multi_label_train.csv and Images/.')
-flags.DEFINE_integer('num_posters', 7254,
-                     'Unique posters (CSV rows without the duplicates).')
-flags.DEFINE_integer('seed', 0,
-                     'Random seed; the same seed gives byte-identical output.')
-flags.DEFINE_integer('duplicate_rows', 0,
-                     'CSV rows to repeat identically (the real CSV has 12).')
-flags.DEFINE_integer('extra_images', 0,
-                     'Posters in Images/ that the CSV does not name (the real '
-                     'folder has 625).')
-flags.DEFINE_integer('workers', None,
-                     'Processes that render posters; default: all usable '
-                     'cores. The output does not depend on it.')
+
+
+def _define_flags() -> None:
+  """Defines the command's flags (only when run as a command).
+
+  Tests and other tools import generate(); importing must not claim flag
+  names (--out, --seed, --workers) that their own entry points use.
+  """
+  flags.DEFINE_string('out', 'data/synthetic',
+                      'Folder for multi_label_train.csv and Images/.')
+  flags.DEFINE_integer('num_posters', 7254,
+                       'Unique posters (CSV rows without the duplicates).')
+  flags.DEFINE_integer('seed', 0, 'Random seed; the same seed gives '
+                       'byte-identical output.')
+  flags.DEFINE_integer('duplicate_rows', 0, 'CSV rows to repeat identically '
+                       '(the real CSV has 12).')
+  flags.DEFINE_integer('extra_images', 0, 'Posters in Images/ that the CSV '
+                       'does not name (the real folder has 625).')
+  flags.DEFINE_integer('workers', None, 'Processes that render posters; '
+                       'default: all usable cores. The output does not '
+                       'depend on it.')
 
 
 def main(argv: Sequence[str]) -> None:
+  """Checks the flags, generates the data set, prints a one-line summary."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   workers = FLAGS.workers or default_workers()
@@ -535,7 +542,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 def entry() -> None:
-  """The console script `posternet-synthetic`."""
+  """The console script `posternet-synthetic` and `python -m`."""
+  _define_flags()
   cli.run(main)
 
 
