@@ -99,6 +99,20 @@ def _efficientnetv2b0_body(x, backbone_weights=None):
   return layers.Dropout(0.2, name='top_dropout')(x)  # as in its own top
 
 
+def _small_cnn_body(x, backbone_weights=None):
+  """Three strided 3×3 convolutions and global average pooling.
+
+  Not the tutorial's model: a fast one for demos and smoke tests on CPUs.
+  Global pooling makes it size-agnostic and quick to pick up what a genre
+  looks like anywhere on the poster; seed_cnn's Flatten + Dropout(0.5) need
+  many more steps before they rank genres better than chance.
+  """
+  del backbone_weights
+  for filters in (32, 64, 128):
+    x = layers.Conv2D(filters, (3, 3), strides=2, activation='relu')(x)
+  return layers.GlobalAveragePooling2D()(x)
+
+
 MODELS = {
     'seed_cnn': ModelSpec(
         body=_seed_cnn_body, min_size=76,
@@ -106,6 +120,9 @@ MODELS = {
     'efficientnetv2b0': ModelSpec(
         body=_efficientnetv2b0_body, min_size=32, backbone_weights=True,
         description='EfficientNetV2-B0 from keras.applications (weights=None)'),
+    'small_cnn': ModelSpec(
+        body=_small_cnn_body, min_size=16,
+        description='a small, fast CNN for demos and smoke tests on CPUs'),
 }
 
 
@@ -133,8 +150,7 @@ def build_model(name: str, image_size: Sequence[int], *,
   """
   spec = _spec(name)
   image_size = _pair(image_size)
-  model_size = _pair(model_size or spec.native_size or image_size)
-  _check_size(name, spec, model_size)
+  model_size = check_input(name, image_size, model_size)
   whole_model_weights, backbone_weights = _split_weights(spec, init_weights)
   inputs = keras.Input((*image_size, 3), dtype='uint8', name='image')
   # float32: scaling and resizing are cheap and exact; the network's first
@@ -149,6 +165,22 @@ def build_model(name: str, image_size: Sequence[int], *,
   if whole_model_weights:
     load_weights(model, whole_model_weights)
   return model
+
+
+def check_input(name: str, image_size: Sequence[int],
+                model_size: Optional[Sequence[int]] = None) -> Tuple[int, int]:
+  """Checks a model name and sizes before anything is built or read.
+
+  Returns:
+    The size the network is built at (see build_model's model_size).
+
+  Raises:
+    cli.UserError: an unknown model, or a size the network cannot take.
+  """
+  spec = _spec(name)
+  size = _pair(model_size or spec.native_size or image_size)
+  _check_size(name, spec, size)
+  return size
 
 
 def _spec(name: str) -> ModelSpec:

@@ -1,0 +1,757 @@
+r"""Trains a poster-genre model on a records folder, streaming it with tf.data.
+
+  python -m posternet.train --flagfile=configs/seed.cfg
+  python -m posternet.train --flagfile=configs/demo.cfg
+
+A run lives in --logdir/<run_name>/:
+  config.json         the resolved settings (precision chosen and why, ...)
+  flags.txt           the flags, as a flagfile that repeats the run
+  train/ validation/  TensorBoard event files
+  history.csv         one row of metrics per epoch
+  checkpoints/        epoch-NNNN.keras, the model after each epoch (atomic)
+  backup/             the resume state while a run is unfinished
+  summary.json        final validation metrics, steps, throughput
+  export/             the exported model (unless --export_dir says elsewhere)
+
+A run that was killed (even with kill -9) continues from its last finished
+epoch when started again with the same flags, and ends after the same number
+of steps. Starting a finished run again starts it over.
+
+This module is the flags and `main`; the work is `run(Config)`, which tests
+call directly.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Mapping, Optional, Sequence, Set, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+from keras import ops
+import numpy as np
+import tensorflow as tf
+
+from posternet import cli
+from posternet import export
+from posternet import genres
+from posternet import input_pipeline
+from posternet import models
+from posternet import records
+
+PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
+STRATEGIES = ('auto', 'default', 'mirrored')
+CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything a training run needs, as plain values (the flags' twins)."""
+  records: str
+  logdir: str = 'runs'
+  run_name: Optional[str] = None        # default: <model>_<H>x<W>
+  model: str = 'seed_cnn'
+  image_size: Tuple[int, int] = (400, 400)
+  model_size: Optional[Tuple[int, int]] = None  # default: image_size
+  batch_size: int = 64
+  epochs: int = 10
+  learning_rate: float = 1e-3
+  export_dir: Optional[str] = None      # default: <run>/export; '' = none
+  precision: str = 'auto'
+  jit_compile: str = 'auto'             # 'auto', 'true' or 'false'
+  steps_per_execution: int = 1
+  strategy: str = 'auto'
+  resume: bool = True
+  shuffle_buffer: int = 1024
+  cache: bool = False
+  threadpool_size: Optional[int] = None
+  ignore_errors: bool = False
+  init_weights: Optional[str] = None
+  seed: int = 0
+  keep_checkpoints: int = 2
+  verbose: str = 'auto'                 # model.fit's progress output
+
+
+# --- Hardware-dependent choices: pure functions of what was detected. ---
+
+
+def choose_precision(requested: str, gpu_compute_capabilities: Sequence,
+                     cpu_flags: Set[str]) -> Tuple[str, str]:
+  """The Keras dtype policy to train with, and why.
+
+  Args:
+    requested: --precision: 'auto' or a policy name.
+    gpu_compute_capabilities: one (major, minor) per visible GPU, or None
+      where unknown; empty when there is no GPU.
+    cpu_flags: the flags of /proc/cpuinfo.
+
+  Returns:
+    (policy name, one-line reason).
+  """
+  if requested != 'auto':
+    return requested, 'set by --precision'
+  if gpu_compute_capabilities:
+    known = [cc for cc in gpu_compute_capabilities if cc]
+    if known and min(known) >= (8, 0):
+      return 'mixed_bfloat16', (
+          f'GPU compute capability {min(known)[0]}.{min(known)[1]} >= 8.0: '
+          'bfloat16 tensor cores, float32 range, no loss scaling')
+    return 'mixed_float16', ('GPU before compute capability 8.0 (or unknown): '
+                             'float16 tensor cores, with loss scaling')
+  found = sorted(set(CPU_BF16_FLAGS) & set(cpu_flags))
+  if found:
+    return 'mixed_bfloat16', f'CPU has {", ".join(found)}: native bfloat16 math'
+  return 'float32', ('CPU without amx_bf16 or avx512_bf16: bfloat16 would be '
+                     'emulated, slower than float32')
+
+
+def choose_jit_compile(requested: str, has_gpu: bool) -> Tuple[bool, str]:
+  """Whether to XLA-compile the train step, and why."""
+  if requested in ('true', 'false'):
+    return requested == 'true', 'set by --jit_compile'
+  if has_gpu:
+    return True, 'GPU: XLA fuses ops'
+  return False, 'CPU: XLA made seed_cnn 15x slower on CPUs (BUILD_NOTES.md)'
+
+
+def choose_strategy(requested: str, num_gpus: int) -> Tuple[str, str]:
+  """'default' or 'mirrored', and why."""
+  if requested != 'auto':
+    return requested, 'set by --strategy'
+  if num_gpus > 1:
+    return 'mirrored', f'{num_gpus} GPUs: one replica per GPU'
+  return 'default', 'one device'
+
+
+def cpu_flags(path: str = '/proc/cpuinfo') -> Set[str]:
+  """The CPU's feature flags (empty where /proc/cpuinfo does not exist)."""
+  try:
+    with open(path) as f:
+      for line in f:
+        if line.startswith('flags'):
+          return set(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return set()
+
+
+def gpu_compute_capabilities() -> list:
+  """(major, minor) or None for each GPU TensorFlow sees."""
+  capabilities = []
+  for gpu in tf.config.list_physical_devices('GPU'):
+    details = tf.config.experimental.get_device_details(gpu)
+    capabilities.append(details.get('compute_capability'))
+  return capabilities
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """The tf.distribute strategy called `name` (multi-worker: a later issue)."""
+  if name == 'mirrored':
+    return tf.distribute.MirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
+# --- Metrics. ---
+
+
+@keras.saving.register_keras_serializable(package='posternet')
+class GenreAUC(keras.metrics.AUC):
+  """Multi-label AUC averaged over the genres it can be defined for.
+
+  keras.metrics.AUC(multi_label=True) counts a genre with no positive (or no
+  negative) poster as AUC 0, and genres are rare: a validation split without
+  a single News poster would pull the mean down for no fault of the model.
+  Such genres are left out of the mean, as in scikit-learn, which refuses to
+  score them.
+  """
+
+  def __init__(self, curve='ROC', name=None, **kwargs):
+    kwargs.setdefault('multi_label', True)
+    kwargs.setdefault('num_labels', genres.NUM_GENRES)
+    super().__init__(curve=curve, name=name, **kwargs)
+
+  def result(self):
+    # Every count at the lowest threshold: all of a genre's posters.
+    positives = self.true_positives[0] + self.false_negatives[0]
+    negatives = self.false_positives[0] + self.true_negatives[0]
+    defined = ops.cast(ops.logical_and(positives > 0, negatives > 0), 'float32')
+    saved, self.label_weights = self.label_weights, defined
+    try:
+      return super().result()
+    finally:
+      self.label_weights = saved
+
+
+@keras.saving.register_keras_serializable(package='posternet')
+class PrecisionAtK(keras.metrics.Metric):
+  """The share of the k most probable genres that are true genres.
+
+  The tutorial shows a poster's top 3 genres, so this is the number a user of
+  its output sees: of the 3 genres printed, how many are right.
+  """
+
+  def __init__(self, k=3, name=None, **kwargs):
+    super().__init__(name=name or f'precision_at_{k}', **kwargs)
+    self.k = k
+    self.hits = self.add_variable(shape=(), initializer='zeros', name='hits')
+    self.count = self.add_variable(shape=(), initializer='zeros', name='count')
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    del sample_weight  # every poster counts the same
+    top = ops.top_k(y_pred, self.k, sorted=False)[1]
+    hits = ops.take_along_axis(ops.cast(y_true, self.dtype), top, axis=-1)
+    self.hits.assign_add(ops.sum(hits))
+    self.count.assign_add(ops.cast(ops.size(hits), self.dtype))
+
+  def result(self):
+    return ops.divide_no_nan(self.hits, self.count)
+
+  def reset_state(self):
+    self.hits.assign(0.0)
+    self.count.assign(0.0)
+
+  def get_config(self):
+    return {**super().get_config(), 'k': self.k}
+
+
+def make_metrics() -> list:
+  """The metrics logged for train and val, besides the loss."""
+  return [
+      # The tutorial's metrics=['accuracy'], which under binary cross-entropy
+      # is binary accuracy over all 25 outputs.
+      keras.metrics.BinaryAccuracy(name='accuracy', threshold=0.5),
+      GenreAUC(curve='ROC', name='roc_auc'),
+      GenreAUC(curve='PR', name='pr_auc'),
+      # threshold explicit: F1Score(threshold=None) takes the argmax, which
+      # is wrong for multi-label.
+      keras.metrics.F1Score(average='micro', threshold=0.5, name='f1_micro'),
+      keras.metrics.F1Score(average='macro', threshold=0.5, name='f1_macro'),
+      PrecisionAtK(k=3, name='precision_at_3'),
+  ]
+
+
+def evaluate_arrays(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+  """The loss and every metric of make_metrics, on whole arrays."""
+  labels = tf.constant(labels, tf.float32)
+  probabilities = tf.constant(probabilities, tf.float32)
+  results = {'loss': float(keras.losses.binary_crossentropy(
+      labels, probabilities).numpy().mean())}
+  for metric in make_metrics():
+    metric.update_state(labels, probabilities)
+    results[metric.name] = float(metric.result())
+  return results
+
+
+# --- Callbacks. ---
+
+
+class Throughput(keras.callbacks.Callback):
+  """Adds images_per_sec (training part of the epoch) to the epoch's logs.
+
+  Listed before the TensorBoard and CSV callbacks, so they record it.
+  """
+
+  def __init__(self, images_per_epoch: int):
+    super().__init__()
+    self.images_per_epoch = images_per_epoch
+    self._start = self._train_end = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start, self._train_end = time.perf_counter(), None
+
+  def on_test_begin(self, logs=None):
+    self._train_end = self._train_end or time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = (self._train_end or time.perf_counter()) - self._start
+    rate = self.images_per_epoch / max(seconds, 1e-9)
+    if logs is not None:
+      logs['images_per_sec'] = rate
+    logging.info('epoch %d: %.1f images/s (%.1f s of training)%s', epoch + 1,
+                 rate, seconds, '' if epoch else ', first epoch with tracing')
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+  """BackupAndRestore whose backup survives kill -9 at any instant.
+
+  Keras writes the weights file in place and the epoch to a second file, so a
+  kill while writing leaves a torn file, and a kill between the two writes
+  leaves weights and epoch that disagree. Here the weights (which include the
+  optimizer's step counter) are written under a temporary name and renamed,
+  and the epoch to resume from is derived from that step counter, so the two
+  cannot disagree.
+  """
+
+  def __init__(self, backup_dir: str, steps_per_epoch: int):
+    super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=True)
+    self.steps_per_epoch = steps_per_epoch
+    self.resumed_from_epoch = 0
+
+  def _load_model(self):
+    super()._load_model()
+    if tf.io.gfile.exists(self._weights_path):
+      steps = int(self.model.optimizer.iterations.numpy())
+      self.resumed_from_epoch = steps // self.steps_per_epoch
+      self.model._initial_epoch = self.resumed_from_epoch  # pylint: disable=protected-access
+      logging.info('resuming from %s: %d epochs (%d steps) already done',
+                   self.backup_dir, self.resumed_from_epoch, steps)
+
+  def _save_model(self):
+    tf.io.gfile.makedirs(self.backup_dir)
+    partial = os.path.join(self.backup_dir, 'partial.weights.h5')
+    self.model.save_weights(partial, overwrite=True)
+    tf.io.gfile.rename(partial, self._weights_path, overwrite=True)
+    _write_text(self._training_metadata_path,
+                json.dumps({'epoch': self._current_epoch, 'batch': 0}))
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+  """Saves the whole model (.keras) after every epoch, atomically.
+
+  Keras' ModelCheckpoint writes the .keras zip in place; a kill mid-write
+  would leave a torn file under the final name. Keeps the last `keep`.
+  """
+
+  def __init__(self, folder: str, keep: int):
+    super().__init__()
+    self.folder, self.keep = folder, keep
+
+  def on_epoch_end(self, epoch, logs=None):
+    tf.io.gfile.makedirs(self.folder)
+    partial = os.path.join(self.folder, 'partial.keras')  # Keras needs .keras
+    self.model.save(partial, overwrite=True)
+    tf.io.gfile.rename(partial, self.path(epoch + 1), overwrite=True)
+    for old in sorted(tf.io.gfile.glob(self.path('*')))[:-self.keep]:
+      tf.io.gfile.remove(old)
+
+  def path(self, epoch) -> str:
+    name = f'epoch-{epoch:04d}.keras' if epoch != '*' else 'epoch-*.keras'
+    return os.path.join(self.folder, name)
+
+
+# --- The run. ---
+
+
+def run_dir(config: Config) -> str:
+  """The run's folder: --logdir/--run_name (default <model>_<H>x<W>)."""
+  name = config.run_name or (
+      f'{config.model}_{config.image_size[0]}x{config.image_size[1]}')
+  return os.path.join(config.logdir, name)
+
+
+def check_config(config: Config) -> None:
+  """Value checks the flags cannot express; cli.UserError on a bad value."""
+  positive = ('batch_size', 'epochs', 'steps_per_execution', 'keep_checkpoints')
+  for name in positive:
+    if getattr(config, name) < 1:
+      raise cli.UserError(f'--{name} must be at least 1, not '
+                          f'{getattr(config, name)}')
+  if not config.learning_rate > 0:
+    raise cli.UserError(f'--learning_rate must be positive, not '
+                        f'{config.learning_rate}')
+  choices = {'precision': PRECISIONS, 'strategy': STRATEGIES,
+             'jit_compile': ('auto', 'true', 'false')}
+  for name, allowed in choices.items():
+    if getattr(config, name) not in allowed:
+      raise cli.UserError(f'--{name}={getattr(config, name)}: choose one of '
+                          f'{", ".join(allowed)}')
+  models.check_input(config.model, config.image_size, config.model_size)
+
+
+def resolve(config: Config) -> dict:
+  """The hardware-dependent settings, each with the reason it was chosen."""
+  capabilities = gpu_compute_capabilities()
+  precision, precision_why = choose_precision(config.precision, capabilities,
+                                              cpu_flags())
+  jit, jit_why = choose_jit_compile(config.jit_compile, bool(capabilities))
+  strategy, strategy_why = choose_strategy(config.strategy, len(capabilities))
+  return {'precision': precision, 'precision_reason': precision_why,
+          'jit_compile': jit, 'jit_compile_reason': jit_why,
+          'strategy': strategy, 'strategy_reason': strategy_why,
+          'num_gpus': len(capabilities)}
+
+
+def run(config: Config, flags_text: Optional[str] = None) -> dict:
+  """Trains, evaluates on the full val split, tunes thresholds and exports.
+
+  Args:
+    config: the run's settings.
+    flags_text: the command's flags, saved as flags.txt (a flagfile).
+
+  Returns:
+    The summary written to summary.json: final validation metrics, steps,
+    epochs, throughput and where the outputs are.
+
+  Raises:
+    cli.UserError: bad records folder or manifest, a size the model cannot
+      take, unusable --init_weights, out of memory, a damaged shard.
+  """
+  check_config(config)
+  manifest = records.read_manifest(config.records)
+  settings = resolve(config)
+  for key in ('precision', 'jit_compile', 'strategy'):
+    logging.info('%s: %s (%s)', key, settings[key], settings[f'{key}_reason'])
+  folder = run_dir(config)
+  _prepare_run_dir(folder, config.resume)
+  settings.update(
+      steps_per_epoch=input_pipeline.steps_per_epoch(
+          manifest, 'train', config.batch_size),
+      val_steps=input_pipeline.steps_per_epoch(manifest, 'val',
+                                               config.batch_size),
+      val_examples=records.num_examples(manifest, 'val'),
+      run_dir=folder,
+      export_dir=(config.export_dir if config.export_dir is not None
+                  else os.path.join(folder, 'export')))
+  _write_run_config(folder, config, settings, flags_text)
+  previous_policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(settings['precision'])
+  try:
+    return _train_and_export(config, settings)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train_and_export(config: Config, settings: dict) -> dict:
+  """The body of run(), under the chosen precision policy."""
+  keras.utils.set_random_seed(config.seed)
+  strategy = make_strategy(settings['strategy'])
+  with strategy.scope():
+    model = models.build_model(config.model, config.image_size,
+                               model_size=config.model_size,
+                               init_weights=config.init_weights)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=make_metrics(),
+        jit_compile=settings['jit_compile'],
+        steps_per_execution=config.steps_per_execution)
+  logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
+               f'{model.count_params():,}', model.input_shape[1:],
+               strategy.num_replicas_in_sync)
+  train_data, val_data = _distributed_datasets(config, strategy)
+  callbacks = _callbacks(config, settings)
+  start = time.perf_counter()
+  with _user_errors(config):
+    # shuffle=False: the pipeline shuffles. validation_steps: the val
+    # split's batches, so Keras need not run into its end to find it.
+    model.fit(train_data, validation_data=val_data, epochs=config.epochs,
+              steps_per_epoch=settings['steps_per_epoch'],
+              validation_steps=settings['val_steps'], shuffle=False,
+              callbacks=callbacks, verbose=config.verbose)
+  backup = next(c for c in callbacks if isinstance(c, Backup))
+  return _finish(model, config, settings, backup.resumed_from_epoch,
+                 time.perf_counter() - start)
+
+
+def _pipeline_options(config: Config) -> dict:
+  """The input pipeline's keyword options, from the config."""
+  return {'shuffle_buffer': config.shuffle_buffer, 'cache': config.cache,
+          'threadpool_size': config.threadpool_size,
+          'ignore_errors': config.ignore_errors, 'seed': config.seed}
+
+
+def _distributed_datasets(config: Config, strategy) -> tuple:
+  """(train, val) datasets, built per input pipeline with its input context."""
+
+  def dataset_fn(split):
+    return lambda context: input_pipeline.make_dataset(
+        config.records, split, config.batch_size, config.image_size, context,
+        **_pipeline_options(config))
+
+  return (strategy.distribute_datasets_from_function(dataset_fn('train')),
+          strategy.distribute_datasets_from_function(dataset_fn('val')))
+
+
+def _callbacks(config: Config, settings: dict) -> list:
+  """Throughput first: the loggers after it see images_per_sec."""
+  folder = settings['run_dir']
+  return [
+      Throughput(settings['steps_per_epoch'] * config.batch_size),
+      Backup(os.path.join(folder, 'backup'), settings['steps_per_epoch']),
+      EpochCheckpoint(os.path.join(folder, 'checkpoints'),
+                      config.keep_checkpoints),
+      keras.callbacks.CSVLogger(os.path.join(folder, 'history.csv'),
+                                append=True),
+      # Basic scalars per epoch; the dashboards are issue 4's.
+      keras.callbacks.TensorBoard(log_dir=folder),
+  ]
+
+
+@contextlib.contextmanager
+def _user_errors(config: Config):
+  """Turns out-of-memory and damaged-shard errors into one-line UserErrors."""
+  try:
+    yield
+  except tf.errors.ResourceExhaustedError:
+    raise cli.UserError(
+        f'out of memory at --batch_size={config.batch_size} and '
+        f'--image_size={_size_text(config.image_size)}; lower --batch_size '
+        f'(e.g. {max(config.batch_size // 2, 1)}) or --image_size') from None
+  except tf.errors.OpError as e:
+    user_error = input_pipeline.as_user_error(e)
+    if user_error is None:
+      raise
+    raise user_error from None
+
+
+def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
+            seconds: float) -> dict:
+  """Scores the whole val split once, tunes thresholds, exports, summarises."""
+  logging.info('scoring all %d val posters, tuning thresholds',
+               settings['val_examples'])
+  with _user_errors(config):
+    labels, probabilities = predict_split(model, config, 'val')
+  logging.info('scored %d val posters', len(labels))
+  metrics = evaluate_arrays(labels, probabilities)
+  thresholds = export.tune_thresholds(labels, probabilities)
+  metrics['f1_macro_tuned'] = float(np.mean(
+      export.f1_scores(labels, probabilities, thresholds)))
+  summary = {
+      'val': metrics,
+      'steps': int(model.optimizer.iterations.numpy()),
+      'epochs': config.epochs,
+      'steps_per_epoch': settings['steps_per_epoch'],
+      'resumed_from_epoch': resumed_from_epoch,
+      'train_seconds': round(seconds, 1),
+      'precision': settings['precision'],
+      'export_dir': settings['export_dir'] or None,
+  }
+  if settings['export_dir']:
+    export.export_model(model, settings['export_dir'],
+                        image_size=config.image_size, thresholds=thresholds,
+                        info={'val_metrics': metrics, 'model': config.model,
+                              'config': _config_dict(config)})
+  _write_text(os.path.join(settings['run_dir'], 'summary.json'),
+              json.dumps(summary, indent=2, sort_keys=True) + '\n')
+  _log_summary(summary, settings)
+  return summary
+
+
+def predict_split(model: keras.Model, config: Config, split: str) -> tuple:
+  """(labels, probabilities) for every poster of a split, in one pass."""
+  dataset = input_pipeline.make_dataset(
+      config.records, split, config.batch_size, config.image_size,
+      **_pipeline_options(config))
+  forward = tf.function(lambda images: model(images, training=False))
+  labels, probabilities = [], []
+  for images, batch_labels in dataset:
+    probabilities.append(tf.cast(forward(images), tf.float32).numpy())
+    labels.append(batch_labels.numpy())
+  return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def _log_summary(summary: dict, settings: dict) -> None:
+  val = summary['val']
+  logging.info(
+      'done: %d steps; val ROC-AUC %.3f, PR-AUC %.3f, F1 micro %.3f, '
+      'precision@3 %.3f, loss %.4f', summary['steps'], val['roc_auc'],
+      val['pr_auc'], val['f1_micro'], val['precision_at_3'], val['loss'])
+  logging.info('TensorBoard: tensorboard --logdir %s', settings['run_dir'])
+  if settings['export_dir']:
+    logging.info('exported model: %s', settings['export_dir'])
+
+
+# --- The run folder. ---
+
+
+def _prepare_run_dir(folder: str, resume: bool) -> None:
+  """Keeps an unfinished run's state to resume from; clears anything else.
+
+  An unfinished run has a backup/ folder. With resume it is continued;
+  without, or when the run had finished, the old outputs are removed so the
+  new run's logs and checkpoints do not mix with them.
+  """
+  backup = os.path.join(folder, 'backup')
+  if tf.io.gfile.exists(backup) and resume:
+    return
+  outputs = ('backup', 'checkpoints', 'train', 'validation', 'history.csv',
+             'summary.json')
+  old = [name for name in outputs
+         if tf.io.gfile.exists(os.path.join(folder, name))]
+  if old:
+    logging.warning('starting %s over: removing %s of the previous run',
+                    folder, ', '.join(old))
+  for name in old:
+    path = os.path.join(folder, name)
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      tf.io.gfile.remove(path)
+  _makedirs(folder)
+
+
+def _makedirs(folder: str) -> None:
+  """Creates the run folder; a place that cannot be written is a UserError."""
+  try:
+    tf.io.gfile.makedirs(folder)
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.UserError(f'cannot create the run folder {folder}: '
+                        f'{getattr(e, "message", e)}') from None
+
+
+def _config_dict(config: Config) -> dict:
+  return dataclasses.asdict(config)
+
+
+def _write_run_config(folder: str, config: Config, settings: Mapping,
+                      flags_text: Optional[str]) -> None:
+  """config.json (settings as resolved) and flags.txt (to repeat the run)."""
+  document = {'config': _config_dict(config), 'resolved': dict(settings),
+              'tensorflow': tf.__version__, 'keras': keras.__version__}
+  _write_text(os.path.join(folder, 'config.json'),
+              json.dumps(document, indent=2, sort_keys=True) + '\n')
+  if flags_text is not None:
+    _write_text(os.path.join(folder, 'flags.txt'), flags_text)
+
+
+def _write_text(path: str, text: str) -> None:
+  """Writes a small text file atomically (temporary name, then rename)."""
+  partial = path + '.partial'
+  with tf.io.gfile.GFile(partial, 'w') as f:
+    f.write(text)
+  tf.io.gfile.rename(partial, path, overwrite=True)
+
+
+# --- Flags and main. ---
+
+
+def parse_size(text: str, flag: str = 'image_size') -> Tuple[int, int]:
+  """'400' or '400x300' (height x width) → (400, 400) or (400, 300)."""
+  parts = str(text).lower().replace('×', 'x').split('x')
+  try:
+    size = tuple(int(p) for p in parts)
+  except ValueError:
+    size = ()
+  if len(size) == 1:
+    size = size * 2
+  if len(size) != 2 or min(size) < 1:
+    raise cli.UserError(f'--{flag}={text}: expected a size such as 400 or '
+                        '400x300 (height x width)')
+  return size
+
+
+def _size_text(size: Sequence[int]) -> str:
+  return f'{size[0]}x{size[1]}'
+
+
+def _define_flags() -> None:
+  """Defines the command's flags (only when run as a command).
+
+  Tests and tools import run(); importing must not claim flag names (--model,
+  --seed, ...) that other entry points, such as posternet.predict, define.
+  """
+  flags.DEFINE_string('records', None, 'Records folder made by `make records` '
+                      '(shards and manifest.json).')
+  flags.DEFINE_string('logdir', 'runs', 'Parent folder of the run folders '
+                      '(the TensorBoard logdir).')
+  flags.DEFINE_string('run_name', None, 'The run folder under --logdir; '
+                      'default <model>_<H>x<W>. The same name resumes an '
+                      'unfinished run.')
+  flags.DEFINE_enum('model', 'seed_cnn', sorted(models.MODELS),
+                    'The network: ' + '; '.join(
+                        f'{name}: {spec.description}' for name, spec in
+                        sorted(models.MODELS.items())) + '.')
+  flags.DEFINE_string('image_size', '400', 'Poster size the pipeline '
+                      'delivers: 400 or HxW. Records stored at this size '
+                      '(make records --store_size) are not resized on the '
+                      'host.')
+  flags.DEFINE_string('model_size', None, 'Size the network is built at, '
+                      'HxW; default --image_size. When different, the model '
+                      'resizes on the device.')
+  flags.DEFINE_integer('batch_size', 64, 'Global batch size (split among '
+                       'replicas).')
+  flags.DEFINE_integer('epochs', 10, 'Passes over the train split, of '
+                       'train posters // batch_size steps each.')
+  flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning rate.')
+  flags.DEFINE_string('export_dir', None, 'Where the trained model is '
+                      'exported (model.keras, saved_model/, posternet.json); '
+                      'default <run folder>/export, "" for none.')
+  flags.DEFINE_enum('precision', 'auto', PRECISIONS, 'Keras dtype policy. '
+                    'auto: mixed_bfloat16 on GPUs of compute capability >= '
+                    '8.0, mixed_float16 on older GPUs, mixed_bfloat16 on CPUs '
+                    'with amx_bf16 or avx512_bf16, float32 otherwise.')
+  flags.DEFINE_enum('jit_compile', 'auto', ('auto', 'true', 'false'),
+                    'XLA-compile the train step. auto: on with a GPU, off on '
+                    'CPUs (slower there).')
+  flags.DEFINE_integer('steps_per_execution', 1, 'Train steps per '
+                       'tf.function call (fewer Python round trips on fast '
+                       'accelerators).')
+  flags.DEFINE_enum('strategy', 'auto', STRATEGIES, 'tf.distribute '
+                    'strategy. auto: mirrored with several GPUs, else '
+                    'default.')
+  flags.DEFINE_bool('resume', True, 'Continue an unfinished run in the run '
+                    'folder from its last finished epoch; --noresume starts '
+                    'it over.')
+  flags.DEFINE_integer('shuffle_buffer', 1024, 'Training examples in the '
+                       'shuffle buffer (serialized records, not pixels).')
+  flags.DEFINE_bool('cache', False, 'Keep decoded posters in RAM after the '
+                    'first epoch (only for data that fits).')
+  flags.DEFINE_integer('threadpool_size', None, 'A private tf.data thread '
+                       'pool of this size; default: TensorFlow\'s shared '
+                       'pool.')
+  flags.DEFINE_bool('ignore_errors', False, 'Skip damaged records instead of '
+                    'stopping; every skip is logged.')
+  flags.DEFINE_string('init_weights', None, 'Local weights file to start '
+                      'from: a .keras or .weights.h5 of the same model and '
+                      'size, or for efficientnetv2b0 Keras\' backbone file '
+                      '(efficientnetv2-b0_notop.h5). Never downloaded.')
+  flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation, dropout and '
+                       'the shuffles.')
+  flags.DEFINE_integer('keep_checkpoints', 2, 'How many of the latest epoch '
+                       'checkpoints to keep.')
+  flags.DEFINE_enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit '
+                    'output: 1 a progress bar, 2 one line per epoch, 0 '
+                    'none.')
+
+
+# The flags above, in the order flags.txt lists them.
+FLAG_NAMES = ('records', 'logdir', 'run_name', 'model', 'image_size',
+              'model_size', 'batch_size', 'epochs', 'learning_rate',
+              'export_dir', 'precision', 'jit_compile', 'steps_per_execution',
+              'strategy', 'resume', 'shuffle_buffer', 'cache',
+              'threadpool_size', 'ignore_errors', 'init_weights', 'seed',
+              'keep_checkpoints', 'verbose')
+
+
+def config_from_flags(values) -> Config:
+  """The Config that parsed flag values (flags.FLAGS) describe."""
+  v = {name: values[name].value for name in FLAG_NAMES}
+  v['image_size'] = parse_size(v['image_size'])
+  if v['model_size']:
+    v['model_size'] = parse_size(v['model_size'], 'model_size')
+  if v['verbose'] != 'auto':
+    v['verbose'] = int(v['verbose'])
+  return Config(**v)
+
+
+def flags_text(values) -> str:
+  """The command's flags as a flagfile that repeats the run."""
+  return ''.join(f'{values[name].serialize()}\n' for name in FLAG_NAMES
+                 if values[name].value is not None)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  values = flags.FLAGS
+  if not values.records:
+    raise app.UsageError('--records is required: a folder made by '
+                         '`make records`')
+  text = flags_text(values)
+  logging.info('flags:\n%s', text)
+  run(config_from_flags(values), flags_text=text)
+
+
+def entry():
+  """The `posternet-train` console script and `python -m posternet.train`."""
+  _define_flags()
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  entry()
