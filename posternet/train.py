@@ -468,17 +468,22 @@ def _distributed_datasets(config: Config, strategy) -> tuple:
 
 
 def _callbacks(config: Config, settings: dict) -> list:
-  """Throughput first: the loggers after it see images_per_sec."""
+  """The epoch's callbacks, in the order they run.
+
+  Throughput first, so the loggers after it record images_per_sec. The
+  backup last: an epoch the backup counts as done is already in the logs
+  and checkpoints (a kill before it only repeats that epoch).
+  """
   folder = settings['run_dir']
   return [
       Throughput(settings['steps_per_epoch'] * config.batch_size),
-      Backup(os.path.join(folder, 'backup'), settings['steps_per_epoch']),
-      EpochCheckpoint(os.path.join(folder, 'checkpoints'),
-                      config.keep_checkpoints),
       keras.callbacks.CSVLogger(os.path.join(folder, 'history.csv'),
                                 append=True),
       # Basic scalars per epoch; the dashboards are issue 4's.
       keras.callbacks.TensorBoard(log_dir=folder),
+      EpochCheckpoint(os.path.join(folder, 'checkpoints'),
+                      config.keep_checkpoints),
+      Backup(os.path.join(folder, 'backup'), settings['steps_per_epoch']),
   ]
 
 
