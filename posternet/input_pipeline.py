@@ -263,6 +263,20 @@ def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 64,
   return dataset.map(lambda total, batch: batch)
 
 
+def _interleave_widths(opts: Options) -> tuple:
+  """(cycle_length, num_parallel_calls) for the reads that tf.data accepts.
+
+  A fixed parallelism may not exceed the cycle length; when only the
+  parallelism is fixed, the cycle stays as wide as TensorFlow's default (the
+  core count), so shards mix the same way.
+  """
+  cycle, parallel = opts.cycle_length, opts.num_parallel_calls
+  if parallel == AUTOTUNE:
+    return cycle, parallel
+  cycle = cycle or max(parallel, os.cpu_count() or 1)
+  return cycle, min(parallel, cycle)
+
+
 def read_records(paths: Sequence[str], counts: Sequence[int],
                  opts: Options) -> tf.data.Dataset:
   """Serialized records from all shards, interleaved; endless when training."""
@@ -275,11 +289,12 @@ def read_records(paths: Sequence[str], counts: Sequence[int],
     # Repeat at file level: reading flows on across epoch boundaries.
     files = files.repeat()
   # Parallel interleaved reads: hides file latency and mixes shards.
+  cycle_length, parallel = _interleave_widths(opts)
   batches = files.interleave(
       lambda path, count: read_shard(path, count, opts.read_batch,
                                      opts.ignore_errors),
-      cycle_length=opts.cycle_length, block_length=1,
-      num_parallel_calls=opts.num_parallel_calls, deterministic=opts.ordered)
+      cycle_length=cycle_length, block_length=1,
+      num_parallel_calls=parallel, deterministic=opts.ordered)
   return batches.unbatch()
 
 
@@ -404,12 +419,17 @@ def _count_pass(dataset: tf.data.Dataset, expected: int,
   return dataset.filter(lambda *batch: size(batch) > 0)
 
 
-def _dataset_options(opts: Options) -> tf.data.Options:
-  """Global tf.data options: order guarantee and thread pool."""
+def _dataset_options(opts: Options, sharded: bool) -> tf.data.Options:
+  """Global tf.data options: order guarantee, thread pool, auto-sharding."""
   options = tf.data.Options()
   options.deterministic = opts.ordered
   if opts.threadpool_size is not None:
     options.threading.private_threadpool_size = opts.threadpool_size
+  if sharded:
+    # Already sharded by file per input pipeline: tf.distribute must not
+    # shard a second time.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF)
   return options
 
 
@@ -452,17 +472,19 @@ def make_dataset(records_dir: str, split: str, batch_size: int,
   stages = (_per_poster_stages if per_poster else _batched_stages)(
       batch_size, plan, image_size, opts)
 
+  options = _dataset_options(opts, sharded=input_context is not None)
+
   dataset = read_records(paths, counts, opts)
   for name, stage in stages:
     dataset = stage(dataset)
     if name == opts.stop_after:
-      return dataset.with_options(_dataset_options(opts))
+      return dataset.with_options(options)
   if opts.ignore_errors and not opts.training:
     dataset = _count_pass(dataset, sum(counts), f'the {split} pass')
   if opts.prefetch != 0:
     # Prefetch: the next batches are ready while the model runs a step.
     dataset = dataset.prefetch(opts.prefetch)
-  return dataset.with_options(_dataset_options(opts))
+  return dataset.with_options(options)
 
 
 def as_user_error(error: Exception) -> Optional[cli.UserError]:

@@ -144,7 +144,8 @@ def test_more_workers_than_shards_is_a_clear_error(fixed_dir):
 def test_pixels_and_labels_equal_a_direct_decode(fixed_dir):
   expected = truth(fixed_dir, 'val')
   for options in ({}, {'cache': True}, {'num_parallel_calls': 1,
-                                         'prefetch': 0}):
+                                         'prefetch': 0},
+                  {'num_parallel_calls': 4}):  # more than the cycle length
     got = by_id(input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
                                             with_ids=True, **options))
     assert sorted(got) == sorted(expected)
@@ -294,21 +295,25 @@ def test_clear_errors_for_bad_folders_shards_and_options(fixed_dir, tmp_path):
 # Damaged data.
 
 
-def _damage_shard(folder, name):
-  """Flips bytes in the middle of a shard: a CRC error mid-file."""
+def _damage_shard(folder, name, how='flip'):
+  """Flips bytes mid-shard (a CRC error), or cuts the shard short."""
   path = os.path.join(folder, name)
   data = bytearray(open(path, 'rb').read())
-  for offset in range(len(data) // 2, len(data) // 2 + 4):
-    data[offset] ^= 0xFF
+  if how == 'flip':
+    for offset in range(len(data) // 2, len(data) // 2 + 4):
+      data[offset] ^= 0xFF
+  else:
+    del data[len(data) // 2:]
   with open(path, 'wb') as f:
     f.write(bytes(data))
 
 
+@pytest.mark.parametrize('how', ['flip', 'truncate'])
 def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
-    fixed_dir, tmp_path, capfd):
+    fixed_dir, tmp_path, capfd, how):
   folder = str(tmp_path / 'damaged')
   shutil.copytree(fixed_dir, folder)
-  _damage_shard(folder, 'val-00002-of-00003.tfrecord')
+  _damage_shard(folder, 'val-00002-of-00003.tfrecord', how)
   expected = set(truth(fixed_dir, 'val'))
 
   dataset = input_pipeline.make_dataset(folder, 'val', 4, SIZE)
