@@ -1,0 +1,136 @@
+"""Tests of posternet/models.py: architectures, dtypes, resize rule, weights."""
+
+import keras
+import numpy as np
+import pytest
+
+from posternet import cli
+from posternet import genres
+from posternet import models
+
+# The tutorial's CNN, layer by layer after the input: (class, settings).
+SEED_CNN_LAYERS = (
+    [('Rescaling', {})]
+    + [item for filters in (16, 32, 64, 64) for item in (
+        ('Conv2D', {'filters': filters, 'kernel_size': (5, 5),
+                    'activation': 'relu', 'padding': 'valid'}),
+        ('MaxPooling2D', {'pool_size': (2, 2)}),
+        ('Dropout', {'rate': 0.25}))]
+    + [('Flatten', {}),
+       ('Dense', {'units': 128, 'activation': 'relu'}),
+       ('Dropout', {'rate': 0.5}),
+       ('Dense', {'units': 64, 'activation': 'relu'}),
+       ('Dropout', {'rate': 0.5}),
+       ('Dense', {'units': 25, 'activation': 'sigmoid'})])
+
+
+@pytest.fixture
+def policy():
+  """Sets a global dtype policy for one test and restores the old one."""
+  previous = keras.mixed_precision.global_policy()
+  yield keras.mixed_precision.set_global_policy
+  keras.mixed_precision.set_global_policy(previous)
+
+
+def test_seed_cnn_is_the_tutorials_model_at_400():
+  model = models.build_model('seed_cnn', (400, 400))
+  assert model.count_params() == 3_790_457
+  assert model.input.dtype == 'uint8'
+  assert tuple(model.input.shape) == (None, 400, 400, 3)
+  assert tuple(model.output.shape) == (None, genres.NUM_GENRES)
+  layers = model.layers[1:]  # after the InputLayer
+  assert [type(l).__name__ for l in layers] == [n for n, _ in SEED_CNN_LAYERS]
+  for layer, (_, settings) in zip(layers, SEED_CNN_LAYERS):
+    config = layer.get_config()
+    for key, value in settings.items():
+      assert config[key] == value, (layer.name, key)
+  assert layers[0].get_config()['scale'] == pytest.approx(1 / 255)
+
+
+def test_output_is_float32_under_mixed_bfloat16(policy):
+  policy('mixed_bfloat16')
+  model = models.build_model('seed_cnn', (80, 80))
+  convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+  assert all(l.compute_dtype == 'bfloat16' for l in convs)
+  assert model.get_layer('genres').compute_dtype == 'float32'
+  posters = np.random.RandomState(0).randint(0, 256, (2, 80, 80, 3), np.uint8)
+  probabilities = model(posters, training=False)
+  assert probabilities.dtype == 'float32'
+  assert np.all((probabilities.numpy() > 0) & (probabilities.numpy() < 1))
+
+
+def test_resizing_only_when_model_size_differs():
+  same = models.build_model('small_cnn', (48, 48))
+  assert not [l for l in same.layers if isinstance(l, keras.layers.Resizing)]
+  resized = models.build_model('seed_cnn', (32, 32), model_size=(80, 80))
+  resize = resized.get_layer('resize')
+  assert (resize.height, resize.width) == (80, 80)
+  assert tuple(resized.input.shape) == (None, 32, 32, 3)
+  # Rescaling runs before it: the resize sees [0, 1] floats, not uint8.
+  names = [l.name for l in resized.layers]
+  assert names.index('rescale') < names.index('resize')
+
+
+def test_rescaling_maps_uint8_to_unit_range():
+  model = models.build_model('small_cnn', (16, 16))
+  rescaled = keras.Model(model.input, model.get_layer('rescale').output)
+  posters = np.full((1, 16, 16, 3), 255, np.uint8)
+  posters[0, 0, 0] = 0
+  out = rescaled(posters).numpy()
+  assert out.dtype == np.float32
+  assert out.max() == pytest.approx(1.0) and out.min() == 0.0
+
+
+def test_efficientnet_does_not_rescale_twice():
+  model = models.build_model('efficientnetv2b0', (64, 64))
+  backbone = next(l for l in model.layers if isinstance(l, keras.Model))
+  inner = [l for l in backbone.layers
+           if isinstance(l, (keras.layers.Rescaling, keras.layers.Normalization))]
+  assert not inner  # include_preprocessing=False
+  normalize = model.get_layer('imagenet_normalize')
+  assert np.allclose(np.ravel(normalize.mean), models.IMAGENET_MEAN)
+  posters = np.zeros((2, 64, 64, 3), np.uint8)
+  assert model(posters).shape == (2, genres.NUM_GENRES)
+
+
+def test_too_small_input_is_a_user_error():
+  # 4 blocks of valid 5x5 conv + 2x2 pool leave nothing of 64 px.
+  with pytest.raises(cli.UserError, match='at least 76x76.*not 64x64'):
+    models.build_model('seed_cnn', (64, 64))
+  assert models.check_input('seed_cnn', (32, 32), (76, 76)) == (76, 76)
+
+
+def test_unknown_model_is_a_user_error():
+  with pytest.raises(cli.UserError, match="unknown model 'resnet'"):
+    models.build_model('resnet', (64, 64))
+
+
+def test_init_weights_round_trip(tmp_path):
+  path = str(tmp_path / 'start.weights.h5')
+  trained = models.build_model('seed_cnn', (80, 80))
+  trained.save_weights(path)
+  loaded = models.build_model('seed_cnn', (80, 80), init_weights=path)
+  fresh = models.build_model('seed_cnn', (80, 80))
+  for want, got in zip(trained.get_weights(), loaded.get_weights()):
+    np.testing.assert_array_equal(got, want)
+  assert not np.allclose(trained.get_weights()[0], fresh.get_weights()[0])
+
+
+def test_init_weights_of_other_shapes_is_a_user_error(tmp_path):
+  path = str(tmp_path / 'at80.weights.h5')
+  models.build_model('seed_cnn', (80, 80)).save_weights(path)
+  # At 96 px the Flatten gives 256 features instead of 64.
+  with pytest.raises(cli.UserError,
+                     match=r'does not fit seed_cnn.*\(256, 128\) here, '
+                     r'\(64, 128\) in the file'):
+    models.build_model('seed_cnn', (96, 96), init_weights=path)
+
+
+def test_missing_init_weights_is_a_user_error(tmp_path):
+  with pytest.raises(cli.UserError, match='does not exist.*never downloaded'):
+    models.build_model('seed_cnn', (80, 80),
+                       init_weights=str(tmp_path / 'none.weights.h5'))
+  odd = tmp_path / 'weights.bin'
+  odd.write_bytes(b'x')
+  with pytest.raises(cli.UserError, match='expected a .keras or .weights.h5'):
+    models.build_model('seed_cnn', (80, 80), init_weights=str(odd))
