@@ -44,9 +44,17 @@ verify: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# The main job on built-in synthetic data: posters → records → train → predict.
+DEMO_POSTER := data/demo/Images/tt0000001.jpg
 demo: setup
 	$(PY) -m posternet.synthetic --out=data/demo --num_posters=2000 --seed=0
 	$(PY) -m tools.make_records --data_dir=data/demo --out=records/demo --store_size=128x128
+	$(PY) -m posternet.train --flagfile=configs/demo.cfg
+	$(PY) -m posternet.predict --model=runs/demo/export $(DEMO_POSTER)
+	@echo
+	@echo "TensorBoard logs: runs/demo   (make tensorboard)"
+	@echo "Exported model:   runs/demo/export"
+	@echo "Predict any poster: $(PY) -m posternet.predict --model=runs/demo/export POSTER.jpg"
 
 clean:
 	rm -rf data records runs bench
