@@ -1,0 +1,328 @@
+"""Tests of posternet/train.py: hardware choices, metrics, training end to end.
+
+The training runs use small_cnn on tiny synthetic records (record_fixtures),
+in-process through train.run (the test seam) or as the real command in a
+subprocess where exit codes and kill -9 matter.
+"""
+
+import copy
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import record_fixtures
+from posternet import cli
+from posternet import export
+from posternet import genres
+from posternet import models
+from posternet import records
+from posternet import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The learning runs: small enough for seconds, big enough to learn.
+NUM_TRAIN, NUM_VAL, SIZE = 512, 64, 24
+LEARN = dict(model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
+             epochs=4, learning_rate=3e-3, verbose=0)
+
+
+# --- Precision, XLA and strategy: pure functions of the hardware. ---
+
+
+@pytest.mark.parametrize('gpus, flags, expected', [
+    ([], {'avx2', 'fma'}, 'float32'),
+    ([], {'avx512f', 'avx512_bf16'}, 'mixed_bfloat16'),
+    ([], {'amx_bf16', 'amx_tile'}, 'mixed_bfloat16'),
+    ([(7, 0)], set(), 'mixed_float16'),
+    ([(8, 0)], {'amx_bf16'}, 'mixed_bfloat16'),
+    ([(9, 0), (7, 5)], set(), 'mixed_float16'),  # the oldest GPU decides
+    ([None], set(), 'mixed_float16'),
+])
+def test_auto_precision(gpus, flags, expected):
+  policy, reason = train.choose_precision('auto', gpus, flags)
+  assert policy == expected
+  assert reason  # logged: the reason is part of the answer
+
+
+def test_explicit_precision_wins():
+  assert train.choose_precision('float32', [(9, 0)], set()) == (
+      'float32', 'set by --precision')
+
+
+def test_jit_and_strategy_choices():
+  assert train.choose_jit_compile('auto', has_gpu=True)[0] is True
+  assert train.choose_jit_compile('auto', has_gpu=False)[0] is False
+  assert train.choose_jit_compile('true', has_gpu=False)[0] is True
+  assert train.choose_strategy('auto', 2)[0] == 'mirrored'
+  assert train.choose_strategy('auto', 1)[0] == 'default'
+  assert train.choose_strategy('mirrored', 0)[0] == 'mirrored'
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\n'
+                     'processor\t: 1\nflags\t\t: fpu avx2 amx_bf16\n')
+  assert train.cpu_flags(str(cpuinfo)) == {'fpu', 'avx2', 'amx_bf16'}
+  assert train.cpu_flags(str(tmp_path / 'missing')) == set()
+
+
+def test_parse_size():
+  assert train.parse_size('400') == (400, 400)
+  assert train.parse_size('128x96') == (128, 96)
+  for bad in ('', 'x', '12x', '0', 'axb', '1x2x3'):
+    with pytest.raises(cli.UserError, match='expected a size'):
+      train.parse_size(bad)
+
+
+# --- Metrics. ---
+
+
+def _rank_auc(positive, scores):
+  """ROC-AUC by pairwise ranking (ties count half), for one genre."""
+  pos, neg = scores[positive], scores[~positive]
+  wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (
+      pos[:, None] == neg[None, :]).sum()
+  return wins / (len(pos) * len(neg))
+
+
+def test_genre_auc_skips_genres_without_positives():
+  rng = np.random.RandomState(0)
+  labels = (rng.rand(200, genres.NUM_GENRES) < 0.3).astype(np.float32)
+  labels[:, 5] = 0  # no poster of genre 5
+  scores = np.clip(labels * 0.3 + rng.rand(*labels.shape) * 0.7, 0, 1)
+  metric = train.GenreAUC(curve='ROC')
+  metric.update_state(labels, scores)
+  expected = np.mean([_rank_auc(labels[:, g] > 0, scores[:, g])
+                      for g in range(genres.NUM_GENRES) if g != 5])
+  assert float(metric.result()) == pytest.approx(expected, abs=0.01)
+  # Keras' own AUC counts genre 5 as 0 and is pulled down by 1/25.
+  keras_auc = tf.keras.metrics.AUC(multi_label=True,
+                                   num_labels=genres.NUM_GENRES)
+  keras_auc.update_state(labels, scores)
+  assert float(keras_auc.result()) < expected - 0.02
+
+
+def test_precision_at_3_counts_true_genres_among_top3():
+  labels = np.zeros((2, genres.NUM_GENRES), np.float32)
+  scores = np.zeros((2, genres.NUM_GENRES), np.float32)
+  scores[0, [0, 1, 2]] = [0.9, 0.8, 0.7]
+  labels[0, [0, 2, 9]] = 1  # 2 of its top 3 are true
+  scores[1, [3, 4, 5]] = [0.9, 0.8, 0.7]
+  labels[1, 24] = 1  # none of its top 3
+  metric = train.PrecisionAtK(k=3)
+  metric.update_state(labels, scores)
+  assert float(metric.result()) == pytest.approx(2 / 6)
+
+
+def test_f1_metrics_use_threshold_half():
+  f1 = {m.name: m for m in train.make_metrics() if 'f1' in m.name}
+  assert set(f1) == {'f1_micro', 'f1_macro'}
+  assert all(m.threshold == 0.5 for m in f1.values())
+  labels = np.zeros((1, genres.NUM_GENRES), np.float32)
+  labels[0, [0, 1]] = 1
+  scores = np.full((1, genres.NUM_GENRES), 0.1, np.float32)
+  scores[0, [0, 1]] = 0.6  # both above 0.5: argmax would predict only one
+  f1['f1_micro'].update_state(labels, scores)
+  assert float(f1['f1_micro'].result()) == pytest.approx(1.0, abs=1e-4)
+
+
+# --- Training end to end. ---
+
+
+def _shuffled_copy(source, target, seed=0):
+  """The same records with labels permuted against images, split by split.
+
+  What a pipeline that misaligns labels and images would feed the model.
+  """
+  manifest = copy.deepcopy(records.read_manifest(source))
+  rng = np.random.RandomState(seed)
+  os.makedirs(target)
+  for split in records.SPLITS:
+    examples = record_fixtures.read_split(source, split)
+    order = rng.permutation(len(examples))
+    start = 0
+    for shard in records.split_info(manifest, split)['shards']:
+      path = os.path.join(target, shard['file'])
+      with tf.io.TFRecordWriter(path) as writer:
+        for i in range(start, start + shard['num_examples']):
+          ex = examples[i]
+          writer.write(records.make_example(
+              ex[records.IMAGE_KEY], int(ex[records.HEIGHT_KEY]),
+              int(ex[records.WIDTH_KEY]), ex[records.ID_KEY].decode(),
+              examples[order[i]][records.LABELS_KEY]).SerializeToString())
+      start += shard['num_examples']
+      with open(path, 'rb') as f:
+        data = f.read()
+      shard.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+  records.write_manifest(target, manifest)
+
+
+@pytest.fixture(scope='module')
+def learnable(tmp_path_factory):
+  """{'real': records folder, 'shuffled': the same with labels shuffled}."""
+  root = tmp_path_factory.mktemp('records')
+  real, shuffled = str(root / 'real'), str(root / 'shuffled')
+  record_fixtures.write_records(real, num_train=NUM_TRAIN, num_val=NUM_VAL,
+                                image_hw=(SIZE, SIZE), num_shards=2, seed=3)
+  _shuffled_copy(real, shuffled)
+  return {'real': real, 'shuffled': shuffled}
+
+
+def _history(run_dir):
+  with open(os.path.join(run_dir, 'history.csv')) as f:
+    return list(csv.DictReader(f))
+
+
+def test_training_learns_and_shuffled_labels_do_not(learnable, tmp_path):
+  logdir = str(tmp_path / 'runs')
+  summary = train.run(train.Config(records=learnable['real'], logdir=logdir,
+                                   run_name='real', **LEARN))
+  control = train.run(train.Config(records=learnable['shuffled'],
+                                   logdir=logdir, run_name='shuffled',
+                                   export_dir='', **LEARN))
+  # The same steps, the same model: only the image/label pairing differs.
+  assert summary['val']['roc_auc'] > 0.75, summary['val']
+  assert control['val']['roc_auc'] < 0.62, control['val']
+  assert summary['val']['precision_at_3'] > control['val']['precision_at_3']
+  history = _history(os.path.join(logdir, 'real'))
+  assert len(history) == LEARN['epochs']
+  assert float(history[-1]['loss']) < 0.8 * float(history[0]['loss'])
+  assert float(history[-1]['val_roc_auc']) > float(history[0]['val_roc_auc'])
+  assert all(float(row['images_per_sec']) > 0 for row in history)
+  steps = NUM_TRAIN // LEARN['batch_size']
+  assert summary['steps'] == LEARN['epochs'] * steps
+  assert summary['precision'] == train.choose_precision(
+      'auto', train.gpu_compute_capabilities(), train.cpu_flags())[0]
+
+
+def test_run_folder_outputs(learnable, tmp_path):
+  config = train.Config(records=learnable['real'], logdir=str(tmp_path),
+                        run_name='r', keep_checkpoints=2,
+                        **{**LEARN, 'epochs': 3})
+  train.run(config)
+  folder = str(tmp_path / 'r')
+  assert sorted(os.listdir(os.path.join(folder, 'checkpoints'))) == [
+      'epoch-0002.keras', 'epoch-0003.keras']
+  assert not os.path.exists(os.path.join(folder, 'backup'))  # finished
+  for events in ('train', 'validation'):
+    assert any(name.startswith('events.out.tfevents')
+               for name in os.listdir(os.path.join(folder, events)))
+  with open(os.path.join(folder, 'config.json')) as f:
+    resolved = json.load(f)['resolved']
+  assert resolved['steps_per_epoch'] == NUM_TRAIN // LEARN['batch_size']
+  assert resolved['precision_reason']
+  # The export: thresholds tuned on val, and it predicts like the model.
+  info = export.read_info(os.path.join(folder, 'export'))
+  assert len(info['thresholds']) == genres.NUM_GENRES
+  assert info['image_size'] == [SIZE, SIZE]
+  # A checkpoint is a valid --init_weights for the same model and size.
+  start = models.build_model('small_cnn', (SIZE, SIZE), init_weights=os.path.join(
+      folder, 'checkpoints', 'epoch-0003.keras'))
+  exported = export.load_keras_model(os.path.join(folder, 'export'))
+  posters = np.random.RandomState(1).randint(0, 256, (4, SIZE, SIZE, 3),
+                                             np.uint8)
+  np.testing.assert_allclose(start(posters), exported(posters), atol=1e-6)
+
+
+def _command(*args, **kwargs):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'posternet.train', *args], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path):
+  epochs, batch = 4, 8
+  args = [f'--records={learnable["real"]}', f'--logdir={tmp_path}',
+          '--run_name=k', '--model=small_cnn', f'--image_size={SIZE}',
+          f'--batch_size={batch}', f'--epochs={epochs}', '--verbose=0',
+          '--export_dir=']
+  marker = tmp_path / 'k' / 'backup' / 'training_metadata.json'
+  first = _command(*args)
+  deadline = time.time() + 120
+  while not marker.exists() and first.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  assert first.poll() is None, 'the run ended before it could be killed'
+  first.send_signal(signal.SIGKILL)
+  first.communicate()
+  assert first.returncode == -signal.SIGKILL
+  second = _command(*args)
+  _, stderr = second.communicate(timeout=180)
+  assert second.returncode == 0, stderr[-2000:]
+  with open(tmp_path / 'k' / 'summary.json') as f:
+    summary = json.load(f)
+  steps_per_epoch = NUM_TRAIN // batch
+  assert summary['resumed_from_epoch'] >= 1  # it resumed, not restarted
+  assert summary['steps'] == epochs * steps_per_epoch
+  epochs_logged = [int(row['epoch']) for row in _history(tmp_path / 'k')]
+  assert sorted(set(epochs_logged)) == list(range(epochs))
+
+
+def test_missing_records_is_one_line_exit_2(tmp_path):
+  process = _command('--flagfile=configs/seed.cfg',
+                     f'--records={tmp_path / "missing"}',
+                     f'--logdir={tmp_path}')
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 2
+  assert 'Traceback' not in stderr
+  errors = [line for line in stderr.splitlines() if line.startswith('error:')]
+  assert errors == [f'error: records folder {tmp_path / "missing"} does not '
+                    'exist; make it with `make records`']
+  assert stderr.strip().splitlines()[-1] == errors[0]
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_demo_config_parses(tmp_path):
+  (tmp_path / 'empty').mkdir()
+  process = _command('--flagfile=configs/demo.cfg',
+                     f'--records={tmp_path / "empty"}', f'--logdir={tmp_path}',
+                     '--epochs=0')
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 2 and 'Traceback' not in stderr
+  assert stderr.strip().splitlines()[-1] == (
+      'error: --epochs must be at least 1, not 0')
+
+
+def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path):
+  base = dict(logdir=str(tmp_path / 'runs'), **LEARN)
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(cli.UserError, match='manifest.json not found'):
+    train.run(train.Config(records=str(empty), **base))
+  old = tmp_path / 'old'
+  record_fixtures.write_records(str(old), num_train=4, num_val=2)
+  manifest = json.loads((old / 'manifest.json').read_text())
+  manifest['format_version'] = 0
+  (old / 'manifest.json').write_text(json.dumps(manifest))
+  with pytest.raises(cli.UserError, match='format version 0'):
+    train.run(train.Config(records=str(old), **base))
+  with pytest.raises(cli.UserError, match='seed_cnn needs .* at least 76x76'):
+    train.run(train.Config(records=learnable['real'],
+                           **{**base, 'model': 'seed_cnn'}))
+
+
+def test_damaged_shard_names_the_shard(learnable, tmp_path):
+  damaged = str(tmp_path / 'damaged')
+  _shuffled_copy(learnable['real'], damaged)
+  shard = records.shard_paths(damaged, records.read_manifest(damaged),
+                              'train')[0]
+  with open(shard, 'r+b') as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  with pytest.raises(cli.UserError, match=os.path.basename(shard)):
+    train.run(train.Config(records=damaged, logdir=str(tmp_path / 'runs'),
+                           export_dir='', **{**LEARN, 'epochs': 1}))
+
+
+def test_out_of_memory_becomes_a_batch_size_hint():
+  config = train.Config(records='r', batch_size=64)
+  with pytest.raises(cli.UserError, match=r'lower --batch_size \(e.g. 32\)'):
+    with train._user_errors(config):  # pylint: disable=protected-access
+      raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating')
