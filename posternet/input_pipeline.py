@@ -419,6 +419,17 @@ def _count_pass(dataset: tf.data.Dataset, expected: int,
   return dataset.filter(lambda *batch: size(batch) > 0)
 
 
+def _cardinality(num_posters: int, batch_size: int, training: bool) -> int:
+  """Batches the dataset yields: Keras then knows an eval pass's length.
+
+  Training is endless; a finite pass yields ceil(n / batch_size) batches
+  (asserted at its end, a last guard that no poster went missing).
+  """
+  if training:
+    return tf.data.INFINITE_CARDINALITY
+  return math.ceil(num_posters / batch_size)
+
+
 def _dataset_options(opts: Options, sharded: bool) -> tf.data.Options:
   """Global tf.data options: order guarantee, thread pool, auto-sharding."""
   options = tf.data.Options()
@@ -481,6 +492,10 @@ def make_dataset(records_dir: str, split: str, batch_size: int,
       return dataset.with_options(options)
   if opts.ignore_errors and not opts.training:
     dataset = _count_pass(dataset, sum(counts), f'the {split} pass')
+  else:
+    # Known length: Keras sizes an eval pass without running out of data.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+        _cardinality(sum(counts), batch_size, opts.training)))
   if opts.prefetch != 0:
     # Prefetch: the next batches are ready while the model runs a step.
     dataset = dataset.prefetch(opts.prefetch)

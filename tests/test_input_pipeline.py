@@ -92,6 +92,7 @@ def test_shapes_and_dtypes(fixed_dir):
 def test_train_batches_are_full_static_and_endless(fixed_dir):
   dataset = input_pipeline.make_dataset(fixed_dir, 'train', 8, SIZE, seed=0)
   assert dataset.element_spec[0].shape == (8, 32, 32, 3)  # drop_remainder
+  assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
   steps = input_pipeline.steps_per_epoch(fixed_dir, 'train', 8)
   got = batches(dataset, 3 * steps + 1)  # 30 posters: 3 epochs and more
   assert len(got) == 3 * steps + 1
@@ -113,6 +114,8 @@ def test_eval_sees_each_val_poster_exactly_once(fixed_dir):
                                         with_ids=True)
   sizes = [b[0].shape[0] for b in batches(dataset)]
   assert sizes == [4, 4, 3]  # the last batch is kept, partial
+  assert int(dataset.cardinality()) == 3 == input_pipeline.steps_per_epoch(
+      fixed_dir, 'val', 4)  # known to Keras
   assert sorted(by_id(dataset)) == sorted(truth(fixed_dir, 'val'))
 
 
