@@ -23,9 +23,13 @@ from posternet import genres
 from posternet import images
 from posternet import records
 
-# One colour per genre, fixed for every fixture (the learnable signal).
-GENRE_COLOURS = np.random.RandomState(1234).randint(
-    0, 256, size=(genres.NUM_GENRES, 3)).astype(np.uint8)
+# One colour per genre, fixed for every fixture (the learnable signal): the
+# 3×3×3 grid of channel levels 0/128/255 without mid grey and black, so any
+# two genres differ by at least 127 in some channel, far above the noise.
+GENRE_COLOURS = np.array(
+    [(r, g, b) for r in (0, 128, 255) for g in (0, 128, 255)
+     for b in (0, 128, 255) if (r, g, b) not in ((128, 128, 128), (0, 0, 0))],
+    np.uint8)
 
 # Varied stored sizes when image_hw is None: poster-like, taller than wide.
 VARIED_HEIGHTS = (40, 72)
