@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import genres
+from posternet import remote
 
 # Bump when a key, dtype or manifest field changes meaning; readers refuse
 # other versions rather than misreading them.
@@ -88,6 +89,8 @@ def read_manifest(records_dir: str) -> dict:
     cli.UserError: the folder or manifest is missing, unreadable, or of
       another format version.
   """
+  # s3://, hdfs://, http(s)://: say what to install, not "not implemented".
+  remote.check_path(records_dir, 'records folder')
   path = manifest_path(records_dir)
   if not tf.io.gfile.isdir(records_dir):
     raise cli.UserError(f'records folder {records_dir} does not exist; '
