@@ -76,6 +76,7 @@ from posternet import cli
 from posternet import genres
 from posternet import images
 from posternet import records
+from posternet import remote
 
 # A poster has ~0.13 Mpx; 40 Mpx is already a very large photo. Beyond it an
 # image is refused from its header alone, before decoding (decompression bombs).
@@ -166,6 +167,7 @@ def find_inputs(data_dir: str) -> tuple:
   Returns:
     (csv_path, images_dir).
   """
+  remote.check_path(data_dir, '--data_dir')
   if not tf.io.gfile.isdir(data_dir):
     raise cli.UserError(f'--data_dir {data_dir} is not a folder')
   found = [os.path.join(data_dir, name) for name in CSV_NAMES
@@ -691,6 +693,10 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
       output folder that cannot be written.
   """
   start = time.monotonic()
+  # s3://, hdfs://, http(s)://: say what to install, before any work.
+  for path, what in ((csv_path, '--csv'), (images_dir, '--images'),
+                     (out_dir, '--out')):
+    remote.check_path(path, what)
   workers = workers or _cores()
   store_size = tuple(int(s) for s in store_size) if store_size else None
   options = {'val_fraction': val_fraction, 'seed': seed,
@@ -749,10 +755,15 @@ def _plan(table: Table, images_dir: str, options: dict, workers: int) -> tuple:
     shards += plan_shards(split, rows,
                           _estimated_bytes(rows, stats, options['store_size']))
   key_source = [PLAN_VERSION, records.FORMAT_VERSION, table.sha256,
-                os.path.abspath(images_dir), stats, options,
+                _absolute(images_dir), stats, options,
                 [(s.file, s.rows) for s in shards]]
   key = hashlib.sha256(json.dumps(key_source).encode()).hexdigest()
   return shards, key
+
+
+def _absolute(path: str) -> str:
+  """An absolute local path; a URL (gs://...) as it is (abspath would mangle it)."""
+  return path if remote.scheme(path) else os.path.abspath(path)
 
 
 def _prepare_output(out_dir: str, shards: Sequence[Shard], key: str) -> dict:
