@@ -42,10 +42,11 @@ from posternet import export
 from posternet import genres
 from posternet import input_pipeline
 from posternet import models
+from posternet import multi_worker
 from posternet import records
 
 PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
-STRATEGIES = ('auto', 'default', 'mirrored')
+STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')
 CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
 
 
@@ -150,7 +151,10 @@ def gpu_compute_capabilities() -> list:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-  """The tf.distribute strategy called `name` (multi-worker: a later issue)."""
+  """The tf.distribute strategy called `name`."""
+  if name == 'multi_worker':
+    # The cluster from TF_CONFIG; one replica per worker.
+    return multi_worker.make_strategy()
   if name == 'mirrored':
     return tf.distribute.MirroredStrategy()
   return tf.distribute.get_strategy()
@@ -287,12 +291,28 @@ class Backup(keras.callbacks.BackupAndRestore):
   cannot disagree.
   """
 
-  def __init__(self, backup_dir: str, steps_per_epoch: int):
+  def __init__(self, backup_dir: str, steps_per_epoch: int,
+               restore_dir: Optional[str] = None):
     super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=True)
     self.steps_per_epoch = steps_per_epoch
     self.resumed_from_epoch = 0
+    # Multi-worker: every worker resumes from the chief's backup where it is
+    # visible, so all resume from the same epoch (as Keras 2 did).
+    self.restore_dir = restore_dir
 
   def _load_model(self):
+    own_paths = self._weights_path, self._training_metadata_path
+    chief = Backup(self.restore_dir, 1) if self.restore_dir else None
+    if chief and tf.io.gfile.exists(chief._weights_path):  # pylint: disable=protected-access
+      self._weights_path = chief._weights_path  # pylint: disable=protected-access
+      self._training_metadata_path = chief._training_metadata_path  # pylint: disable=protected-access
+    try:
+      self._resume()
+    finally:
+      self._weights_path, self._training_metadata_path = own_paths
+
+  def _resume(self):
+    """Loads the backup's weights; the epoch comes from their step counter."""
     super()._load_model()
     if tf.io.gfile.exists(self._weights_path):
       steps = int(self.model.optimizer.iterations.numpy())
@@ -396,7 +416,10 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   settings = resolve(config)
   for key in ('precision', 'jit_compile', 'strategy'):
     logging.info('%s: %s (%s)', key, settings[key], settings[f'{key}_reason'])
-  folder = run_dir(config)
+  # Multi-worker: TF_CONFIG checked first; only the chief writes run_dir().
+  task = (multi_worker.task_from_tf_config()
+          if settings['strategy'] == 'multi_worker' else None)
+  folder = multi_worker.worker_folder(run_dir(config), task)
   _prepare_run_dir(folder, config.resume)
   settings.update(
       steps_per_epoch=input_pipeline.steps_per_epoch(
@@ -405,15 +428,21 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
                                                config.batch_size),
       val_examples=records.num_examples(manifest, 'val'),
       run_dir=folder,
-      export_dir=(config.export_dir if config.export_dir is not None
+      chief_backup=(os.path.join(run_dir(config), 'backup')
+                    if folder != run_dir(config) else None),
+      export_dir=(config.export_dir
+                  if config.export_dir is not None and folder == run_dir(config)
                   else os.path.join(folder, 'export')))
   _write_run_config(folder, config, settings, flags_text)
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(settings['precision'])
   try:
-    return _train_and_export(config, settings)
+    summary = _train_and_export(config, settings)
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
+  # A non-chief's outputs were only its share of the work: delete them.
+  multi_worker.remove_worker_folder(folder, task)
+  return summary
 
 
 def _train_and_export(config: Config, settings: dict) -> dict:
@@ -444,8 +473,11 @@ def _train_and_export(config: Config, settings: dict) -> dict:
               validation_steps=settings['val_steps'], shuffle=False,
               callbacks=callbacks, verbose=config.verbose)
   backup = next(c for c in callbacks if isinstance(c, Backup))
-  return _finish(model, config, settings, backup.resumed_from_epoch,
-                 time.perf_counter() - start)
+  summary = _finish(model, config, settings, backup.resumed_from_epoch,
+                    time.perf_counter() - start)
+  # Multi-worker: no worker leaves while another still exports.
+  multi_worker.wait_for_all(strategy)
+  return summary
 
 
 def _pipeline_options(config: Config) -> dict:
@@ -483,7 +515,8 @@ def _callbacks(config: Config, settings: dict) -> list:
       keras.callbacks.TensorBoard(log_dir=folder),
       EpochCheckpoint(os.path.join(folder, 'checkpoints'),
                       config.keep_checkpoints),
-      Backup(os.path.join(folder, 'backup'), settings['steps_per_epoch']),
+      Backup(os.path.join(folder, 'backup'), settings['steps_per_epoch'],
+             restore_dir=settings.get('chief_backup')),
   ]
 
 
@@ -688,7 +721,10 @@ def _define_flags() -> None:
                        'accelerators).')
   flags.DEFINE_enum('strategy', 'auto', STRATEGIES, 'tf.distribute '
                     'strategy. auto: mirrored with several GPUs, else '
-                    'default.')
+                    'default. multi_worker: MultiWorkerMirroredStrategy over '
+                    'the cluster in the TF_CONFIG environment variable (run '
+                    'the same command on every worker; only the chief '
+                    'writes the run folder).')
   flags.DEFINE_bool('resume', True, 'Continue an unfinished run in the run '
                     'folder from its last finished epoch; --noresume starts '
                     'it over.')
