@@ -220,21 +220,43 @@ def shard_for_worker(paths: Sequence[str], counts: Sequence[int],
 
 
 def _shard_complete(path: tf.Tensor, expected: tf.Tensor, total: tf.Tensor,
-                    batch: tf.Tensor) -> tf.Tensor:
-  """Filter predicate: drops the end marker, failing there if records are missing.
+                    batch: tf.Tensor, ignore_errors: bool) -> tf.Tensor:
+  """Filter predicate: drops the end marker, checking the count there.
 
-  Branch-free (an Assert, no tf.cond): it runs once per batch of records.
+  A shortfall fails with a message naming the shard and the number of
+  records lost (tagged for as_user_error), or, with ignore_errors, prints
+  that message as a warning and reading goes on. Without ignore_errors it is
+  branch-free (an Assert, no tf.cond): it runs once per batch of records.
   """
   at_end = tf.equal(tf.size(batch), 0)
-  name = tf.strings.regex_replace(path, r'^.*[/\\]', '')
+  short = tf.logical_and(at_end, total < expected)
   message = tf.strings.join([
-      ERROR_TAG, tf.strings.as_string(expected - total), ' of ',
-      tf.strings.as_string(expected), ' records of shard ', name,
-      ' could not be read (damaged or truncated); run `make verify`, convert '
-      'the data again, or skip damaged records with ignore_errors'])
-  complete = tf.logical_or(tf.logical_not(at_end), total >= expected)
-  with tf.control_dependencies([tf.debugging.Assert(complete, [message])]):
+      'shard ', tf.strings.regex_replace(path, r'^.*[/\\]', ''), ': ',
+      tf.strings.as_string(expected - total), ' of ',
+      tf.strings.as_string(expected), ' records could not be read (damaged '
+      'or truncated)'])
+  if ignore_errors:
+    done = tf.cond(short, lambda: _warn(message + ', skipped'),
+                   lambda: tf.constant(True))
+  else:
+    done = tf.debugging.Assert(tf.logical_not(short), [tf.strings.join([
+        ERROR_TAG, message, '; run `make verify`, convert the data again, or '
+        'skip damaged records with ignore_errors'])])
+  with tf.control_dependencies([done]):
     return tf.logical_not(at_end)
+
+
+def _warn(message: tf.Tensor) -> tf.Tensor:
+  """Prints `warning: posternet input: …` on stderr from inside tf.data.
+
+  PrintV2 on one joined string: tf.print would quote a string tensor, and
+  TensorFlow's own log can be silenced with TF_CPP_MIN_LOG_LEVEL.
+  """
+  line = tf.strings.join(['warning: posternet input: ', message,
+                          ' (ignore_errors)'])
+  with tf.control_dependencies([tf.raw_ops.PrintV2(input=line,
+                                                   output_stream='stderr')]):
+    return tf.constant(True)
 
 
 def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 64,
@@ -243,11 +265,9 @@ def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 64,
 
   A damaged record ends TFRecordDataset's pass over its file with a
   DataLossError that does not name the file. Here that error is swallowed and
-  the records read are counted instead: at the shard's end a shortfall fails
-  with a message naming the shard and the number lost, or, with
-  ignore_errors, the same message is logged as a warning and reading goes on.
-  Records travel in batches: one hand-off between threads and one count per
-  batch, not per record.
+  the records read are counted instead; at the shard's end _shard_complete
+  reports a shortfall by shard name. Records travel in batches: one hand-off
+  between threads and one count per batch, not per record.
   """
   dataset = tf.data.TFRecordDataset(path).ignore_errors().batch(read_batch)
   end = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
@@ -255,11 +275,8 @@ def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 64,
       tf.constant(0, tf.int64),
       lambda seen, batch: (seen + tf.size(batch, tf.int64),
                            (seen + tf.size(batch, tf.int64), batch)))
-  dataset = dataset.filter(
-      lambda total, batch: _shard_complete(path, expected, total, batch))
-  if ignore_errors:
-    # The shortfall's error becomes a logged warning (shard and count).
-    dataset = dataset.ignore_errors(log_warning=True)
+  dataset = dataset.filter(lambda total, batch: _shard_complete(
+      path, expected, total, batch, ignore_errors))
   return dataset.map(lambda total, batch: batch)
 
 
@@ -400,17 +417,12 @@ def _count_pass(dataset: tf.data.Dataset, expected: int,
   def tally(seen, batch):
     total = seen + size(batch)
 
-    def report():
-      line = tf.strings.join([
-          'warning: posternet input: ', what, ' delivered ',
-          tf.strings.as_string(total), ' of ', str(expected),
-          ' posters; the others were skipped (ignore_errors)'])
-      with tf.control_dependencies([tf.raw_ops.PrintV2(
-          input=line, output_stream='stderr')]):
-        return tf.constant(True)
-
+    message = tf.strings.join([
+        what, ' delivered ', tf.strings.as_string(total), ' of ',
+        str(expected), ' posters, the others were skipped'])
     short = tf.logical_and(tf.equal(size(batch), 0), total < expected)
-    done = tf.cond(short, report, lambda: tf.constant(True))
+    done = tf.cond(short, lambda: _warn(message),
+                   lambda: tf.constant(True))
     with tf.control_dependencies([done]):
       return total, tf.nest.map_structure(tf.identity, batch)
 
