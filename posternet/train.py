@@ -283,51 +283,59 @@ class Throughput(keras.callbacks.Callback):
 class Backup(keras.callbacks.BackupAndRestore):
   """BackupAndRestore whose backup survives kill -9 at any instant.
 
-  Keras writes the weights file in place and the epoch to a second file, so a
-  kill while writing leaves a torn file, and a kill between the two writes
-  leaves weights and epoch that disagree. Here the weights (which include the
-  optimizer's step counter) are written under a temporary name and renamed,
-  and the epoch to resume from is derived from that step counter, so the two
-  cannot disagree.
+  Keras writes the weights file in place and the epoch to a second file
+  after it, so a kill while writing leaves a torn file, and a kill between the
+  two writes leaves weights and epoch that disagree. Here each backup is a
+  folder backup/epoch-NNNN/ (weights, optimizer state included) written under
+  a temporary name and renamed when complete: the epoch is in the name, so it
+  cannot disagree with the weights, and a half-written backup is never read.
+  The newest complete folder wins; older ones are removed after it exists.
   """
 
-  def __init__(self, backup_dir: str, steps_per_epoch: int,
-               restore_dir: Optional[str] = None):
+  PREFIX = 'epoch-'
+  WEIGHTS = 'state.weights.h5'
+
+  def __init__(self, backup_dir: str, restore_dir: Optional[str] = None):
     super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=True)
-    self.steps_per_epoch = steps_per_epoch
     self.resumed_from_epoch = 0
     # Multi-worker: every worker resumes from the chief's backup where it is
     # visible, so all resume from the same epoch (as Keras 2 did).
     self.restore_dir = restore_dir
 
-  def _load_model(self):
-    own_paths = self._weights_path, self._training_metadata_path
-    chief = Backup(self.restore_dir, 1) if self.restore_dir else None
-    if chief and tf.io.gfile.exists(chief._weights_path):  # pylint: disable=protected-access
-      self._weights_path = chief._weights_path  # pylint: disable=protected-access
-      self._training_metadata_path = chief._training_metadata_path  # pylint: disable=protected-access
-    try:
-      self._resume()
-    finally:
-      self._weights_path, self._training_metadata_path = own_paths
+  def _completed(self, folder: Optional[str] = None) -> list:
+    """(epoch, folder) of the complete backups in folder, oldest first."""
+    found = []
+    for path in tf.io.gfile.glob(os.path.join(folder or self.backup_dir,
+                                              self.PREFIX + '*')):
+      suffix = os.path.basename(path)[len(self.PREFIX):]
+      if suffix.isdigit():
+        found.append((int(suffix), path))
+    return sorted(found)
 
-  def _resume(self):
-    """Loads the backup's weights; the epoch comes from their step counter."""
-    super()._load_model()
-    if tf.io.gfile.exists(self._weights_path):
-      steps = int(self.model.optimizer.iterations.numpy())
-      self.resumed_from_epoch = steps // self.steps_per_epoch
-      self.model._initial_epoch = self.resumed_from_epoch  # pylint: disable=protected-access
-      logging.info('resuming from %s: %d epochs (%d steps) already done',
-                   self.backup_dir, self.resumed_from_epoch, steps)
+  def _load_model(self):
+    completed = self._completed(self.restore_dir) if self.restore_dir else []
+    completed = completed or self._completed()
+    if not completed:
+      return
+    epoch, folder = completed[-1]
+    if self.model.optimizer is not None and not self.model.optimizer.built:
+      self.model.optimizer.build(self.model.trainable_variables)
+    self.model.load_weights(os.path.join(folder, self.WEIGHTS))
+    self.resumed_from_epoch = epoch
+    self.model._initial_epoch = epoch  # pylint: disable=protected-access
+    logging.info('resuming from %s: %d epochs already done', folder, epoch)
 
   def _save_model(self):
-    tf.io.gfile.makedirs(self.backup_dir)
-    partial = os.path.join(self.backup_dir, 'partial.weights.h5')
-    self.model.save_weights(partial, overwrite=True)
-    tf.io.gfile.rename(partial, self._weights_path, overwrite=True)
-    _write_text(self._training_metadata_path,
-                json.dumps({'epoch': self._current_epoch, 'batch': 0}))
+    name = f'{self.PREFIX}{self._current_epoch:04d}'
+    final = os.path.join(self.backup_dir, name)
+    partial = final + '.partial'
+    if tf.io.gfile.exists(partial):
+      tf.io.gfile.rmtree(partial)
+    tf.io.gfile.makedirs(partial)
+    self.model.save_weights(os.path.join(partial, self.WEIGHTS))
+    tf.io.gfile.rename(partial, final, overwrite=True)
+    for _, older in self._completed()[:-1]:
+      tf.io.gfile.rmtree(older)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -515,7 +523,7 @@ def _callbacks(config: Config, settings: dict) -> list:
       keras.callbacks.TensorBoard(log_dir=folder),
       EpochCheckpoint(os.path.join(folder, 'checkpoints'),
                       config.keep_checkpoints),
-      Backup(os.path.join(folder, 'backup'), settings['steps_per_epoch'],
+      Backup(os.path.join(folder, 'backup'),
              restore_dir=settings.get('chief_backup')),
   ]
 
@@ -551,6 +559,8 @@ def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
       export.f1_scores(labels, probabilities, thresholds)))
   summary = {
       'val': metrics,
+      # Optimizer updates applied (under mixed_float16, steps skipped for an
+      # overflowing loss scale are not counted).
       'steps': int(model.optimizer.iterations.numpy()),
       'epochs': config.epochs,
       'steps_per_epoch': settings['steps_per_epoch'],

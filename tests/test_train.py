@@ -233,6 +233,37 @@ def test_run_folder_outputs(learnable, tmp_path):
   np.testing.assert_allclose(start(posters), exported(posters), atol=1e-6)
 
 
+def _compiled_small_cnn():
+  model = models.build_model('small_cnn', (SIZE, SIZE))
+  model.compile(optimizer='adam', loss='binary_crossentropy')
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def test_backup_ignores_a_half_written_one(tmp_path):
+  backup_dir = str(tmp_path / 'backup')
+  saved = _compiled_small_cnn()
+  saver = train.Backup(backup_dir)
+  saver.set_model(saved)
+  saver.on_epoch_end(0)  # a complete backup of epoch 1
+  assert os.listdir(backup_dir) == ['epoch-0001']
+  # A kill while epoch 2's backup was being written leaves only this:
+  torn = tmp_path / 'backup' / 'epoch-0002.partial'
+  torn.mkdir()
+  (torn / train.Backup.WEIGHTS).write_bytes(b'torn')
+  restored = _compiled_small_cnn()
+  loader = train.Backup(backup_dir)
+  loader.set_model(restored)
+  loader.on_train_begin()
+  assert loader.resumed_from_epoch == 1
+  assert restored._initial_epoch == 1  # pylint: disable=protected-access
+  for want, got in zip(saved.get_weights(), restored.get_weights()):
+    np.testing.assert_array_equal(got, want)
+  # The next backup replaces the older one once it is complete.
+  saver.on_epoch_end(1)
+  assert sorted(os.listdir(backup_dir)) == ['epoch-0002']
+
+
 def _command(*args, **kwargs):
   return subprocess.Popen(
       [sys.executable, '-m', 'posternet.train', *args], cwd=REPO,
@@ -245,7 +276,7 @@ def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path):
           '--run_name=k', '--model=small_cnn', f'--image_size={SIZE}',
           f'--batch_size={batch}', f'--epochs={epochs}', '--verbose=0',
           '--export_dir=']
-  marker = tmp_path / 'k' / 'backup' / 'training_metadata.json'
+  marker = tmp_path / 'k' / 'backup' / 'epoch-0001'  # complete when it exists
   first = _command(*args)
   deadline = time.time() + 120
   while not marker.exists() and first.poll() is None and time.time() < deadline:
