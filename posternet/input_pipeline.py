@@ -68,6 +68,11 @@ class Options:
       tests; Keras would read a third element as sample weights).
     seed: seeds the file and example shuffles (reproducible tests).
     stop_after: the last stage to build, one of STAGES (benchmark only).
+    distributed_pass: with training, one shuffled pass instead of endless
+      repetition, its last partial batch kept, and no length assertion: the
+      pass is split by file among tf.data service workers
+      (posternet.data_service, distributed_epoch), each of which sees only
+      its share.
   """
   training: bool = False
   shuffle_buffer: int = 1024
@@ -83,6 +88,12 @@ class Options:
   with_ids: bool = False
   seed: Optional[int] = None
   stop_after: str = 'prefetch'
+  distributed_pass: bool = False
+
+  @property
+  def repeats(self) -> bool:
+    """Whether the dataset is endless (training, unless one pass)."""
+    return self.training and not self.distributed_pass
 
   @property
   def ordered(self) -> bool:
@@ -219,31 +230,34 @@ def shard_for_worker(paths: Sequence[str], counts: Sequence[int],
 # Reading, with a per-shard count check.
 
 
-def _shard_complete(path: tf.Tensor, expected: tf.Tensor, total: tf.Tensor,
-                    batch: tf.Tensor, ignore_errors: bool) -> tf.Tensor:
-  """Filter predicate: drops the end marker, checking the count there.
+def _count_check(path: tf.Tensor, expected: tf.Tensor, ignore_errors: bool):
+  """A scan function: counts a shard's records, checking at its end marker.
 
   A shortfall fails with a message naming the shard and the number of
   records lost (tagged for as_user_error), or, with ignore_errors, prints
   that message as a warning and reading goes on. Without ignore_errors it is
   branch-free (an Assert, no tf.cond): it runs once per batch of records.
   """
-  at_end = tf.equal(tf.size(batch), 0)
-  short = tf.logical_and(at_end, total < expected)
-  message = tf.strings.join([
-      'shard ', tf.strings.regex_replace(path, r'^.*[/\\]', ''), ': ',
-      tf.strings.as_string(expected - total), ' of ',
-      tf.strings.as_string(expected), ' records could not be read (damaged '
-      'or truncated)'])
-  if ignore_errors:
-    done = tf.cond(short, lambda: _warn(message + ', skipped'),
-                   lambda: tf.constant(True))
-  else:
-    done = tf.debugging.Assert(tf.logical_not(short), [tf.strings.join([
-        ERROR_TAG, message, '; run `make verify`, convert the data again, or '
-        'skip damaged records with ignore_errors'])])
-  with tf.control_dependencies([done]):
-    return tf.logical_not(at_end)
+  name = tf.strings.regex_replace(path, r'^.*[/\\]', '')
+
+  def check(seen, batch):
+    total = seen + tf.size(batch, tf.int64)
+    short = tf.logical_and(tf.equal(tf.size(batch), 0), total < expected)
+    message = tf.strings.join([
+        'shard ', name, ': ', tf.strings.as_string(expected - total), ' of ',
+        tf.strings.as_string(expected), ' records could not be read (damaged '
+        'or truncated)'])
+    if ignore_errors:
+      done = tf.cond(short, lambda: _warn(message + ', skipped'),
+                     lambda: tf.constant(True))
+    else:
+      done = tf.debugging.Assert(tf.logical_not(short), [tf.strings.join([
+          ERROR_TAG, message, '; run `make verify`, convert the data again, '
+          'or skip damaged records with ignore_errors'])])
+    with tf.control_dependencies([done]):
+      return total, tf.identity(batch)
+
+  return check
 
 
 def _warn(message: tf.Tensor) -> tf.Tensor:
@@ -265,19 +279,16 @@ def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 64,
 
   A damaged record ends TFRecordDataset's pass over its file with a
   DataLossError that does not name the file. Here that error is swallowed and
-  the records read are counted instead; at the shard's end _shard_complete
-  reports a shortfall by shard name. Records travel in batches: one hand-off
-  between threads and one count per batch, not per record.
+  the records read are counted instead; an empty batch marks the shard's end,
+  where _count_check reports a shortfall by shard name (the empty batch then
+  vanishes in the unbatch). Records travel in batches: one hand-off between
+  threads and one count per batch, not per record. Few dataset ops per
+  shard: each shard pass pays for setting them up (~0.5 ms).
   """
   dataset = tf.data.TFRecordDataset(path).ignore_errors().batch(read_batch)
   end = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
-  dataset = dataset.concatenate(end).scan(
-      tf.constant(0, tf.int64),
-      lambda seen, batch: (seen + tf.size(batch, tf.int64),
-                           (seen + tf.size(batch, tf.int64), batch)))
-  dataset = dataset.filter(lambda total, batch: _shard_complete(
-      path, expected, total, batch, ignore_errors))
-  return dataset.map(lambda total, batch: batch)
+  return dataset.concatenate(end).scan(
+      tf.constant(0, tf.int64), _count_check(path, expected, ignore_errors))
 
 
 def _interleave_widths(opts: Options) -> tuple:
@@ -303,8 +314,9 @@ def read_records(paths: Sequence[str], counts: Sequence[int],
     # File-level shuffle: a new shard order every epoch, for free.
     files = files.shuffle(len(paths), seed=opts.seed,
                           reshuffle_each_iteration=True)
-    # Repeat at file level: reading flows on across epoch boundaries.
-    files = files.repeat()
+    if opts.repeats:
+      # Repeat at file level: reading flows on across epoch boundaries.
+      files = files.repeat()
   # Parallel interleaved reads: hides file latency and mixes shards.
   cycle_length, parallel = _interleave_widths(opts)
   batches = files.interleave(
@@ -356,7 +368,7 @@ def _batched_stages(batch_size, plan, image_size, opts: Options):
       ('read', lambda ds: ds.shuffle(opts.shuffle_buffer, seed=opts.seed)
        if opts.training else ds),
       # drop_remainder when training: static shapes for the compiled step.
-      ('batch', lambda ds: ds.batch(batch_size, drop_remainder=opts.training)),
+      ('batch', lambda ds: ds.batch(batch_size, drop_remainder=opts.repeats)),
       # Batch-wise parse: one parse_example call per batch.
       ('parse', lambda ds: ds.map(parse,
                                   num_parallel_calls=opts.num_parallel_calls,
@@ -385,7 +397,8 @@ def _per_poster_stages(batch_size, plan, image_size, opts: Options):
       # Decoded posters in RAM: later epochs skip read, parse and decode.
       ds = ds.cache()
       if opts.training:
-        ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed).repeat()
+        ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed)
+        ds = ds.repeat() if opts.repeats else ds
     return ds
 
   shuffle_here = opts.training and not opts.cache
@@ -397,7 +410,7 @@ def _per_poster_stages(batch_size, plan, image_size, opts: Options):
       ('parse', lambda ds: ds.batch(opts.read_batch).map(parse).unbatch()),
       ('decode', decode_stage),
       # drop_remainder when training: static shapes for the compiled step.
-      ('batch', lambda ds: ds.batch(batch_size, drop_remainder=opts.training)),
+      ('batch', lambda ds: ds.batch(batch_size, drop_remainder=opts.repeats)),
   ]
 
 
@@ -472,7 +485,7 @@ def make_dataset(records_dir: str, split: str, batch_size: int,
     **options: the fields of Options: training, shuffle_buffer, cache,
       threadpool_size, ignore_errors, deterministic, num_parallel_calls,
       prefetch, read_batch, cycle_length, dct_method, with_ids, seed,
-      stop_after.
+      stop_after, distributed_pass.
 
   Returns:
     A dataset of (images uint8 [B, H, W, 3], labels float32 [B, 25]), plus
@@ -504,7 +517,7 @@ def make_dataset(records_dir: str, split: str, batch_size: int,
       return dataset.with_options(options)
   if opts.ignore_errors and not opts.training:
     dataset = _count_pass(dataset, sum(counts), f'the {split} pass')
-  else:
+  elif not opts.distributed_pass:
     # Known length: Keras sizes an eval pass without running out of data.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(
         _cardinality(sum(counts), batch_size, opts.training)))
