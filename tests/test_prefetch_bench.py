@@ -1,0 +1,158 @@
+"""Tests for tools/prefetch_bench.py: it runs end to end and reports every field.
+
+No speed verdicts here: the benchmark's own table checks the targets. These
+tests only check that every measurement runs, on real records, in real
+processes, and reports numbers of the right type and sign.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+import pytest
+
+from posternet import cli
+from posternet import records
+from tests import record_fixtures
+from tools import prefetch_bench
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TOP_LEVEL = ('ceiling_images_per_sec', 'pipeline_images_per_sec',
+             'seed_loop_images_per_sec', 'keras_dir_images_per_sec',
+             'stall_ratio', 'rss_growth')
+
+
+def _bench(*args, timeout=120):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.run(
+      [sys.executable, '-m', 'tools.prefetch_bench', *args], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope='module')
+def tiny_records(tmp_path_factory):
+  """A records folder of 48 + 8 posters stored at 80×80 (--quick's size)."""
+  folder = str(tmp_path_factory.mktemp('records'))
+  record_fixtures.write_records(folder, num_train=48, num_val=8,
+                                image_hw=(96, 72), store_size=(80, 80))
+  return folder
+
+
+def _setup(tiny_records, tmp_path):
+  return prefetch_bench.Setup(
+      records=tiny_records,
+      records_scaled=prefetch_bench.scaled_records(
+          tiny_records, str(tmp_path / 'scaled')),
+      images=prefetch_bench.posters_from_records(
+          tiny_records, str(tmp_path / 'posters')),
+      image_size=(80, 80), batch_size=8, seconds=0.2, warmup_seconds=0.1,
+      precision='float32')
+
+
+def test_quick_run_reports_every_field(tiny_records, tmp_path):
+  out = tmp_path / 'bench.json'
+  result = _bench('--quick', '--noisolate', f'--records={tiny_records}',
+                  f'--work_dir={tmp_path / "work"}', f'--out={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  for key in TOP_LEVEL:
+    assert isinstance(report[key], float) and report[key] > 0, key
+  names = [row['name'] for row in report['rows']]
+  assert len(names) == len(set(names)) == 18
+  for row in report['rows']:
+    assert row['images_per_sec'] > 0, row['name']
+    assert isinstance(row['peak_rss_bytes'], int), row['name']
+    assert row['peak_rss_bytes'] > 0, row['name']
+    assert row['x_ceiling'] > 0 and row['x_seed_loop'] > 0, row['name']
+  assert set(report['epoch_peak_rss_bytes']) == {'1x', '4x'}
+  assert {t['name'] for t in report['targets']} >= {'stall ratio'}
+  assert all(isinstance(t['met'], bool) for t in report['targets'])
+  # The baselines read the records' own posters, written out as files.
+  assert len(os.listdir(tmp_path / 'work' / 'posters-from-records')) == 56
+  # The epoch rows cover one full epoch of 48 (then 4 × 48) posters.
+  epochs = {row['scale']: row for row in report['rows'] if 'scale' in row}
+  assert epochs[1]['images'] == 48 and epochs[4]['images'] == 4 * 48
+  # The table on stdout: every row, and a verdict per target.
+  assert '| variant | images/s | × ceiling | × tutorial loop |' in result.stdout
+  for name in names:
+    assert f'| {name} |' in result.stdout
+  assert result.stdout.count(': met') + result.stdout.count(': MISSED') == 6
+
+
+def test_isolated_variant_runs_in_its_own_process(tiny_records, tmp_path):
+  setup = _setup(tiny_records, tmp_path)
+  variant = next(v for v in prefetch_bench.variants(
+      prefetch_bench.decode_plan(tiny_records, (80, 80)))
+                 if v['name'] == prefetch_bench.PIPELINE_ROW)
+  rows = prefetch_bench.run_isolated(setup, variant)
+  assert [row['name'] for row in rows] == [prefetch_bench.PIPELINE_ROW]
+  assert rows[0]['images_per_sec'] > 0
+  # A whole Python + TensorFlow process: far above this test's few MB.
+  assert rows[0]['peak_rss_bytes'] > 100e6
+  assert rows[0]['images'] % 8 == 0  # Counted in whole batches of 8.
+
+
+def test_time_dataset_counts_every_image(tiny_records, tmp_path):
+  import tensorflow as tf
+  # Batches of 3 and 5 alternate: the count must add real batch sizes.
+  dataset = tf.data.Dataset.from_tensor_slices(tf.zeros([8, 2])).batch(
+      3).take(1).concatenate(
+          tf.data.Dataset.from_tensor_slices(tf.zeros([5, 2])).batch(5)
+      ).repeat()
+  pull = prefetch_bench.batch_counter(dataset)
+  assert pull(4) == 3 + 5 + 3 + 5
+  row = prefetch_bench.time_dataset(dataset, 0.05, 0.05)
+  assert row['images'] % 8 in (0, 3) and row['images_per_sec'] > 0
+
+
+def test_scaled_records_list_every_shard_four_times(tiny_records, tmp_path):
+  scaled = prefetch_bench.scaled_records(tiny_records, str(tmp_path / 'x4'))
+  manifest = records.read_manifest(scaled)
+  original = records.read_manifest(tiny_records)
+  for split in records.SPLITS:
+    assert records.num_examples(manifest, split) == 4 * records.num_examples(
+        original, split)
+    paths = records.shard_paths(scaled, manifest, split)
+    assert len(paths) == 4 * len(original['splits'][split]['shards'])
+    assert all(os.path.exists(path) for path in paths)
+
+
+def test_synthetic_records_made_once_then_reused(tmp_path):
+  made = prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80))
+  records_dir, images_dir = made
+  manifest = records.read_manifest(records_dir)
+  assert manifest['store_size'] == [80, 80]
+  assert sum(records.num_examples(manifest, s) for s in records.SPLITS) == 40
+  assert len(prefetch_bench.poster_paths(images_dir)) == 40
+  stamp = os.path.getmtime(records.manifest_path(records_dir))
+  assert prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80)) == made
+  assert os.path.getmtime(records.manifest_path(records_dir)) == stamp
+
+
+def test_prepare_rejects_bad_folders(tiny_records, tmp_path):
+  with pytest.raises(cli.UserError, match='does not exist'):
+    prefetch_bench.prepare(str(tmp_path / 'nope'), None, str(tmp_path), 10,
+                           (80, 80))
+  with pytest.raises(cli.UserError, match='is not a folder'):
+    prefetch_bench.prepare(tiny_records, str(tmp_path / 'nope'),
+                           str(tmp_path), 10, (80, 80))
+  with pytest.raises(cli.UserError, match='give --records too'):
+    prefetch_bench.prepare(None, str(tmp_path), str(tmp_path), 10, (80, 80))
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+  result = _bench(f'--records={tmp_path / "missing"}', '--quick',
+                  f'--work_dir={tmp_path}', f'--out={tmp_path / "b.json"}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert 'Traceback' not in result.stderr
+  assert 'missing' in result.stderr
+  assert not (tmp_path / 'b.json').exists()
+
+
+def test_importing_claims_no_flag_names():
+  for name in ('records', 'out', 'image_size', 'seconds', 'quick'):
+    assert name not in flags.FLAGS

@@ -1,0 +1,909 @@
+r"""The prefetch benchmark: how fast posternet's input pipeline feeds a model.
+
+`make bench`, or:
+
+  python -m tools.prefetch_bench --out=bench/bench.json
+  python -m tools.make_records --csv=../shared/real_sample/train.csv \
+      --images=../shared/real_sample/Images --out=/tmp/real128 \
+      --store_size=128x128
+  python -m tools.prefetch_bench --records=/tmp/real128 \
+      --images=../shared/real_sample/Images --out=bench/real.json
+
+Everything is measured in one run, on the same records and poster bytes:
+  ceiling    in-memory decode_jpeg of the records' own JPEG bytes, in parallel
+             inside tf.data, with both DCT methods, poster by poster and batch
+             by batch (the ceiling is the faster of the two)
+  stages     posternet's pipeline built up to each stage (make_dataset's
+             stop_after): read, + batch + parse, + decode, + prefetch
+  options    the full pipeline with one option changed: parallel calls 1,
+             prefetch off, deterministic order, cache
+  baselines  the tutorial's loop (load_img → img_to_array → /255 → np.array,
+             over a subset, scaled up) and image_dataset_from_directory, both
+             at the same image size, on the source posters
+  stall      seed_cnn's training step rate fed by the pipeline, over the same
+             model fed one in-memory batch again and again
+  memory     each variant's peak RSS; a full training epoch at 1× and 4× the
+             posters
+
+Each variant runs in a fresh process (--isolate, the default): its peak RSS
+is its own, and no variant inherits another's threads or memory. Images are
+counted inside TensorFlow, many batches per call (a tf.while_loop pulling from
+one iterator): a Python loop per poster would cap the rate at a few thousand
+per second and hide the pipeline's real speed. Every variant warms up first
+(threads started, buffers filled, AUTOTUNE settled), then runs --seconds.
+
+Without --records, synthetic posters are generated into --work_dir and
+converted with --store_size equal to --image_size (the README's way to make
+training records: no resize left on the host); later runs reuse them.
+"""
+
+import dataclasses
+import gc
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Mapping, Optional, Sequence
+
+if __name__ == '__main__':
+  # The table is the output; TF's C++ start-up lines would only bury it.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+from posternet import cli
+from posternet import images
+from posternet import input_pipeline
+from posternet import models
+from posternet import records
+from posternet import synthetic
+from posternet import train
+from tools import make_records
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# The demo's stored size (configs/demo.cfg): thumbnails a CPU trains on.
+DEFAULT_IMAGE_SIZE = (128, 128)
+DEFAULT_NUM_POSTERS = 7254  # the tutorial's CSV rows
+
+# --quick: tiny everything, for tests (seed_cnn needs at least 76 px).
+QUICK = {'num_posters': 48, 'image_size': (80, 80), 'batch_size': 8,
+         'seconds': 0.3}
+
+DCT_METHODS = ('INTEGER_FAST', 'INTEGER_ACCURATE')
+
+# One counting call pulls about this long: short enough to stop on time,
+# long enough that Python's share of the time is nil.
+CHUNK_SECONDS = 0.25
+
+# How much more the big data set of the memory check holds.
+SCALE = 4
+
+# Row names the summary looks up.
+PIPELINE_ROW = 'posternet pipeline (+ prefetch)'
+SEED_LOOP_ROW = "baseline: tutorial's loop"
+KERAS_DIR_ROW = 'baseline: image_dataset_from_directory'
+STALL_MEMORY_ROW = 'seed_cnn fed from memory'
+STALL_STREAM_ROW = 'seed_cnn fed by the pipeline'
+EPOCH_ROWS = {1: 'epoch 1x', SCALE: f'epoch {SCALE}x'}
+
+# The targets of issue 4, checked on every run.
+MAX_EPOCH_RSS_BYTES = 2.5e9
+MAX_RSS_GROWTH = 1.10
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What every measurement needs, as plain (JSON-able) values."""
+  records: str            # the records folder measured
+  records_scaled: str     # the same shards listed SCALE times (memory check)
+  images: str             # source posters for the baselines
+  image_size: tuple       # (height, width) of the model-ready batches
+  batch_size: int
+  seconds: float          # timed run per variant, after the warm-up
+  warmup_seconds: float
+  precision: str          # --precision for the stall rows ('auto': trainer's)
+
+  @classmethod
+  def from_json(cls, data: Mapping) -> 'Setup':
+    return cls(**{**data, 'image_size': tuple(data['image_size'])})
+
+
+# --- Memory: peak RSS per variant. ---
+
+
+def current_rss() -> int:
+  """This process's resident set size now, in bytes."""
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def reset_peak_rss() -> bool:
+  """Resets the kernel's peak RSS (VmHWM) to the current RSS, where allowed.
+
+  Linux >= 4.0 resets it on writing 5 to clear_refs; a variant's peak is then
+  its own, not the process's start-up peak.
+  """
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
+def peak_rss() -> int:
+  """The peak RSS since the last reset_peak_rss (else since start), in bytes."""
+  try:
+    with open('/proc/self/status') as f:
+      match = re.search(r'VmHWM:\s+(\d+)\s+kB', f.read())
+    if match:
+      return int(match.group(1)) * 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# --- Counting images inside TensorFlow. ---
+
+
+def _images_in(element) -> tf.Tensor:
+  """The batch size of an element: its first component's leading dimension."""
+  return tf.shape(tf.nest.flatten(element)[0], out_type=tf.int64)[0]
+
+
+def batch_counter(dataset: tf.data.Dataset) -> Callable[[int], int]:
+  """A function that pulls n batches from one iterator and counts their images.
+
+  The loop runs inside one tf.function (a tf.while_loop over get_next), so
+  Python is not on the per-batch path, let alone the per-image one; the
+  iterator lives on between calls, so its threads and buffers stay warm.
+  """
+  iterator = iter(dataset)
+
+  @tf.function
+  def pull(steps):
+    total = tf.constant(0, tf.int64)
+    for _ in tf.range(steps):
+      total += _images_in(next(iterator))
+    return total
+
+  return lambda steps: int(pull(tf.constant(steps, tf.int64)))
+
+
+def time_dataset(dataset: tf.data.Dataset, seconds: float,
+                 warmup_seconds: float, warmup_images: int = 0) -> dict:
+  """Images per second of an endless batched dataset, after a warm-up.
+
+  The warm-up runs at least warmup_seconds and warmup_images (e.g. one epoch
+  to fill a cache), doubling the batches per call until one call takes about
+  CHUNK_SECONDS; the timed part then calls with that many until `seconds`.
+  """
+  pull = batch_counter(dataset)
+  steps, seen, start = 1, 0, time.perf_counter()
+  while True:
+    call = time.perf_counter()
+    seen += pull(steps)
+    now = time.perf_counter()
+    if now - start >= warmup_seconds and seen >= warmup_images:
+      break
+    if now - call < CHUNK_SECONDS:
+      steps *= 2
+  counted, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    counted += pull(steps)
+  elapsed = time.perf_counter() - start
+  return {'images_per_sec': counted / elapsed, 'images': counted,
+          'seconds': elapsed}
+
+
+def _batched_for_counting(dataset: tf.data.Dataset,
+                          batch_size: int) -> tf.data.Dataset:
+  """Batches a dataset of single records so it is counted in batches too."""
+  spec = tf.nest.flatten(dataset.element_spec)[0]
+  if spec.shape.rank == 0:
+    return dataset.batch(batch_size)
+  return dataset
+
+
+# --- The ceiling: in-memory decode of the records' bytes. ---
+
+
+def load_encoded(records_dir: str, split: str = 'train') -> tf.Tensor:
+  """The JPEG bytes of a split's posters, as one string tensor in memory."""
+  manifest = records.read_manifest(records_dir)
+  paths = records.shard_paths(records_dir, manifest, split)
+  dataset = tf.data.TFRecordDataset(paths).batch(256).map(
+      lambda s: records.parse_examples(s)[records.IMAGE_KEY])
+  return tf.concat(list(dataset), axis=0)
+
+
+def decode_plan(records_dir: str, image_size: Sequence[int]) -> dict:
+  """The pipeline's static decode choice (DCT ratio, resize) for these records."""
+  manifest = records.read_manifest(records_dir)
+  return input_pipeline.decode_plan(
+      input_pipeline.stored_size_range(manifest, 'train'), image_size)
+
+
+def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
+                    dct_method: str, batched: bool) -> tf.data.Dataset:
+  """Endless uint8 batches decoded from bytes in memory: no files, no parse.
+
+  decode_jpeg at the pipeline's DCT ratio and nothing else: where stored
+  sizes vary (no fixed store size), each element is the decoded shape
+  instead of the pixels, so the ceiling never includes a resize.
+  """
+  hw = plan['decoded_hw']
+
+  def one(data):
+    image = images.decode_jpeg(data, plan['ratio'], dct_method)
+    if hw is None:
+      return tf.shape(image)
+    return tf.ensure_shape(image, [hw[0], hw[1], 3])
+
+  dataset = tf.data.Dataset.from_tensor_slices(encoded).repeat()
+  if batched:
+    spec = (tf.TensorSpec([3], tf.int32) if hw is None
+            else tf.TensorSpec([hw[0], hw[1], 3], tf.uint8))
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(
+        lambda b: tf.map_fn(one, b, fn_output_signature=spec),
+        num_parallel_calls=AUTOTUNE, deterministic=False)
+  else:
+    dataset = dataset.map(one, num_parallel_calls=AUTOTUNE,
+                          deterministic=False)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+  return dataset.prefetch(AUTOTUNE)
+
+
+def measure_ceiling(setup: Setup, dct_method: str, batched: bool) -> list:
+  """One ceiling row: in-memory parallel decode of the train split's bytes."""
+  plan = decode_plan(setup.records, setup.image_size)
+  dataset = ceiling_dataset(load_encoded(setup.records), plan,
+                            setup.batch_size, dct_method, batched)
+  row = time_dataset(dataset, setup.seconds, setup.warmup_seconds)
+  row.update(dct_method=dct_method, ratio=plan['ratio'])
+  return [row]
+
+
+# --- posternet's pipeline: stage by stage, and under each option. ---
+
+
+def measure_pipeline(setup: Setup, options: Mapping) -> list:
+  """One pipeline row: make_dataset(**options) on the train split, endless."""
+  dataset = input_pipeline.make_dataset(
+      setup.records, 'train', setup.batch_size, setup.image_size, **options)
+  dataset = _batched_for_counting(dataset, setup.batch_size)
+  # A cache is filled during the first epoch: time the epochs after it.
+  warmup_images = (records.num_examples(records.read_manifest(setup.records),
+                                        'train') if options.get('cache') else 0)
+  row = time_dataset(dataset, setup.seconds, setup.warmup_seconds,
+                     warmup_images)
+  row['options'] = dict(options)
+  return [row]
+
+
+# --- Baselines a user would otherwise run. ---
+
+
+def poster_paths(images_dir: str) -> list:
+  """The folder's .jpg posters, in name order (the CSV's order for Ids)."""
+  return sorted(glob.glob(os.path.join(images_dir, '*.jpg')))
+
+
+def measure_seed_loop(setup: Setup) -> list:
+  """The tutorial's loading loop, over as many posters as --seconds allows.
+
+  Exactly the tutorial's code (load_img(target_size) → img_to_array → /255,
+  appended to a list, then np.array), timed including the final np.array.
+  The rate holds for the whole data set; its memory is scaled up to the
+  records' poster count (the tutorial loads them all).
+  """
+  paths = poster_paths(setup.images)
+  height, width = setup.image_size
+  keras.utils.img_to_array(keras.utils.load_img(paths[0]))  # Warm up PIL.
+  rss_start = current_rss()
+  start = time.perf_counter()
+  train_image = []
+  for path in paths:
+    img = keras.utils.load_img(path, target_size=(height, width, 3))
+    img = keras.utils.img_to_array(img)
+    img = img / 255
+    train_image.append(img)
+    if time.perf_counter() - start >= setup.seconds:
+      break
+  x = np.array(train_image)
+  elapsed = time.perf_counter() - start
+  peak = peak_rss()
+  total = sum(records.num_examples(records.read_manifest(setup.records), s)
+              for s in records.SPLITS)
+  scaled = rss_start + (peak - rss_start) * total / len(x)
+  return [{'images_per_sec': len(x) / elapsed, 'images': len(x),
+           'seconds': elapsed, 'peak_rss_bytes': peak,
+           'peak_rss_bytes_all_posters': int(scaled), 'all_posters': total}]
+
+
+def measure_keras_dir(setup: Setup) -> list:
+  """keras.utils.image_dataset_from_directory on the source posters, endless."""
+  dataset = keras.utils.image_dataset_from_directory(
+      setup.images, labels=None, image_size=setup.image_size,
+      batch_size=setup.batch_size, verbose=False)
+  return [time_dataset(dataset.repeat(), setup.seconds, setup.warmup_seconds)]
+
+
+# --- The trainer's input stall. ---
+
+
+class _StepTimes(keras.callbacks.Callback):
+  """Records the time at the end of every training step."""
+
+  def __init__(self):
+    super().__init__()
+    self.times = []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.times.append(time.perf_counter())
+
+
+def fit_seconds(model: keras.Model, dataset: tf.data.Dataset, warmup: int,
+                steps: int) -> float:
+  """Seconds `steps` training steps take after `warmup` steps, in one fit."""
+  timer = _StepTimes()
+  # shuffle=False: the pipeline shuffles (as in the trainer).
+  model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, shuffle=False,
+            verbose=0, callbacks=[timer])
+  return timer.times[-1] - timer.times[warmup - 1]
+
+
+def _stall_model(image_size: Sequence[int], precision: str) -> tuple:
+  """seed_cnn compiled as the trainer compiles it; (model, precision, reason)."""
+  capabilities = train.gpu_compute_capabilities()
+  policy, reason = train.choose_precision(precision, capabilities,
+                                          train.cpu_flags())
+  jit, _ = train.choose_jit_compile('auto', bool(capabilities))
+  keras.mixed_precision.set_global_policy(policy)
+  model = models.build_model('seed_cnn', image_size)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.BinaryCrossentropy(),
+                metrics=train.make_metrics(), jit_compile=jit)
+  return model, policy, reason
+
+
+def measure_stall(setup: Setup, rounds: int = 2) -> list:
+  """seed_cnn's step rate fed by the pipeline vs. one in-memory batch repeated.
+
+  Same model, precision, batch size and compiled step. Rounds alternate
+  (memory, pipeline, memory, pipeline) so a passing load on a shared machine
+  hits both feeds alike; each round starts with warm-up steps (a fit builds
+  a new iterator: the pipeline restarts). The in-memory row's peak RSS is
+  taken before the pipeline ever ran.
+  """
+  previous_policy = keras.mixed_precision.global_policy()
+  model, policy, reason = _stall_model(setup.image_size, setup.precision)
+  streaming = input_pipeline.make_dataset(
+      setup.records, 'train', setup.batch_size, setup.image_size)
+  one_batch = next(iter(streaming))
+  in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
+  warmup = 1 if setup.seconds < 1 else 2
+  step = fit_seconds(model, in_memory, warmup, 2) / 2  # Also compiles.
+  steps = min(200, max(2, math.ceil(setup.seconds / step)))
+  rounds = rounds if setup.seconds >= 1 else 1  # --quick: one is enough
+  seconds = {STALL_MEMORY_ROW: 0.0, STALL_STREAM_ROW: 0.0}
+  memory_peak = None
+  for _ in range(rounds):
+    seconds[STALL_MEMORY_ROW] += fit_seconds(model, in_memory, warmup, steps)
+    memory_peak = memory_peak or peak_rss()
+    seconds[STALL_STREAM_ROW] += fit_seconds(model, streaming, warmup, steps)
+  keras.mixed_precision.set_global_policy(previous_policy)
+  rows = []
+  for name, total in seconds.items():
+    rate = rounds * steps / total
+    rows.append({'name': name, 'steps_per_sec': rate,
+                 'images_per_sec': rate * setup.batch_size,
+                 'steps': rounds * steps, 'seconds': total,
+                 'precision': policy, 'precision_reason': reason})
+  rows[0]['peak_rss_bytes'] = memory_peak
+  return rows
+
+
+# --- Memory over a full epoch, at 1x and SCALE x the posters. ---
+
+
+def measure_epoch(setup: Setup, scale: int) -> list:
+  """One full training epoch of the default pipeline, from a cold start."""
+  folder = setup.records if scale == 1 else setup.records_scaled
+  manifest = records.read_manifest(folder)
+  steps = input_pipeline.steps_per_epoch(manifest, 'train', setup.batch_size)
+  rss_start = current_rss()
+  dataset = input_pipeline.make_dataset(folder, 'train', setup.batch_size,
+                                        setup.image_size)
+  start = time.perf_counter()
+  counted = batch_counter(dataset)(steps)
+  elapsed = time.perf_counter() - start
+  return [{'images_per_sec': counted / elapsed, 'images': counted,
+           'seconds': elapsed, 'rss_start_bytes': rss_start,
+           'posters': records.num_examples(manifest, 'train'),
+           'scale': scale}]
+
+
+# --- The variants, and running each one (here or in its own process). ---
+
+
+MEASURES = {
+    'ceiling': measure_ceiling,
+    'pipeline': measure_pipeline,
+    'seed_loop': measure_seed_loop,
+    'keras_dir': measure_keras_dir,
+    'stall': measure_stall,
+    'epoch': measure_epoch,
+}
+
+
+def variants(plan: Mapping) -> list:
+  """Every measurement of one run, in order: {name, kind, params}."""
+  ratio = plan['ratio']
+  resize = 'no resize' if plan['decoded_hw'] is not None else 'resize if needed'
+  out = [{'name': f'ceiling: decode {dct}, per {unit}', 'kind': 'ceiling',
+          'params': {'dct_method': dct, 'batched': unit == 'batch'}}
+         for dct in DCT_METHODS for unit in ('poster', 'batch')]
+  stages = (('read (+ shuffle)', 'read'), ('+ batch + parse', 'parse'),
+            (f'+ decode (ratio {ratio}, {resize})', 'decode'),
+            (PIPELINE_ROW, 'prefetch'))
+  out += [{'name': name, 'kind': 'pipeline',
+           'params': {'options': {'stop_after': stage}}}
+          for name, stage in stages]
+  changes = (('parallel calls 1', {'num_parallel_calls': 1}),
+             ('prefetch off', {'prefetch': 0}),
+             ('deterministic order', {'deterministic': True}),
+             ('cache decoded posters', {'cache': True}))
+  out += [{'name': f'pipeline: {name}', 'kind': 'pipeline',
+           'params': {'options': options}} for name, options in changes]
+  out += [{'name': SEED_LOOP_ROW, 'kind': 'seed_loop', 'params': {}},
+          {'name': KERAS_DIR_ROW, 'kind': 'keras_dir', 'params': {}},
+          {'name': 'stall', 'kind': 'stall', 'params': {}}]
+  out += [{'name': name, 'kind': 'epoch', 'params': {'scale': scale}}
+          for scale, name in EPOCH_ROWS.items()]
+  return out
+
+
+def run_variant(setup: Setup, variant: Mapping) -> list:
+  """Runs one variant in this process; its rows, each with a peak RSS."""
+  gc.collect()  # Earlier variants' iterators (and their threads) go first.
+  reset_peak_rss()
+  rows = MEASURES[variant['kind']](setup, **variant['params'])
+  peak = peak_rss()
+  for row in rows:
+    row.setdefault('name', variant['name'])
+    row.setdefault('peak_rss_bytes', peak)
+  return rows
+
+
+def run_isolated(setup: Setup, variant: Mapping) -> list:
+  """Runs one variant in a fresh Python process (this module, --variant)."""
+  with tempfile.TemporaryDirectory(prefix='prefetch_bench_') as folder:
+    spec = os.path.join(folder, 'variant.json')
+    with open(spec, 'w') as f:
+      json.dump({'setup': dataclasses.asdict(setup), 'variant': variant}, f)
+    env = dict(os.environ)
+    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    process = subprocess.run(
+        [sys.executable, '-m', 'tools.prefetch_bench', f'--variant={spec}'],
+        capture_output=True, text=True, env=env, check=False)
+    if process.returncode != 0:
+      lines = (process.stderr or process.stdout).strip().splitlines() or ['']
+      raise cli.UserError(f'benchmark variant {variant["name"]!r} failed '
+                          f'(exit {process.returncode}): {lines[-1]}')
+    with open(spec + '.out') as f:
+      return json.load(f)
+
+
+def run_variant_file(spec_path: str) -> None:
+  """The child's side of run_isolated: reads the spec, writes its rows."""
+  with open(spec_path) as f:
+    spec = json.load(f)
+  rows = run_variant(Setup.from_json(spec['setup']), spec['variant'])
+  with open(spec_path + '.out', 'w') as f:
+    json.dump(rows, f)
+
+
+# --- The data: synthetic records made as the README says, or the user's. ---
+
+
+def _file_sha256(path: str) -> str:
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _csv_rows(csv_path: str) -> int:
+  with open(csv_path) as f:
+    return sum(1 for _ in f) - 1
+
+
+def _reusable_records(folder: str, csv_path: str,
+                      image_size: Sequence[int]) -> bool:
+  """Whether `folder` holds finished records of this CSV at this store size."""
+  try:
+    manifest = records.read_manifest(folder)
+  except cli.UserError:
+    return False
+  return (manifest.get('store_size') == list(image_size) and
+          manifest['source']['csv_sha256'] == _file_sha256(csv_path))
+
+
+def synthetic_records(work_dir: str, num_posters: int,
+                      image_size: Sequence[int]) -> tuple:
+  """(records folder, Images folder) of synthetic posters, made or reused.
+
+  synthetic.generate (deterministic: seed 0), then make_records.convert with
+  store_size = image_size, as the README tells users to make training
+  records. Both are kept in work_dir for the next run.
+  """
+  data_dir = os.path.join(work_dir, f'synthetic-{num_posters}')
+  csv_path = os.path.join(data_dir, synthetic.CSV_NAME)
+  images_dir = os.path.join(data_dir, synthetic.IMAGES_DIR)
+  if not (os.path.exists(csv_path) and _csv_rows(csv_path) == num_posters):
+    print(f'generating {num_posters} synthetic posters in {data_dir}',
+          file=sys.stderr)
+    synthetic.generate(data_dir, num_posters, seed=0)
+  height, width = image_size
+  records_dir = os.path.join(data_dir, f'records-{height}x{width}')
+  if not _reusable_records(records_dir, csv_path, image_size):
+    print(f'converting them to {records_dir} (--store_size={height}x{width})',
+          file=sys.stderr)
+    make_records.convert(csv_path, images_dir, records_dir,
+                         store_size=image_size, progress=False)
+  return records_dir, images_dir
+
+
+def posters_from_records(records_dir: str, out_dir: str) -> str:
+  """Writes the records' posters as <Id>.jpg files (baselines need files)."""
+  manifest = records.read_manifest(records_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  for split in records.SPLITS:
+    paths = records.shard_paths(records_dir, manifest, split)
+    for batch in tf.data.TFRecordDataset(paths).batch(256).map(
+        records.parse_examples):
+      for poster_id, data in zip(batch[records.ID_KEY].numpy(),
+                                 batch[records.IMAGE_KEY].numpy()):
+        with open(os.path.join(out_dir, poster_id.decode() + '.jpg'),
+                  'wb') as f:
+          f.write(data)
+  return out_dir
+
+
+def scaled_records(records_dir: str, out_dir: str, scale: int = SCALE) -> str:
+  """A records folder listing every shard `scale` times (as symbolic links).
+
+  To the pipeline it is a data set `scale` times larger: more files, more
+  records, more bytes read per epoch; only the pixels repeat.
+  """
+  manifest = records.read_manifest(records_dir)
+  if os.path.isdir(out_dir):
+    for name in os.listdir(out_dir):
+      os.remove(os.path.join(out_dir, name))
+  os.makedirs(out_dir, exist_ok=True)
+  scaled = json.loads(json.dumps(manifest))
+  for split in records.SPLITS:
+    info = records.split_info(manifest, split)
+    total = scale * len(info['shards'])
+    shards = []
+    for copy in range(scale):
+      for index, shard in enumerate(info['shards']):
+        name = records.shard_name(split, copy * len(info['shards']) + index,
+                                  total)
+        os.symlink(os.path.abspath(os.path.join(records_dir, shard['file'])),
+                   os.path.join(out_dir, name))
+        shards.append({**shard, 'file': name})
+    scaled['splits'][split].update(shards=shards,
+                                   num_examples=scale * info['num_examples'])
+  records.write_manifest(out_dir, scaled)
+  return out_dir
+
+
+def prepare(records_dir: Optional[str], images_dir: Optional[str],
+            work_dir: str, num_posters: int,
+            image_size: Sequence[int]) -> tuple:
+  """(records, images): the data measured, made or checked; clear errors."""
+  os.makedirs(work_dir, exist_ok=True)
+  if records_dir is None:
+    if images_dir is not None:
+      raise cli.UserError('--images is for the baselines of --records made '
+                          'from that folder; give --records too, or neither')
+    return synthetic_records(work_dir, num_posters, image_size)
+  records.read_manifest(records_dir)  # A clear error if it is not records.
+  if images_dir is None:
+    images_dir = posters_from_records(
+        records_dir, os.path.join(work_dir, 'posters-from-records'))
+  elif not os.path.isdir(images_dir):
+    raise cli.UserError(f'--images={images_dir} is not a folder')
+  if not poster_paths(images_dir):
+    raise cli.UserError(f'{images_dir} holds no .jpg posters for the baselines')
+  return records_dir, images_dir
+
+
+# --- The report. ---
+
+
+def _rate(rows: Sequence[Mapping], name: str) -> float:
+  return next(r['images_per_sec'] for r in rows if r['name'] == name)
+
+
+def _peak(rows: Sequence[Mapping], name: str) -> int:
+  return next(r['peak_rss_bytes'] for r in rows if r['name'] == name)
+
+
+def targets(report: Mapping) -> list:
+  """Issue 4's performance targets: value, target and whether it is met."""
+  rss = report['epoch_peak_rss_bytes']
+  checks = [
+      ('pipeline / ceiling', report['pipeline_images_per_sec'] /
+       report['ceiling_images_per_sec'], '>=', 0.9),
+      ("pipeline / tutorial's loop", report['pipeline_images_per_sec'] /
+       report['seed_loop_images_per_sec'], '>=', 4.0),
+      ('pipeline / image_dataset_from_directory',
+       report['pipeline_images_per_sec'] / report['keras_dir_images_per_sec'],
+       '>=', 3.0),
+      ('stall ratio', report['stall_ratio'], '>=', 0.98),
+      ('epoch peak RSS 1x (bytes)', rss['1x'], '<=', MAX_EPOCH_RSS_BYTES),
+      (f'epoch peak RSS {SCALE}x / 1x', report['rss_growth'], '<=',
+       MAX_RSS_GROWTH),
+  ]
+  return [{'name': name, 'value': value, 'op': op, 'target': target,
+           'met': value >= target if op == '>=' else value <= target}
+          for name, value, op, target in checks]
+
+
+def summarize(rows: list, setup: Setup, extra: Mapping) -> dict:
+  """The JSON report: the rows with their ratios, top-level numbers, targets."""
+  ceiling = max(r['images_per_sec'] for r in rows
+                if r.get('dct_method') == images.DCT_METHOD)
+  seed_loop = _rate(rows, SEED_LOOP_ROW)
+  for row in rows:
+    row['x_ceiling'] = row['images_per_sec'] / ceiling
+    row['x_seed_loop'] = row['images_per_sec'] / seed_loop
+  epoch = {f'{s}x': _peak(rows, name) for s, name in EPOCH_ROWS.items()}
+  report = {
+      'setup': {**dataclasses.asdict(setup), **extra},
+      'ceiling_images_per_sec': ceiling,
+      'ceiling_dct_method': images.DCT_METHOD,
+      'pipeline_images_per_sec': _rate(rows, PIPELINE_ROW),
+      'seed_loop_images_per_sec': seed_loop,
+      'keras_dir_images_per_sec': _rate(rows, KERAS_DIR_ROW),
+      'stall_ratio': (_rate(rows, STALL_STREAM_ROW) /
+                      _rate(rows, STALL_MEMORY_ROW)),
+      'epoch_peak_rss_bytes': epoch,
+      'rss_growth': epoch[f'{SCALE}x'] / epoch['1x'],
+      'rows': rows,
+  }
+  report['targets'] = targets(report)
+  return report
+
+
+def _note(row: Mapping) -> str:
+  """The table's last column: what else a row needs to be read right."""
+  if 'steps_per_sec' in row:
+    return f'{row["steps_per_sec"]:.3g} steps/s, {row["precision"]}'
+  if 'all_posters' in row:
+    return (f'{row["images"]} posters; all {row["all_posters"]}: '
+            f'~{row["peak_rss_bytes_all_posters"] / 1e9:.2f} GB')
+  if 'scale' in row:
+    return (f'{row["posters"]} posters, RSS at start '
+            f'{row["rss_start_bytes"] / 1e6:,.0f} MB')
+  return ''
+
+
+def format_table(report: Mapping) -> str:
+  """The rows as a Markdown table, then the targets, one line each."""
+  lines = ['| variant | images/s | × ceiling | × tutorial loop | peak RSS | '
+           'note |', '|---|---:|---:|---:|---:|---|']
+  for row in report['rows']:
+    lines.append(
+        f'| {row["name"]} | {row["images_per_sec"]:,.0f} | '
+        f'{row["x_ceiling"]:.2f} | {row["x_seed_loop"]:.1f} | '
+        f'{row["peak_rss_bytes"] / 1e6:,.0f} MB | {_note(row)} |')
+  lines.append('')
+  for check in report['targets']:
+    value = check['value']
+    shown = f'{value / 1e9:.2f} GB' if 'bytes' in check['name'] else (
+        f'{value:.3f}')
+    target = (f'{check["target"] / 1e9:.1f} GB' if 'bytes' in check['name']
+              else f'{check["target"]:g}')
+    verdict = 'met' if check['met'] else 'MISSED'
+    lines.append(f'- {check["name"]}: {shown} (target {check["op"]} '
+                 f'{target}): {verdict}')
+  return '\n'.join(lines)
+
+
+def _write_json(path: str, report: Mapping) -> None:
+  """Writes the report atomically (temporary name, then rename)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+      json.dump(report, f, indent=2)
+      f.write('\n')
+    os.replace(path + '.tmp', path)
+  except OSError as e:
+    raise cli.UserError(f'cannot write {path}: {e.strerror}') from None
+
+
+def run_benchmark(*, out: str, records_dir: Optional[str] = None,
+                  images_dir: Optional[str] = None,
+                  num_posters: int = DEFAULT_NUM_POSTERS,
+                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
+                  batch_size: int = 64, seconds: float = 5.0,
+                  precision: str = 'auto', work_dir: str = 'bench/work',
+                  isolate: bool = True) -> dict:
+  """Runs every measurement, writes the JSON report and returns it.
+
+  Args:
+    out: the JSON report's path.
+    records_dir: records to measure; None: synthetic ones in work_dir.
+    images_dir: source posters for the baselines; default: the synthetic
+      Images/, or the records' own posters written out as files.
+    num_posters: synthetic posters to make (without records_dir).
+    image_size: (height, width) of the model-ready batches.
+    batch_size: images per batch, for every variant.
+    seconds: timed run per variant, after its warm-up.
+    precision: the stall rows' Keras policy ('auto': the trainer's choice).
+    work_dir: synthetic data, the scaled records, posters written out.
+    isolate: each variant in its own process (its own peak RSS).
+
+  Returns:
+    The report (see summarize), also written to `out`.
+
+  Raises:
+    cli.UserError: bad records or images folder, unwritable out or work_dir,
+      a failed variant.
+  """
+  image_size = tuple(int(s) for s in image_size)
+  models.check_input('seed_cnn', image_size)
+  load_start = os.getloadavg()
+  records_dir, images_dir = prepare(records_dir, images_dir, work_dir,
+                                    num_posters, image_size)
+  setup = Setup(
+      records=records_dir, images=images_dir, image_size=image_size,
+      records_scaled=scaled_records(records_dir,
+                                    os.path.join(work_dir, f'records-{SCALE}x')),
+      batch_size=batch_size, seconds=seconds,
+      warmup_seconds=min(3.0, max(0.2, seconds / 2)), precision=precision)
+  plan = decode_plan(records_dir, image_size)
+  rows = []
+  todo = variants(plan)
+  for index, variant in enumerate(todo, 1):
+    start = time.perf_counter()
+    found = (run_isolated if isolate else run_variant)(setup, variant)
+    for row in found:
+      print(f'[{index}/{len(todo)}] {row["name"]}: '
+            f'{row["images_per_sec"]:,.0f} images/s '
+            f'({time.perf_counter() - start:.1f} s)', file=sys.stderr)
+    rows += found
+  report = summarize(rows, setup, {
+      'cpu_cores': len(os.sched_getaffinity(0)), 'isolate': isolate,
+      'load_average_start': load_start, 'load_average_end': os.getloadavg(),
+      'decode_plan': plan})
+  _write_json(out, report)
+  return report
+
+
+# --- Command line. ---
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Defines the command's flags (only when run as a command).
+
+  Importing the module (tests, other tools) must not claim flag names such
+  as --records or --out that other entry points use.
+  """
+  flags.DEFINE_string('records', None, 'Records folder to measure (made by '
+                      '`make records`). Default: synthetic posters, generated '
+                      'and converted into --work_dir first.')
+  flags.DEFINE_string('images', None, 'Source Images/ folder of --records, for '
+                      "the baselines (the tutorial's loop, "
+                      'image_dataset_from_directory). Default: the synthetic '
+                      "Images/, or the records' own posters written out.")
+  flags.DEFINE_integer('num_posters', DEFAULT_NUM_POSTERS, 'Synthetic posters '
+                       'to generate when --records is not given.')
+  flags.DEFINE_string('image_size', None, 'HxW (or one number) of the '
+                      'model-ready batches; also the synthetic records\' '
+                      "--store_size. Default: --records' store size, else "
+                      f'{DEFAULT_IMAGE_SIZE[0]}x{DEFAULT_IMAGE_SIZE[1]}.')
+  flags.DEFINE_integer('batch_size', 64, 'Images per batch (the tutorial: 64).')
+  flags.DEFINE_float('seconds', 5.0, 'Timed seconds per variant, after its '
+                     'warm-up.')
+  flags.DEFINE_string('out', 'bench/bench.json', 'Where to write the JSON '
+                      'report.')
+  flags.DEFINE_bool('quick', False, 'Tiny sizes for tests: 48 posters, 80x80, '
+                    'batch 8, 0.3 s per variant (flags given explicitly win).')
+  flags.DEFINE_enum('precision', 'auto', train.PRECISIONS, "Keras dtype policy "
+                    "of the stall rows' seed_cnn; auto: the trainer's choice.")
+  flags.DEFINE_string('work_dir', 'bench/work', 'Folder for synthetic data, '
+                      'the scaled records of the memory check, and posters '
+                      'written out of --records; reused between runs.')
+  flags.DEFINE_bool('isolate', True, 'Run each variant in its own process, so '
+                    'its peak RSS is its own. --noisolate is faster; RSS is '
+                    'then reset per variant where Linux allows.')
+  flags.DEFINE_string('variant', None, 'Internal: run the one measurement '
+                      'described in this JSON file and write its rows beside '
+                      'it (how --isolate runs each variant).')
+
+
+def parse_size(text: str) -> tuple:
+  """'128x96' -> (128, 96); '128' -> (128, 128)."""
+  match = re.fullmatch(r'\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*', text)
+  if not match or not all(int(g) > 0 for g in match.groups() if g):
+    raise app.UsageError(f'--image_size={text!r}: expected HxW, e.g. 128x128')
+  return int(match.group(1)), int(match.group(2) or match.group(1))
+
+
+def _value(name: str):
+  """A flag's value; under --quick, QUICK's value unless given explicitly."""
+  if FLAGS.quick and name in QUICK and not FLAGS[name].present:
+    return QUICK[name]
+  return FLAGS[name].value
+
+
+def _image_size() -> tuple:
+  """--image_size, else --records' store size, else the default."""
+  if FLAGS.image_size:
+    return parse_size(FLAGS.image_size)
+  if FLAGS.quick:
+    return QUICK['image_size']
+  if FLAGS.records:
+    store_size = records.read_manifest(FLAGS.records).get('store_size')
+    if store_size:
+      return tuple(int(s) for s in store_size)
+  return DEFAULT_IMAGE_SIZE
+
+
+def _check_flags() -> None:
+  for name in ('num_posters', 'batch_size'):
+    if _value(name) < 1:
+      raise app.UsageError(f'--{name}={_value(name)}: must be at least 1')
+  if not _value('seconds') > 0:
+    raise app.UsageError(f'--seconds={_value("seconds")}: must be positive')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.variant:
+    run_variant_file(FLAGS.variant)
+    return
+  _check_flags()
+  report = run_benchmark(
+      out=FLAGS.out, records_dir=FLAGS.records, images_dir=FLAGS.images,
+      num_posters=_value('num_posters'), image_size=_image_size(),
+      batch_size=_value('batch_size'), seconds=_value('seconds'),
+      precision=FLAGS.precision, work_dir=FLAGS.work_dir,
+      isolate=FLAGS.isolate)
+  setup = report['setup']
+  print(f'{setup["records"]}: {setup["image_size"][0]}x'
+        f'{setup["image_size"][1]}, batch {setup["batch_size"]}, '
+        f'{setup["seconds"]:g} s per variant, {setup["cpu_cores"]} cores, '
+        f'load average {setup["load_average_start"][0]:.1f} → '
+        f'{setup["load_average_end"][0]:.1f}\n')
+  print(format_table(report))
+  print(f'\nwrote {FLAGS.out}')
+
+
+def entry() -> None:
+  """`python -m tools.prefetch_bench` (`make bench`)."""
+  _define_flags()
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  entry()
