@@ -19,7 +19,7 @@ OUT ?= records
 STORE_SIZE ?=
 RECORDS_FLAGS ?=
 
-.PHONY: setup data records verify test demo clean
+.PHONY: setup data records verify test demo clean bench
 
 setup: $(STAMP)
 
@@ -43,6 +43,15 @@ verify: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The prefetch benchmark (issue 4): synthetic records at 128x128 in
+# bench/work (made once), every variant in its own process; the table on
+# stdout, the numbers in bench/bench.json. BENCH_FLAGS adds flags, e.g.
+# BENCH_FLAGS='--records=/tmp/real128 --images=../shared/real_sample/Images'.
+BENCH_FLAGS ?=
+
+bench: setup
+	$(PY) -m tools.prefetch_bench --out=bench/bench.json $(BENCH_FLAGS)
 
 # The main job on built-in synthetic data: posters → records → train → predict.
 DEMO_POSTER := data/demo/Images/tt0000001.jpg
