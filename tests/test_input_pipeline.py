@@ -400,3 +400,15 @@ def test_stop_after_builds_each_stage(fixed_dir):
   assert build('decode')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
   with pytest.raises(cli.UserError, match='stop_after'):
     build('resize')
+
+
+def test_distributed_pass_is_one_shuffled_complete_pass(fixed_dir):
+  # The tf.data service's distributed epoch (posternet.data_service).
+  dataset = input_pipeline.make_dataset(fixed_dir, 'train', 8, SIZE,
+                                        with_ids=True, seed=0,
+                                        distributed_pass=True)
+  got = batches(dataset)
+  # The partial batch is kept (out of order: training decodes unordered).
+  assert sorted(b[0].shape[0] for b in got) == [6, 8, 8, 8]
+  ids = [i for b in got for i in b[2]]
+  assert sorted(ids) == sorted(truth(fixed_dir, 'train'))
