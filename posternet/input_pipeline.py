@@ -132,9 +132,16 @@ def shard_list(records_dir: str, manifest: Mapping, split: str) -> tuple:
   counts = [int(shard['num_examples'])
             for shard in records.split_info(manifest, split)['shards']]
   for path in paths:
-    if not tf.io.gfile.exists(path):
-      raise cli.UserError(f'shard {path} is listed in the manifest but '
-                          'missing; convert the data again with `make records`')
+    # Opened here: a shard that cannot be opened would make the reader's
+    # ignore_errors retry forever.
+    try:
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        f.read(1)
+    except tf.errors.OpError as e:
+      raise cli.UserError(
+          f'shard {path} is listed in the manifest but cannot be read '
+          f'({e.message.strip()}); convert the data again with `make records`'
+          ) from None
   if not paths or sum(counts) == 0:
     raise cli.UserError(f'the {split} split of {records_dir} holds no posters')
   return paths, counts
@@ -273,6 +280,19 @@ def _warn(message: tf.Tensor) -> tf.Tensor:
     return tf.constant(True)
 
 
+def _assert_present(path: tf.Tensor) -> tf.Operation:
+  """Fails, naming the shard, when it has gone since make_dataset checked it.
+
+  Without this, TFRecordDataset's open error would be retried forever by the
+  ignore_errors that catches damaged records. One glob per shard pass.
+  """
+  pattern = tf.strings.regex_replace(path, r'([*?\[])', r'[\1]')  # literal
+  message = tf.strings.join([ERROR_TAG, 'shard ', path, ' has disappeared; '
+                             'convert the data again with `make records`'])
+  return tf.debugging.Assert(tf.size(tf.io.matching_files(pattern)) > 0,
+                             [message])
+
+
 def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 64,
                ignore_errors: bool = False) -> tf.data.Dataset:
   """One shard's serialized records, in batches, checked against the manifest.
@@ -285,6 +305,8 @@ def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 64,
   threads and one count per batch, not per record. Few dataset ops per
   shard: each shard pass pays for setting them up (~0.5 ms).
   """
+  with tf.control_dependencies([_assert_present(path)]):
+    path = tf.identity(path)
   dataset = tf.data.TFRecordDataset(path).ignore_errors().batch(read_batch)
   end = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
   return dataset.concatenate(end).scan(
@@ -539,7 +561,9 @@ def as_user_error(error: Exception) -> Optional[cli.UserError]:
   Returns:
     The UserError, or None when the error is not the pipeline's own.
   """
-  match = re.search(re.escape(ERROR_TAG) + r'([^\n\]]*)', str(error))
+  match = re.search(re.escape(ERROR_TAG) + r'(.*)', str(error))
   if match is None:
     return None
-  return cli.UserError(match.group(1).strip())
+  line = match.group(1).strip()
+  # The Assert wraps its message in brackets: `assertion failed: [...]`.
+  return cli.UserError(line[:-1] if line.endswith(']') else line)

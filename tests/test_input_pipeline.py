@@ -287,12 +287,24 @@ def test_clear_errors_for_bad_folders_shards_and_options(fixed_dir, tmp_path):
   copy = str(tmp_path / 'copy')
   shutil.copytree(fixed_dir, copy)
   os.remove(os.path.join(copy, 'val-00001-of-00003.tfrecord'))
-  with pytest.raises(cli.UserError, match='val-00001-of-00003.tfrecord .*missing'):
+  with pytest.raises(cli.UserError,
+                     match='val-00001-of-00003.tfrecord .*cannot be read'):
     input_pipeline.make_dataset(copy, 'val', 4, SIZE)
   with pytest.raises(cli.UserError, match='shuffle_buffer must be >= 1'):
     input_pipeline.make_dataset(fixed_dir, 'train', 4, SIZE, shuffle_buffer=0)
   with pytest.raises(TypeError, match='shuffle_bufer'):
     input_pipeline.make_dataset(fixed_dir, 'train', 4, SIZE, shuffle_bufer=8)
+
+
+def test_shard_vanishing_after_the_check_is_an_error_not_a_hang(tmp_path):
+  folder = str(tmp_path / 'vanishing[1]')  # glob characters in the path too
+  record_fixtures.write_records(folder, num_train=4, num_val=4, num_shards=2)
+  dataset = input_pipeline.make_dataset(folder, 'val', 2, SIZE)
+  os.remove(os.path.join(folder, 'val-00001-of-00002.tfrecord'))
+  with pytest.raises(tf.errors.OpError) as raised:
+    batches(dataset)
+  assert 'val-00001-of-00002.tfrecord has disappeared' in str(
+      input_pipeline.as_user_error(raised.value))
 
 
 # Damaged data.
