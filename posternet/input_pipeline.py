@@ -8,8 +8,9 @@ make_dataset reads top to bottom, one small function per stage:
 
 Parse and decode run on whole batches (one parse_example call, then one
 tf.map_fn over the batch's JPEGs whose results land directly in the batch
-tensor): measured on 2 cores this costs ~25 % less CPU per poster than
-unbatching and decoding poster by poster (BUILD_NOTES.md, "Input pipeline").
+tensor): measured on 2 cores this costs 0–25 % (typically ~15 %) less CPU
+per poster than unbatching and decoding poster by poster (BUILD_NOTES.md,
+"Input pipeline").
 The per-poster path is kept where it is needed: to skip single undecodable
 posters (ignore_errors) and to cache decoded posters (cache).
 
