@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
+from posternet import dashboards
 from posternet import export
 from posternet import genres
 from posternet import input_pipeline
@@ -76,6 +77,9 @@ class Config:
   seed: int = 0
   keep_checkpoints: int = 2
   verbose: str = 'auto'                 # model.fit's progress output
+  log_every_steps: int = 20             # train scalars every N steps; 0: off
+  dashboard_every_epochs: int = 1       # per-genre and poster grid; 0: off
+  profile_steps: Optional[Tuple[int, int]] = None  # (first, last) traced
 
 
 # --- Hardware-dependent choices: pure functions of what was detected. ---
@@ -388,6 +392,10 @@ def check_config(config: Config) -> None:
     if getattr(config, name) not in allowed:
       raise cli.UserError(f'--{name}={getattr(config, name)}: choose one of '
                           f'{", ".join(allowed)}')
+  for name in ('log_every_steps', 'dashboard_every_epochs'):
+    if getattr(config, name) < 0:
+      raise cli.UserError(f'--{name} must be at least 0, not '
+                          f'{getattr(config, name)}')
   models.check_input(config.model, config.image_size, config.model_size)
 
 
@@ -470,8 +478,9 @@ def _train_and_export(config: Config, settings: dict) -> dict:
   logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
                f'{model.count_params():,}', model.input_shape[1:],
                strategy.num_replicas_in_sync)
-  train_data, val_data = _distributed_datasets(config, strategy)
-  callbacks = _callbacks(config, settings)
+  clock = dashboards.InputClock()  # times the train pipeline's get_next
+  train_data, val_data = _distributed_datasets(config, strategy, clock)
+  callbacks = _callbacks(config, settings, clock)
   start = time.perf_counter()
   with _user_errors(config):
     # shuffle=False: the pipeline shuffles. validation_steps: the val
@@ -495,32 +504,46 @@ def _pipeline_options(config: Config) -> dict:
           'ignore_errors': config.ignore_errors, 'seed': config.seed}
 
 
-def _distributed_datasets(config: Config, strategy) -> tuple:
-  """(train, val) datasets, built per input pipeline with its input context."""
+def _distributed_datasets(config: Config, strategy,
+                          clock: dashboards.InputClock) -> tuple:
+  """(train, val) datasets, built per input pipeline with its input context.
+
+  The clock times the training steps' waits for input (the dashboards).
+  """
 
   def dataset_fn(split):
     return lambda context: input_pipeline.make_dataset(
         config.records, split, config.batch_size, config.image_size, context,
         **_pipeline_options(config))
 
-  return (strategy.distribute_datasets_from_function(dataset_fn('train')),
+  train_fn = dataset_fn('train')
+  return (strategy.distribute_datasets_from_function(
+              lambda context: clock.wrap(train_fn(context))),
           strategy.distribute_datasets_from_function(dataset_fn('val')))
 
 
-def _callbacks(config: Config, settings: dict) -> list:
+def _callbacks(config: Config, settings: dict,
+               clock: dashboards.InputClock) -> list:
   """The epoch's callbacks, in the order they run.
 
-  Throughput first, so the loggers after it record images_per_sec. The
+  Throughput first, so the loggers after it record images_per_sec (and the
+  dashboards' input_wait_share, for the CSV log). The
   backup last: an epoch the backup counts as done is already in the logs
   and checkpoints (a kill before it only repeats that epoch).
   """
   folder = settings['run_dir']
   return [
       Throughput(settings['steps_per_epoch'] * config.batch_size),
+      *dashboards.make_callbacks(
+          folder, clock, records_dir=config.records,
+          image_size=config.image_size, batch_size=config.batch_size,
+          hparams=dashboards.hparams_values(_config_dict(config), settings),
+          metric_names=[metric.name for metric in make_metrics()],
+          log_every_steps=config.log_every_steps,
+          dashboard_every_epochs=config.dashboard_every_epochs,
+          profile_steps=config.profile_steps),
       keras.callbacks.CSVLogger(os.path.join(folder, 'history.csv'),
                                 append=True),
-      # Basic scalars per epoch; the dashboards are issue 4's.
-      keras.callbacks.TensorBoard(log_dir=folder),
       EpochCheckpoint(os.path.join(folder, 'checkpoints'),
                       config.keep_checkpoints),
       Backup(os.path.join(folder, 'backup'),
@@ -574,6 +597,8 @@ def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
                         image_size=config.image_size, thresholds=thresholds,
                         info={'val_metrics': metrics, 'model': config.model,
                               'config': _config_dict(config)})
+  dashboards.write_final_metrics(settings['run_dir'], metrics,
+                                 step=config.epochs - 1)
   _write_text(os.path.join(settings['run_dir'], 'summary.json'),
               json.dumps(summary, indent=2, sort_keys=True) + '\n')
   _log_summary(summary, settings)
@@ -758,6 +783,17 @@ def _define_flags() -> None:
   flags.DEFINE_enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit '
                     'output: 1 a progress bar, 2 one line per epoch, 0 '
                     'none.')
+  flags.DEFINE_integer('log_every_steps', 20, 'TensorBoard train scalars '
+                       '(loss, metrics, learning rate, images/s, input-wait '
+                       'share) every this many steps; 0: per epoch only.')
+  flags.DEFINE_integer('dashboard_every_epochs', 1, 'Per-genre ROC-AUC, '
+                       'support and PR curves, and the grid of validation '
+                       'posters with their top 3, every this many epochs; '
+                       '0: never.')
+  flags.DEFINE_string('profile_steps', None, 'a,b: trace steps a to b '
+                      '(from 1) for TensorBoard\'s Profile dashboard (view '
+                      'it with the optional extra: pip install '
+                      '\'.[profile]\').')
 
 
 # The flags above, in the order flags.txt lists them.
@@ -766,7 +802,8 @@ FLAG_NAMES = ('records', 'logdir', 'run_name', 'model', 'image_size',
               'export_dir', 'precision', 'jit_compile', 'steps_per_execution',
               'strategy', 'resume', 'shuffle_buffer', 'cache',
               'threadpool_size', 'ignore_errors', 'init_weights', 'seed',
-              'keep_checkpoints', 'verbose')
+              'keep_checkpoints', 'verbose', 'log_every_steps',
+              'dashboard_every_epochs', 'profile_steps')
 
 
 def config_from_flags(values) -> Config:
@@ -777,6 +814,7 @@ def config_from_flags(values) -> Config:
     v['model_size'] = parse_size(v['model_size'], 'model_size')
   if v['verbose'] != 'auto':
     v['verbose'] = int(v['verbose'])
+  v['profile_steps'] = dashboards.parse_profile_steps(v['profile_steps'])
   return Config(**v)
 
 
