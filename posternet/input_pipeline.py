@@ -1,4 +1,4 @@
-"""The streaming tf.data pipeline: a records folder → uint8 batches for the model.
+"""The streaming tf.data pipeline: a records folder → uint8 model batches.
 
 make_dataset reads top to bottom, one small function per stage:
 
@@ -128,7 +128,7 @@ def make_options(split: str, **options) -> Options:
 
 
 def shard_list(records_dir: str, manifest: Mapping, split: str) -> tuple:
-  """(paths, counts) of a split's shards, from the manifest; checks they exist."""
+  """(paths, counts) of a split's shards from the manifest; each must open."""
   paths = records.shard_paths(records_dir, manifest, split)
   counts = [int(shard['num_examples'])
             for shard in records.split_info(manifest, split)['shards']]

@@ -1,4 +1,4 @@
-"""Writes small synthetic records folders for tests (after tf-models' tfexample_utils).
+"""Small synthetic records folders for tests (after tf-models' tfexample_utils).
 
 A folder made here looks exactly like one made by tools/make_records.py:
 shards named by records.shard_name, Examples built by records.make_example,
@@ -36,7 +36,8 @@ VARIED_HEIGHTS = (40, 72)
 VARIED_WIDTHS = (28, 52)
 
 SPLIT_METHOD = ('numpy RandomState(seed).permutation(n): first '
-                'ceil(val_fraction*n) are val, rest train, in permutation order')
+                'ceil(val_fraction*n) are val, rest train, in permutation '
+                'order')
 
 
 def poster_id(split: str, index: int) -> str:
@@ -68,7 +69,7 @@ def poster_pixels(rng: np.random.RandomState, labels: np.ndarray,
 
 def _poster_hw(rng: np.random.RandomState,
                image_hw: Optional[Sequence[int]]) -> tuple:
-  """The size a poster is drawn at: image_hw, or random within the varied range."""
+  """The size a poster is drawn at: image_hw, or random in the varied range."""
   if image_hw is not None:
     return tuple(int(x) for x in image_hw)
   return (rng.randint(VARIED_HEIGHTS[0], VARIED_HEIGHTS[1] + 1),

@@ -69,7 +69,8 @@ def by_id(dataset):
 
 def truth(folder, split):
   """{poster id: parsed record}, read directly, without the pipeline."""
-  return {r[records.ID_KEY]: r for r in record_fixtures.read_split(folder, split)}
+  return {r[records.ID_KEY]: r
+          for r in record_fixtures.read_split(folder, split)}
 
 
 # Shapes, batches, completeness.
@@ -336,8 +337,8 @@ def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
     batches(dataset)
   error = input_pipeline.as_user_error(raised.value)
   assert error is not None and '\n' not in str(error)
-  assert str(error).startswith(
-      'shard val-00002-of-00003.tfrecord: ') and 'could not be read' in str(error)
+  assert str(error).startswith('shard val-00002-of-00003.tfrecord: ')
+  assert 'could not be read' in str(error)
 
   capfd.readouterr()
   got = by_id(input_pipeline.make_dataset(folder, 'val', 4, SIZE,
