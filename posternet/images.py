@@ -113,7 +113,7 @@ def decode_jpeg_to_size(encoded: tf.Tensor, image_size: Sequence[int],
 
 def _dynamic_jpeg_ratio(encoded: tf.Tensor,
                         image_size: Sequence[int]) -> tf.Tensor:
-  """jpeg_ratio from the JPEG header, in the graph: an index into JPEG_RATIOS."""
+  """jpeg_ratio from the JPEG header, in graph: an index into JPEG_RATIOS."""
   stored = tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int32)
   target = tf.constant([int(image_size[0]), int(image_size[1])], tf.int32)
   fits = [tf.reduce_all(stored // r >= target) for r in JPEG_RATIOS[1:]]
