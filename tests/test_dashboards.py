@@ -1,0 +1,362 @@
+"""Tests of posternet/dashboards.py: what training writes for TensorBoard.
+
+One short real training run (small_cnn on tiny synthetic records, through
+train.run) is shared by the end-to-end tests, which read its event files back
+with TensorBoard's own reader and serve them with a real `tensorboard`
+process on a loopback port. The rest are unit tests of the pieces.
+"""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+import record_fixtures
+from posternet import cli
+from posternet import dashboards
+from posternet import genres
+from posternet import records
+from posternet import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 24
+EPOCHS = 2
+RUN = 'dash'
+
+
+# --- The input clock: honest in both directions. ---
+
+
+def _sleepy(seconds):
+  """A py_function body that takes `seconds` (a slow producer or step)."""
+  def body(x):
+    time.sleep(seconds)
+    return x
+  return body
+
+
+def _wait_share(producer_seconds, consumer_seconds, steps=25):
+  """The share of wall time a consumer loop spent blocked on get_next."""
+  clock = dashboards.InputClock()
+  dataset = tf.data.Dataset.range(10**6)
+  if producer_seconds:
+    dataset = dataset.map(lambda x: tf.py_function(
+        _sleepy(producer_seconds), [x], tf.int64))
+  iterator = iter(clock.wrap(dataset.prefetch(2)))
+  step = tf.function(lambda it: it.get_next())
+  step(iterator)  # trace and fill first
+  start, waited = time.perf_counter(), clock.seconds()
+  for _ in range(steps):
+    step(iterator)
+    time.sleep(consumer_seconds)
+  return (clock.seconds() - waited) / (time.perf_counter() - start)
+
+
+def test_input_clock_measures_the_wait_for_input():
+  assert _wait_share(producer_seconds=0.04, consumer_seconds=0) > 0.8
+  assert _wait_share(producer_seconds=0, consumer_seconds=0.04) < 0.1
+
+
+# --- Per-genre results from confusion counts. ---
+
+
+def test_genre_results_match_keras_auc_per_genre():
+  rng = np.random.RandomState(0)
+  labels = (rng.rand(60, genres.NUM_GENRES) < 0.2).astype(np.float32)
+  labels[:, 3] = 0  # a genre without positives: NaN, not 0
+  probabilities = np.clip(labels * 0.3 + rng.rand(*labels.shape) * 0.7, 0, 1)
+  metric = train.GenreAUC(curve='ROC')
+  metric.update_state(labels, probabilities)
+  auc, support = dashboards.genre_results(dashboards.confusion(metric))
+  np.testing.assert_array_equal(support, labels.sum(axis=0))
+  assert np.isnan(auc[3])
+  for genre in (0, 7, 24):
+    single = keras.metrics.AUC(curve='ROC')
+    single.update_state(labels[:, genre], probabilities[:, genre])
+    assert auc[genre] == pytest.approx(float(single.result()), abs=1e-6)
+  assert np.nanmean(auc) == pytest.approx(float(metric.result()), abs=1e-6)
+
+
+def test_pr_curve_summary_holds_the_counts():
+  metric = train.GenreAUC(curve='ROC')
+  labels = np.zeros((4, genres.NUM_GENRES), np.float32)
+  labels[:2, 5] = 1
+  probabilities = np.full_like(labels, 0.1)
+  probabilities[:, 5] = [0.9, 0.2, 0.8, 0.1]
+  metric.update_state(labels, probabilities)
+  summary = dashboards.pr_curve_summary('pr_curves/x',
+                                        dashboards.confusion(metric), 5)
+  value = summary.value[0]
+  assert value.tag == 'pr_curves/x'
+  assert value.metadata.plugin_data.plugin_name == 'pr_curves'
+  data = tf.make_ndarray(value.tensor)
+  assert data.shape == (6, 200)
+  tp, fp, tn, fn, precision, recall = data
+  assert (tp[0], fp[0], tn[0], fn[0]) == (2, 2, 0, 0)
+  threshold_half = 100  # thresholds are i/199: index 100 is ~0.503
+  assert (tp[threshold_half], fp[threshold_half]) == (1, 1)
+  assert precision[threshold_half] == pytest.approx(0.5)
+  assert recall[threshold_half] == pytest.approx(0.5)
+
+
+# --- The poster grid. ---
+
+
+def test_top_genres_and_grid():
+  probabilities = np.linspace(0, 1, genres.NUM_GENRES)
+  assert [i for i, _ in dashboards.top_genres(probabilities)] == [24, 23, 22]
+  images = np.zeros((5, 40, 30, 3), np.uint8)
+  labels = np.zeros((5, genres.NUM_GENRES), np.float32)
+  labels[:, 24] = 1  # the top prediction is right (green)...
+  labels[0, 0] = 1   # ...and a true genre not predicted
+  grid = dashboards.poster_grid(images, labels,
+                                np.tile(probabilities, (5, 1)),
+                                [f'tt{i}' for i in range(5)])
+  columns = min(dashboards.GRID_COLUMNS, 5)
+  assert grid.dtype == np.uint8 and grid.shape[2] == 3
+  assert grid.shape[1] == columns * dashboards.TILE_WIDTH
+  tile_poster_height = round(dashboards.TILE_WIDTH * 40 / 30)
+  assert grid.shape[0] > 2 * tile_poster_height  # two rows, with captions
+  red, green = grid[..., 0].astype(int), grid[..., 1].astype(int)
+  assert np.any(green - red > 60)   # a right prediction
+  assert np.any(red - green > 60)   # wrong ones
+  table = dashboards.grid_table(labels, np.tile(probabilities, (5, 1)),
+                                ['tt0'] * 5)
+  assert '| tt0 | Action, Western | Western 1.00 ✓, War 0.96,' in table
+
+
+def test_profile_steps_parse():
+  assert dashboards.parse_profile_steps('10,20') == (10, 20)
+  assert dashboards.parse_profile_steps('5') == (5, 5)
+  assert dashboards.parse_profile_steps(None) is None
+  assert dashboards.parse_profile_steps('') is None
+  for bad in ('20,10', '0,3', 'a,b', '1,2,3'):
+    with pytest.raises(cli.UserError, match='--profile_steps'):
+      dashboards.parse_profile_steps(bad)
+
+
+def test_hparams_values_are_plain():
+  values = dashboards.hparams_values(
+      {'image_size': (64, 48), 'model_size': None, 'logdir': 'runs',
+       'cache': False, 'learning_rate': 0.003},
+      {'precision': 'float32', 'precision_reason': 'CPU', 'num_gpus': 0})
+  assert values == {'image_size': '64x48', 'cache': False,
+                    'learning_rate': 0.003, 'precision': 'float32',
+                    'num_gpus': 0}
+
+
+# --- One real training run, read back. ---
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """(run folder, records folder, summary) of a 2-epoch run with dashboards."""
+  base = tmp_path_factory.mktemp('dash')
+  records_dir = str(base / 'records')
+  record_fixtures.write_records(records_dir, num_train=64, num_val=24,
+                                image_hw=(SIZE, SIZE))
+  config = train.Config(
+      records=records_dir, logdir=str(base / 'runs'), run_name=RUN,
+      model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
+      epochs=EPOCHS, learning_rate=3e-3, export_dir='', verbose=0,
+      log_every_steps=2, profile_steps=(2, 3))
+  summary = train.run(config)
+  return train.run_dir(config), records_dir, summary
+
+
+def _events(folder):
+  accumulator = event_accumulator.EventAccumulator(
+      folder, size_guidance={kind: 0 for kind in
+                             event_accumulator.DEFAULT_SIZE_GUIDANCE})
+  accumulator.Reload()
+  return accumulator
+
+
+def _values(accumulator, tag):
+  """[(step, value)] of a scalar written by tf.summary (a TF2 tensor)."""
+  return [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+          for e in accumulator.Tensors(tag)]
+
+
+def test_train_scalars_every_n_steps_and_per_epoch(trained):
+  run_dir, _, summary = trained
+  events = _events(os.path.join(run_dir, 'train'))
+  steps = summary['steps']
+  assert steps == EPOCHS * 4
+  for name in ('loss', 'roc_auc', 'learning_rate', 'images_per_sec',
+               'input_wait_share'):
+    logged = _values(events, f'batch_{name}')
+    assert [s for s, _ in logged] == list(range(2, steps + 1, 2)), name
+    assert all(np.isfinite(v) for _, v in logged)
+  assert all(v > 0 for _, v in _values(events, 'batch_images_per_sec'))
+  assert all(v == pytest.approx(3e-3)
+             for _, v in _values(events, 'batch_learning_rate'))
+  for name in ('loss', 'roc_auc', 'images_per_sec', 'input_wait_share',
+               'learning_rate'):
+    assert [s for s, _ in _values(events, f'epoch_{name}')] == [0, 1], name
+  shares = [v for _, v in _values(events, 'batch_input_wait_share') +
+            _values(events, 'epoch_input_wait_share')]
+  assert all(0 <= v <= 1 for v in shares)
+  with open(os.path.join(run_dir, 'history.csv')) as f:
+    rows = list(csv.DictReader(f))
+  assert [float(r['input_wait_share']) for r in rows] == pytest.approx(
+      [v for _, v in _values(events, 'epoch_input_wait_share')], abs=1e-6)
+
+
+def test_validation_dashboards(trained):
+  run_dir, records_dir, summary = trained
+  events = _events(os.path.join(run_dir, 'validation'))
+  tags = set(events.Tags()['tensors'])
+  val_labels = np.stack([r[records.LABELS_KEY] for r in
+                         record_fixtures.read_split(records_dir, 'val')])
+  support = val_labels.sum(axis=0)
+  for step in range(EPOCHS):
+    aucs = []
+    for genre, name in enumerate(genres.GENRES):
+      # Support of the val split, not the train split: the val pass's state.
+      assert _values(events, f'genre_support/{name}')[step] == (
+          step, support[genre])
+      assert f'pr_curves/{name}' in tags
+      if 0 < support[genre] < len(val_labels):
+        _, auc = _values(events, f'genre_roc_auc/{name}')[step]
+        assert 0 <= auc <= 1
+        aucs.append(auc)
+      else:
+        assert f'genre_roc_auc/{name}' not in tags
+    _, logged = _values(events, 'epoch_roc_auc')[step]
+    assert np.mean(aucs) == pytest.approx(logged, abs=1e-5)
+  curve = tf.make_ndarray(events.Tensors('pr_curves/Drama')[-1].tensor_proto)
+  assert curve.shape == (6, 200)
+  assert curve[0, 0] + curve[3, 0] == support[genres.GENRES.index('Drama')]
+  grid = events.Tensors('val_posters')
+  assert [e.step for e in grid] == [0, 1]
+  width, height = (int(x) for x in tf.make_ndarray(grid[-1].tensor_proto)[:2])
+  assert width == dashboards.GRID_COLUMNS * dashboards.TILE_WIDTH
+  assert height > 2 * dashboards.TILE_WIDTH
+  table = tf.make_ndarray(events.Tensors('val_posters_table')[-1]
+                          .tensor_proto).item().decode()
+  assert table.count('\n| tt') == dashboards.GRID_POSTERS
+  genre_table = tf.make_ndarray(events.Tensors('genre_table')[-1]
+                                .tensor_proto).item().decode()
+  assert genre_table.count('\n| ') == genres.NUM_GENRES
+  for name, value in summary['val'].items():
+    assert _values(events, f'final_{name}') == [
+        (EPOCHS - 1, pytest.approx(value, abs=1e-6))]
+
+
+def test_hparams_and_profile(trained):
+  run_dir, _, _ = trained
+  events = _events(run_dir)
+  content = events.SummaryMetadata(
+      hparams_metadata.SESSION_START_INFO_TAG).plugin_data.content
+  start = hparams_metadata.parse_session_start_info_plugin_data(content)
+  assert start.hparams['model'].string_value == 'small_cnn'
+  assert start.hparams['batch_size'].number_value == 16
+  assert start.hparams['image_size'].string_value == f'{SIZE}x{SIZE}'
+  assert start.hparams['precision'].string_value in train.PRECISIONS
+  assert 'logdir' not in start.hparams
+  experiment = hparams_metadata.parse_experiment_plugin_data(
+      events.SummaryMetadata(hparams_metadata.EXPERIMENT_TAG)
+      .plugin_data.content)
+  columns = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+  assert {('validation', 'final_roc_auc'), ('train', 'epoch_loss'),
+          ('train', 'epoch_input_wait_share')} <= columns
+  assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
+  traces = tf.io.gfile.glob(os.path.join(run_dir, 'train', 'plugins',
+                                         'profile', '*', '*.xplane.pb'))
+  assert traces and os.path.getsize(traces[0]) > 0
+
+
+# --- A real tensorboard serves it. ---
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _get_json(port, path):
+  with urllib.request.urlopen(f'http://127.0.0.1:{port}{path}',
+                              timeout=5) as response:
+    return json.loads(response.read())
+
+
+def _poll(port, path, ready, seconds=60):
+  """The JSON at path once ready(it) holds; the last answer on time-out."""
+  deadline, answer = time.monotonic() + seconds, None
+  while time.monotonic() < deadline:
+    try:
+      answer = _get_json(port, path)
+      if ready(answer):
+        return answer
+    except OSError:
+      pass  # not listening yet
+    time.sleep(0.5)
+  return answer
+
+
+def test_tensorboard_serves_the_run(trained, tmp_path):
+  run_dir, _, _ = trained
+  logdir = os.path.dirname(run_dir)
+  port = _free_port()
+  log = open(tmp_path / 'tensorboard.log', 'w')
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'tensorboard.main', f'--logdir={logdir}',
+       '--host=127.0.0.1', f'--port={port}', '--reload_interval=1'],
+      stdout=log, stderr=subprocess.STDOUT)
+  try:
+    runs = {RUN, f'{RUN}/train', f'{RUN}/validation'}
+    assert runs <= set(_poll(port, '/data/runs',
+                             lambda r: runs <= set(r)) or ())
+    wanted = {f'{RUN}/train': {'epoch_loss', 'batch_input_wait_share',
+                               'epoch_images_per_sec'},
+              f'{RUN}/validation': {'epoch_roc_auc', 'genre_roc_auc/Drama',
+                                    'final_roc_auc'}}
+
+    def has_scalars(tags):
+      return all(names <= set(tags.get(run, {}))
+                 for run, names in wanted.items())
+
+    assert has_scalars(_poll(port, '/data/plugin/scalars/tags', has_scalars)
+                       or {})
+    images = _poll(port, '/data/plugin/images/tags',
+                   lambda t: 'val_posters' in t.get(f'{RUN}/validation', {}))
+    assert 'val_posters' in images[f'{RUN}/validation']
+    curves = _get_json(port, '/data/plugin/pr_curves/tags')
+    assert 'pr_curves/Drama' in curves[f'{RUN}/validation']
+  finally:
+    process.kill()
+    process.wait(timeout=30)
+    log.close()
+
+
+# --- Errors. ---
+
+
+def test_unwritable_logdir_is_one_line_exit_2(tmp_path):
+  record_fixtures.write_records(str(tmp_path / 'records'), num_train=16,
+                                num_val=8, image_hw=(SIZE, SIZE))
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  result = subprocess.run(
+      [sys.executable, '-m', 'posternet.train',
+       f'--records={tmp_path / "records"}', f'--logdir={blocker}/runs',
+       '--model=small_cnn', f'--image_size={SIZE}', '--epochs=1'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith('error:')]
+  assert len(errors) == 1 and str(blocker) in errors[0]
