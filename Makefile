@@ -19,7 +19,7 @@ OUT ?= records
 STORE_SIZE ?=
 RECORDS_FLAGS ?=
 
-.PHONY: setup data records verify test demo clean bench
+.PHONY: setup data records verify test demo clean bench tensorboard
 
 setup: $(STAMP)
 
@@ -64,6 +64,13 @@ demo: setup
 	@echo "TensorBoard logs: runs/demo   (make tensorboard)"
 	@echo "Exported model:   runs/demo/export"
 	@echo "Predict any poster: $(PY) -m posternet.predict --model=runs/demo/export POSTER.jpg"
+
+# TensorBoard for every run under runs/, on this machine only (127.0.0.1).
+# For the Profile dashboard (--profile_steps): pip install -e '.[profile]'.
+TB_PORT ?= 6006
+LOGDIR ?= runs
+tensorboard: setup
+	$(PY) -m tensorboard.main --logdir=$(LOGDIR) --host=127.0.0.1 --port=$(TB_PORT)
 
 clean:
 	rm -rf data records runs bench
