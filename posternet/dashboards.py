@@ -108,8 +108,9 @@ class StepScalars(keras.callbacks.Callback):
   """Train scalars every N steps; the epoch's input-wait share in its logs.
 
   Listed before Keras' TensorBoard and CSV callbacks, so they record
-  input_wait_share per epoch. Steps are the optimizer's iterations, which
-  continue across a resumed run.
+  input_wait_share per epoch. Steps are counted from the epoch and batch
+  index, so they continue across a resumed run; not the optimizer's
+  iterations, which skip steps that mixed_float16's loss scaling drops.
   """
 
   def __init__(self, train_dir: str, clock: InputClock, batch_size: int,
@@ -119,6 +120,7 @@ class StepScalars(keras.callbacks.Callback):
     self.batch_size, self.every_steps = batch_size, every_steps
     self._writer = None
     self._epoch_mark = self._log_mark = self._train_end = None
+    self._epoch_start_step = self._step = 0
 
   def on_train_begin(self, logs=None):
     if self.every_steps:
@@ -130,6 +132,8 @@ class StepScalars(keras.callbacks.Callback):
       self._writer = None
 
   def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start_step = self._step = epoch * (self.params.get('steps')
+                                                   or 0)
     self._epoch_mark = self._log_mark = self._mark()
     self._train_end = None
 
@@ -137,6 +141,8 @@ class StepScalars(keras.callbacks.Callback):
     self._train_end = self._train_end or self._mark()
 
   def on_train_batch_end(self, batch, logs=None):
+    # batch: the index in the epoch of the last step this call ran.
+    self._step = self._epoch_start_step + batch + 1
     now = self._mark()
     if not self.every_steps or now[0] // self.every_steps == (
         self._log_mark[0] // self.every_steps):
@@ -150,16 +156,16 @@ class StepScalars(keras.callbacks.Callback):
     self._log_mark = now
 
   def on_epoch_end(self, epoch, logs=None):
-    rates = self._rates(self._epoch_mark, self._train_end or self._mark())
+    rates = self._rates(self._epoch_mark,
+                        self._train_end or self._mark())
     if logs is not None:
       logs['input_wait_share'] = rates['input_wait_share']
     if self._writer is not None:
       self._writer.flush()
 
   def _mark(self) -> Tuple[int, float, float]:
-    """(optimizer step, wall time, seconds waited for input so far)."""
-    return (int(self.model.optimizer.iterations.numpy()), time.perf_counter(),
-            self.clock.seconds())
+    """(step, wall time, seconds waited for input so far)."""
+    return self._step, time.perf_counter(), self.clock.seconds()
 
   def _rates(self, start, end) -> dict:
     """images_per_sec and input_wait_share between two marks."""
