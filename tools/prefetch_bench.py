@@ -155,6 +155,16 @@ def peak_rss() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def cpu_seconds() -> float:
+  """CPU time (user + system) this process has used, all threads.
+
+  Steadier than wall time on a shared machine: per image, it is what a
+  variant costs, whoever else runs.
+  """
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 # --- Counting images inside TensorFlow. ---
 
 
@@ -200,12 +210,13 @@ def time_dataset(dataset: tf.data.Dataset, seconds: float,
       break
     if now - call < CHUNK_SECONDS:
       steps *= 2
-  counted, start = 0, time.perf_counter()
+  counted, start, cpu = 0, time.perf_counter(), cpu_seconds()
   while time.perf_counter() - start < seconds:
     counted += pull(steps)
   elapsed = time.perf_counter() - start
   return {'images_per_sec': counted / elapsed, 'images': counted,
-          'seconds': elapsed}
+          'seconds': elapsed,
+          'cpu_ms_per_image': 1e3 * (cpu_seconds() - cpu) / counted}
 
 
 def _batched_for_counting(dataset: tf.data.Dataset,
@@ -313,7 +324,7 @@ def measure_seed_loop(setup: Setup) -> list:
   height, width = setup.image_size
   keras.utils.img_to_array(keras.utils.load_img(paths[0]))  # Warm up PIL.
   rss_start = current_rss()
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), cpu_seconds()
   train_image = []
   for path in paths:
     img = keras.utils.load_img(path, target_size=(height, width, 3))
@@ -330,6 +341,7 @@ def measure_seed_loop(setup: Setup) -> list:
   scaled = rss_start + (peak - rss_start) * total / len(x)
   return [{'images_per_sec': len(x) / elapsed, 'images': len(x),
            'seconds': elapsed, 'peak_rss_bytes': peak,
+           'cpu_ms_per_image': 1e3 * (cpu_seconds() - cpu) / len(x),
            'peak_rss_bytes_all_posters': int(scaled), 'all_posters': total}]
 
 
@@ -345,24 +357,25 @@ def measure_keras_dir(setup: Setup) -> list:
 
 
 class _StepTimes(keras.callbacks.Callback):
-  """Records the time at the end of every training step."""
+  """Records wall and CPU time at the end of every training step."""
 
   def __init__(self):
     super().__init__()
     self.times = []
 
   def on_train_batch_end(self, batch, logs=None):
-    self.times.append(time.perf_counter())
+    self.times.append((time.perf_counter(), cpu_seconds()))
 
 
 def fit_seconds(model: keras.Model, dataset: tf.data.Dataset, warmup: int,
-                steps: int) -> float:
-  """Seconds `steps` training steps take after `warmup` steps, in one fit."""
+                steps: int) -> tuple:
+  """(wall, CPU) seconds of `steps` training steps after `warmup`, in one fit."""
   timer = _StepTimes()
   # shuffle=False: the pipeline shuffles (as in the trainer).
   model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, shuffle=False,
             verbose=0, callbacks=[timer])
-  return timer.times[-1] - timer.times[warmup - 1]
+  (wall_0, cpu_0), (wall_1, cpu_1) = timer.times[warmup - 1], timer.times[-1]
+  return wall_1 - wall_0, cpu_1 - cpu_0
 
 
 def _stall_model(image_size: Sequence[int], precision: str) -> tuple:
@@ -395,22 +408,27 @@ def measure_stall(setup: Setup, rounds: int = 2) -> list:
   one_batch = next(iter(streaming))
   in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
   warmup = 1 if setup.seconds < 1 else 2
-  step = fit_seconds(model, in_memory, warmup, 2) / 2  # Also compiles.
+  step = fit_seconds(model, in_memory, warmup, 2)[0] / 2  # Also compiles.
   steps = min(200, max(2, math.ceil(setup.seconds / step)))
   rounds = rounds if setup.seconds >= 1 else 1  # --quick: one is enough
-  seconds = {STALL_MEMORY_ROW: 0.0, STALL_STREAM_ROW: 0.0}
+  feeds = {STALL_MEMORY_ROW: in_memory, STALL_STREAM_ROW: streaming}
+  times = {name: [] for name in feeds}
   memory_peak = None
   for _ in range(rounds):
-    seconds[STALL_MEMORY_ROW] += fit_seconds(model, in_memory, warmup, steps)
-    memory_peak = memory_peak or peak_rss()
-    seconds[STALL_STREAM_ROW] += fit_seconds(model, streaming, warmup, steps)
+    for name, dataset in feeds.items():
+      times[name].append(fit_seconds(model, dataset, warmup, steps))
+      memory_peak = memory_peak or peak_rss()
   keras.mixed_precision.set_global_policy(previous_policy)
   rows = []
-  for name, total in seconds.items():
-    rate = rounds * steps / total
+  for name, found in times.items():
+    wall, cpu = (sum(t[i] for t in found) for i in (0, 1))
+    rate = rounds * steps / wall
     rows.append({'name': name, 'steps_per_sec': rate,
                  'images_per_sec': rate * setup.batch_size,
-                 'steps': rounds * steps, 'seconds': total,
+                 'steps': rounds * steps, 'seconds': wall,
+                 'round_seconds': [t[0] for t in found],
+                 'cpu_ms_per_image': 1e3 * cpu / (rounds * steps *
+                                                  setup.batch_size),
                  'precision': policy, 'precision_reason': reason})
   rows[0]['peak_rss_bytes'] = memory_peak
   return rows
@@ -427,11 +445,12 @@ def measure_epoch(setup: Setup, scale: int) -> list:
   rss_start = current_rss()
   dataset = input_pipeline.make_dataset(folder, 'train', setup.batch_size,
                                         setup.image_size)
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), cpu_seconds()
   counted = batch_counter(dataset)(steps)
   elapsed = time.perf_counter() - start
   return [{'images_per_sec': counted / elapsed, 'images': counted,
            'seconds': elapsed, 'rss_start_bytes': rss_start,
+           'cpu_ms_per_image': 1e3 * (cpu_seconds() - cpu) / counted,
            'posters': records.num_examples(manifest, 'train'),
            'scale': scale}]
 
@@ -705,12 +724,14 @@ def _note(row: Mapping) -> str:
 def format_table(report: Mapping) -> str:
   """The rows as a Markdown table, then the targets, one line each."""
   lines = ['| variant | images/s | × ceiling | × tutorial loop | peak RSS | '
-           'note |', '|---|---:|---:|---:|---:|---|']
+           'CPU ms/image | note |', '|---|---:|---:|---:|---:|---:|---|']
   for row in report['rows']:
+    cpu = row.get('cpu_ms_per_image')
     lines.append(
         f'| {row["name"]} | {row["images_per_sec"]:,.0f} | '
         f'{row["x_ceiling"]:.2f} | {row["x_seed_loop"]:.1f} | '
-        f'{row["peak_rss_bytes"] / 1e6:,.0f} MB | {_note(row)} |')
+        f'{row["peak_rss_bytes"] / 1e6:,.0f} MB | '
+        f'{"" if cpu is None else f"{cpu:.3f}"} | {_note(row)} |')
   lines.append('')
   for check in report['targets']:
     value = check['value']
