@@ -287,9 +287,13 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _get_json(port, path):
-  with urllib.request.urlopen(f'http://127.0.0.1:{port}{path}',
-                              timeout=5) as response:
+def _get_json(port, path, body=None):
+  """GET path (POST with a JSON body) from the local tensorboard."""
+  request = urllib.request.Request(
+      f'http://127.0.0.1:{port}{path}',
+      data=None if body is None else json.dumps(body).encode(),
+      headers={'Content-Type': 'application/json'})
+  with urllib.request.urlopen(request, timeout=10) as response:
     return json.loads(response.read())
 
 
@@ -308,7 +312,7 @@ def _poll(port, path, ready, seconds=60):
 
 
 def test_tensorboard_serves_the_run(trained, tmp_path):
-  run_dir, _, _ = trained
+  run_dir, _, summary = trained
   logdir = os.path.dirname(run_dir)
   port = _free_port()
   log = open(tmp_path / 'tensorboard.log', 'w')
@@ -336,6 +340,17 @@ def test_tensorboard_serves_the_run(trained, tmp_path):
     assert 'val_posters' in images[f'{RUN}/validation']
     curves = _get_json(port, '/data/plugin/pr_curves/tags')
     assert 'pr_curves/Drama' in curves[f'{RUN}/validation']
+    groups = _get_json(port, '/data/plugin/hparams/session_groups', {
+        'experimentName': '', 'startIndex': 0, 'sliceSize': 10,
+        'allowedStatuses': ['STATUS_UNKNOWN', 'STATUS_SUCCESS'],
+        'colParams': []})['sessionGroups']
+    assert [group['name'] for group in groups] == [RUN]
+    assert groups[0]['hparams']['model'] == 'small_cnn'
+    metrics = {(m['name']['group'], m['name']['tag']): m['value']
+               for m in groups[0]['metricValues']}
+    assert metrics[('validation', 'final_roc_auc')] == pytest.approx(
+        summary['val']['roc_auc'], abs=1e-6)
+    assert 0 <= metrics[('train', 'epoch_input_wait_share')] <= 1
   finally:
     process.kill()
     process.wait(timeout=30)
