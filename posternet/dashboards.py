@@ -101,6 +101,7 @@ class InputClock:
     return timed.with_options(options)
 
   def seconds(self) -> float:
+    """Total seconds waited so far (read on the host, cheap)."""
     return float(self.waited.numpy())
 
 
@@ -317,7 +318,7 @@ def _tile(image, label, probabilities, poster_id, font) -> Image.Image:
 
 
 def _wrap(draw, font, text: str) -> list:
-  """Splits text into lines that fit a tile, at ', ' where it can."""
+  """Splits text at spaces into lines that fit a tile's width."""
   lines, line = [], ''
   for word in text.split(' '):
     candidate = f'{line} {word}'.strip()
