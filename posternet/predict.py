@@ -38,22 +38,6 @@ from posternet import cli
 from posternet import export
 from posternet import images
 
-_MODEL = flags.DEFINE_string(
-    'model', None, 'Exported model folder (the trainer\'s --export_dir): '
-    'holds saved_model/, model.keras and posternet.json.')
-_TOP_K = flags.DEFINE_integer(
-    'top_k', 3, 'How many of the most likely genres to print per poster.')
-_THRESHOLD = flags.DEFINE_string(
-    'threshold', None, 'Print the genres above a threshold instead of the top '
-    'k: "tuned" (each genre\'s threshold tuned on validation, saved with the '
-    'model) or a probability such as 0.5.')
-_JSON = flags.DEFINE_bool(
-    'json', False, 'Print one JSON document (all posters, all 25 '
-    'probabilities, errors) instead of text.')
-_PLOT = flags.DEFINE_string(
-    'plot', None, 'Also write an image (PNG unless the name says otherwise) '
-    'with one row per poster: the poster, its genres and probability bars.')
-
 # --plot layout: every poster is scaled to this height, its genres beside it.
 PLOT_ROW_HEIGHT = 300
 PLOT_PANEL_WIDTH = 320
@@ -309,21 +293,44 @@ def _print_results(model_dir, predictor, results, selections, as_json,
       print(format_text(r.path, chosen))
 
 
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Declares the command's flags; only when it runs, so importing claims none."""
+  flags.DEFINE_string(
+      'model', None, 'Exported model folder (the trainer\'s --export_dir): '
+      'holds saved_model/, model.keras and posternet.json.')
+  flags.DEFINE_integer(
+      'top_k', 3, 'How many of the most likely genres to print per poster.')
+  flags.DEFINE_string(
+      'threshold', None, 'Print the genres above a threshold instead of the '
+      'top k: "tuned" (each genre\'s threshold tuned on validation, saved with '
+      'the model) or a probability such as 0.5.')
+  flags.DEFINE_bool(
+      'json', False, 'Print one JSON document (all posters, all 25 '
+      'probabilities, errors) instead of text.')
+  flags.DEFINE_string(
+      'plot', None, 'Also write an image (PNG unless the name says otherwise) '
+      'with one row per poster: the poster, its genres and probability bars.')
+
+
 def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError('name one or more poster files to predict')
-  if not _MODEL.value:
+  if not FLAGS.model:
     raise app.UsageError('--model is required: an exported model folder')
-  if _TOP_K.value < 1:
-    raise cli.UserError(f'--top_k={_TOP_K.value}: must be at least 1')
-  predict(_MODEL.value, paths, top_k=_TOP_K.value,
-          threshold=parse_threshold(_THRESHOLD.value), as_json=_JSON.value,
-          plot_path=_PLOT.value)
+  if FLAGS.top_k < 1:
+    raise cli.UserError(f'--top_k={FLAGS.top_k}: must be at least 1')
+  predict(FLAGS.model, paths, top_k=FLAGS.top_k,
+          threshold=parse_threshold(FLAGS.threshold), as_json=FLAGS.json,
+          plot_path=FLAGS.plot)
 
 
 def entry():
   """The `posternet-predict` console script."""
+  _define_flags()
   cli.run(main)
 
 
