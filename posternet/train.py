@@ -39,12 +39,14 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import dashboards
+from posternet import data_service
 from posternet import export
 from posternet import genres
 from posternet import input_pipeline
 from posternet import models
 from posternet import multi_worker
 from posternet import records
+from posternet import remote
 
 PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')
@@ -80,6 +82,9 @@ class Config:
   log_every_steps: int = 20             # train scalars every N steps; 0: off
   dashboard_every_epochs: int = 1       # per-genre and poster grid; 0: off
   profile_steps: Optional[Tuple[int, int]] = None  # (first, last) traced
+  data_service: Optional[str] = None    # grpc://HOST:PORT: train input there
+  data_service_mode: str = 'parallel_epochs'
+  data_service_job: Optional[str] = None  # shared by trainers that give it
 
 
 # --- Hardware-dependent choices: pure functions of what was detected. ---
@@ -397,6 +402,10 @@ def check_config(config: Config) -> None:
       raise cli.UserError(f'--{name} must be at least 0, not '
                           f'{getattr(config, name)}')
   models.check_input(config.model, config.image_size, config.model_size)
+  remote.check_path(config.logdir, '--logdir')
+  if config.data_service:
+    data_service.parse_address(config.data_service)
+    data_service.processing_mode(config.data_service_mode)
 
 
 def resolve(config: Config) -> dict:
@@ -429,6 +438,9 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   """
   check_config(config)
   manifest = records.read_manifest(config.records)
+  if config.data_service:
+    # A wrong address fails here within seconds; TF's client would retry.
+    data_service.probe_dispatcher(config.data_service)
   settings = resolve(config)
   for key in ('precision', 'jit_compile', 'strategy'):
     logging.info('%s: %s (%s)', key, settings[key], settings[f'{key}_reason'])
@@ -516,7 +528,16 @@ def _distributed_datasets(config: Config, strategy,
         config.records, split, config.batch_size, config.image_size, context,
         **_pipeline_options(config))
 
-  train_fn = dataset_fn('train')
+  def service_fn(context):
+    # The tf.data service's workers read and decode; it splits the work, so
+    # no per-worker file shard here, only this replica's batch size.
+    return data_service.make_dataset(
+        config.records, 'train',
+        input_pipeline.per_replica_batch_size(config.batch_size, context),
+        config.image_size, config.data_service, config.data_service_mode,
+        config.data_service_job, **_pipeline_options(config))
+
+  train_fn = service_fn if config.data_service else dataset_fn('train')
   return (strategy.distribute_datasets_from_function(
               lambda context: clock.wrap(train_fn(context))),
           strategy.distribute_datasets_from_function(dataset_fn('val')))
@@ -780,6 +801,21 @@ def _define_flags() -> None:
                        'the shuffles.')
   flags.DEFINE_integer('keep_checkpoints', 2, 'How many of the latest epoch '
                        'checkpoints to keep.')
+  flags.DEFINE_string('data_service', None, 'grpc://HOST:PORT of a tf.data '
+                      'service dispatcher (python -m posternet.data_service '
+                      'dispatcher): the training input is read and decoded '
+                      'by its workers. Validation stays local.')
+  flags.DEFINE_enum('data_service_mode', 'parallel_epochs',
+                    data_service.MODES, 'parallel_epochs: every service '
+                    'worker streams its own shuffled passes (survives a '
+                    'lost worker); distributed_epoch: shard files are '
+                    'handed out so each pass has every poster exactly once '
+                    '(a lost worker must be replaced for the pass to end).')
+  flags.DEFINE_string('data_service_job', None, 'A job name: trainers '
+                      'that give the same one share one stream (each batch '
+                      'to one of them), e.g. the workers of a multi_worker '
+                      'run; new for each launch. Default: a job per '
+                      'trainer.')
   flags.DEFINE_enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit '
                     'output: 1 a progress bar, 2 one line per epoch, 0 '
                     'none.')
@@ -803,7 +839,8 @@ FLAG_NAMES = ('records', 'logdir', 'run_name', 'model', 'image_size',
               'strategy', 'resume', 'shuffle_buffer', 'cache',
               'threadpool_size', 'ignore_errors', 'init_weights', 'seed',
               'keep_checkpoints', 'verbose', 'log_every_steps',
-              'dashboard_every_epochs', 'profile_steps')
+              'dashboard_every_epochs', 'profile_steps', 'data_service',
+              'data_service_mode', 'data_service_job')
 
 
 def config_from_flags(values) -> Config:

@@ -1,0 +1,324 @@
+r"""The tf.data service: decode posters on spare CPU hosts, train elsewhere.
+
+  python -m posternet.data_service dispatcher --port=5050 [--work_dir=DIR]
+  python -m posternet.data_service worker --dispatcher=HOST:5050 --port=5051
+  python -m posternet.train ... --data_service=grpc://HOST:5050
+
+TensorFlow's own dispatcher and workers (tf.data.experimental.service): the
+trainer registers its training pipeline (read, shuffle, parse, decode, batch)
+with the dispatcher, the workers run it, and the trainer receives finished
+uint8 batches. Nothing here is a home-made server.
+
+Addresses. TensorFlow's gRPC servers listen on every interface (0.0.0.0 and
+[::]) whatever is asked: neither DispatcherConfig nor WorkerConfig has a bind
+address in TensorFlow 2.21. --host sets the address a worker announces to the
+dispatcher (WorkerConfig.worker_address), which is where trainers fetch its
+batches, and the address the commands print; default 127.0.0.1, so a
+one-machine setup never announces a public address. Keep the ports behind a
+firewall on shared networks: the service has no authentication.
+
+Processing modes (--data_service_mode of the trainer):
+  parallel_epochs: every worker runs the whole pipeline with its own shuffle;
+    the trainer takes batches from all of them. An "epoch" is the trainer's
+    steps_per_epoch; a poster may arrive twice before another arrives once.
+  distributed_epoch: the dispatcher hands out shard files, each to one worker,
+    so one pass delivers every training poster exactly once. A worker that
+    dies takes the rest of its files with it: per TensorFlow's guarantee
+    (at most once), those posters are missing from that pass, none repeated.
+"""
+
+import dataclasses
+import re
+import signal
+import threading
+from typing import Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+from posternet import cli
+from posternet import input_pipeline
+
+MODES = ('parallel_epochs', 'distributed_epoch')
+DEFAULT_HOST = '127.0.0.1'
+PROBE_TIMEOUT_S = 10.0
+# The dispatcher's RPC that answers with its version (dispatcher.proto);
+# an empty request is a valid GetVersionRequest.
+_GET_VERSION = '/tensorflow.data.DispatcherService/GetVersion'
+
+
+# --- Addresses and the probe. ---
+
+
+def parse_address(address: str, flag: str = '--data_service') -> Tuple[str, int]:
+  """('host', port) of grpc://HOST:PORT or HOST:PORT; a UserError otherwise."""
+  text = re.sub(r'^grpc://', '', str(address).strip())
+  host, _, port = text.rpartition(':')
+  host = host.strip('[]')
+  if not host or not port.isdigit() or not 0 < int(port) < 65536 or '/' in text:
+    raise cli.UserError(f'{flag}={address}: expected grpc://HOST:PORT (or '
+                        'HOST:PORT), e.g. grpc://127.0.0.1:5050')
+  return host, int(port)
+
+
+def probe_dispatcher(address: str, timeout_s: float = PROBE_TIMEOUT_S,
+                     flag: str = '--data_service') -> int:
+  """Checks that a tf.data service dispatcher answers at address, quickly.
+
+  TensorFlow's own client retries an unreachable dispatcher for up to an hour
+  before failing; this asks the dispatcher for its version with a deadline,
+  so a wrong address is one clear line within timeout_s.
+
+  Returns:
+    The dispatcher's data service version.
+
+  Raises:
+    cli.UserError: nothing answers, or what answers is not a dispatcher.
+  """
+  import grpc  # pylint: disable=g-import-not-at-top  (TensorFlow's dependency)
+  host, port = parse_address(address, flag)
+  target = f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+  with grpc.insecure_channel(target) as channel:
+    get_version = channel.unary_unary(_GET_VERSION)
+    try:
+      reply = get_version(b'', timeout=timeout_s)
+    except grpc.RpcError as e:
+      raise cli.UserError(_probe_message(flag, address, e, timeout_s)) from None
+  return _version_of(reply)
+
+
+def _probe_message(flag, address, error, timeout_s) -> str:
+  """The one line that says why the dispatcher did not answer."""
+  import grpc  # pylint: disable=g-import-not-at-top
+  code = error.code()
+  if code == grpc.StatusCode.UNIMPLEMENTED:
+    why = ('a gRPC server answers there, but it is not a tf.data service '
+           'dispatcher (a worker\'s port?)')
+  elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    why = f'no answer within {timeout_s:g} s'
+  else:
+    why = f'cannot connect ({code.name.lower()}: {error.details()})'
+  return (f'{flag}={address}: no tf.data service dispatcher there: {why}; '
+          'start one with `python -m posternet.data_service dispatcher '
+          '--port=PORT` and give its host and port')
+
+
+def _version_of(reply: bytes) -> int:
+  """The int64 field 1 of a GetVersionResponse (protobuf varint), or 0."""
+  if len(reply) < 2 or reply[0] != 0x08:
+    return 0
+  value, shift = 0, 0
+  for byte in reply[1:]:
+    value |= (byte & 0x7F) << shift
+    shift += 7
+    if byte < 0x80:
+      break
+  return value
+
+
+# --- The trainer's side: a pipeline sent through the service. ---
+
+
+def processing_mode(mode: str):
+  """The `processing_mode` argument of tf.data.experimental.service.distribute."""
+  if mode == 'parallel_epochs':
+    return 'parallel_epochs'
+  if mode == 'distributed_epoch':
+    # Dynamic sharding: shard files are handed to workers as they ask.
+    return tf.data.experimental.service.ShardingPolicy.DYNAMIC
+  raise cli.UserError(f'--data_service_mode={mode}: choose one of '
+                      f'{", ".join(MODES)}')
+
+
+def distribute(dataset: tf.data.Dataset, address: str, mode: str,
+               job_name: Optional[str] = None) -> tf.data.Dataset:
+  """dataset, produced by the service's workers instead of this process."""
+  host, port = parse_address(address)
+  return dataset.apply(tf.data.experimental.service.distribute(
+      processing_mode=processing_mode(mode), service=f'grpc://{host}:{port}',
+      job_name=job_name or None))
+
+
+def make_dataset(records_dir: str, split: str, batch_size: int,
+                 image_size: Sequence[int], address: str, mode: str,
+                 job_name: Optional[str] = None, repeat: bool = True,
+                 **options) -> tf.data.Dataset:
+  """The training pipeline of input_pipeline.make_dataset, run by the service.
+
+  Args:
+    records_dir, split, batch_size, image_size: as input_pipeline.make_dataset
+      (batch_size is this trainer's batch: per replica under a strategy).
+    address: the dispatcher, grpc://HOST:PORT.
+    mode: 'parallel_epochs' or 'distributed_epoch' (see the module doc).
+    job_name: trainers that give the same name share one job (each batch
+      goes to one of them); None: a job of this trainer's own.
+    repeat: endless (training). False: one pass; with distributed_epoch
+      that pass holds every poster of the split exactly once.
+    **options: input_pipeline.Options fields (shuffle_buffer, with_ids, ...).
+
+  Returns:
+    Batches of (images uint8, labels float32[, ids]); full batches of
+    batch_size when repeating.
+  """
+  options = dict(options)
+  if mode == 'parallel_epochs':
+    # Each worker shuffles on its own: a fixed seed would make every worker
+    # send the same batches in the same order.
+    options['seed'] = None
+  else:
+    processing_mode(mode)  # a clear error for an unknown mode
+  # distributed_epoch: one pass per job, split by file among the workers.
+  one_pass = mode == 'distributed_epoch' or not repeat
+  dataset = input_pipeline.make_dataset(
+      records_dir, split, batch_size, image_size, distributed_pass=one_pass,
+      **options)
+  dataset = distribute(dataset, address, mode, job_name)
+  if mode == 'distributed_epoch':
+    if repeat:
+      # Each repetition is a new job: a new pass, every poster once again.
+      dataset = dataset.repeat()
+    # Each worker's last batch of a pass is partial: merged here into full
+    # batches, so no poster is dropped and training shapes stay static.
+    dataset = dataset.rebatch(batch_size, drop_remainder=repeat)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# --- The servers. ---
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+  """What the dispatcher and worker commands take, as plain values."""
+  port: int
+  host: str = DEFAULT_HOST
+  work_dir: Optional[str] = None    # dispatcher: journal for fault tolerance
+  dispatcher: Optional[str] = None  # worker: the dispatcher's HOST:PORT
+  # Dispatcher: a worker silent this long is dropped (its tasks end).
+  worker_timeout_s: Optional[float] = None
+  # Worker: how often it reports to the dispatcher.
+  heartbeat_interval_s: Optional[float] = None
+
+
+def _ms(seconds: Optional[float]) -> Optional[int]:
+  return None if seconds is None else max(int(seconds * 1000), 1)
+
+
+def start_dispatcher(settings: ServerSettings):
+  """Starts TensorFlow's dispatcher; returns (server, the address to give)."""
+  config = tf.data.experimental.service.DispatcherConfig(
+      port=settings.port, work_dir=settings.work_dir or None,
+      fault_tolerant_mode=bool(settings.work_dir),
+      worker_timeout_ms=_ms(settings.worker_timeout_s),
+      # The dispatcher looks for silent workers only this often (default 10
+      # minutes): a short timeout needs a short check.
+      job_gc_check_interval_ms=_ms(settings.worker_timeout_s and
+                                   settings.worker_timeout_s / 2))
+  server = tf.data.experimental.service.DispatchServer(config)
+  port = int(server.target.rsplit(':', 1)[1])
+  return server, f'grpc://{settings.host}:{port}'
+
+
+def start_worker(settings: ServerSettings):
+  """Starts TensorFlow's worker, announced as host:port; returns (server, address)."""
+  probe_dispatcher(settings.dispatcher, flag='--dispatcher')
+  host, port = parse_address(settings.dispatcher, '--dispatcher')
+  config = tf.data.experimental.service.WorkerConfig(
+      dispatcher_address=f'{host}:{port}', port=settings.port,
+      worker_address=f'{settings.host}:%port%',
+      data_transfer_address=f'{settings.host}:%dts_port%',
+      heartbeat_interval_ms=_ms(settings.heartbeat_interval_s))
+  server = tf.data.experimental.service.WorkerServer(config)
+  return server, f'{settings.host}:{_bound_port(server, settings.port)}'
+
+
+def _bound_port(server, requested: int) -> int:
+  """The port a WorkerServer listens on (requested, or the one TF chose)."""
+  if requested:
+    return requested
+  return int(server._address.rsplit(':', 1)[1])  # pylint: disable=protected-access
+
+
+def serve(role: str, settings: ServerSettings) -> None:
+  """Runs a dispatcher or worker until SIGTERM or Ctrl-C, then stops it."""
+  stop = threading.Event()
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, lambda *_: stop.set())
+  if role == 'dispatcher':
+    server, address = start_dispatcher(settings)
+    extra = (f', journal in {settings.work_dir} (fault tolerant)'
+             if settings.work_dir else ', no --work_dir: state lost on restart')
+  else:
+    server, address = start_worker(settings)
+    extra = f', dispatcher {settings.dispatcher}'
+  # One line with the address, for people and for scripts that wait on it.
+  print(f'posternet data_service {role} serving at {address} (TensorFlow '
+        f'listens on all interfaces){extra}', flush=True)
+  stop.wait()
+  logging.info('stopping the %s', role)
+  server.stop()
+  print(f'posternet data_service {role} stopped', flush=True)
+
+
+# --- Flags and main. ---
+
+ROLES = ('dispatcher', 'worker')
+
+
+def _define_flags() -> None:
+  flags.DEFINE_integer('port', 0, 'Port to serve on; 0 picks a free one '
+                       '(printed at start).')
+  flags.DEFINE_string('host', DEFAULT_HOST, 'The address clients use to '
+                      'reach this server: a worker announces host:port to '
+                      'the dispatcher, and both print it. TensorFlow listens '
+                      'on all interfaces regardless (no bind option in TF '
+                      '2.21).')
+  flags.DEFINE_string('work_dir', None, 'Dispatcher only: a folder (local '
+                      'or gs://) for its journal, so a restarted dispatcher '
+                      'resumes its jobs (fault-tolerant mode).')
+  flags.DEFINE_string('dispatcher', None, 'Worker only: the dispatcher, '
+                      'HOST:PORT or grpc://HOST:PORT.')
+  flags.DEFINE_float('worker_timeout', None, 'Dispatcher only: seconds '
+                     'without a heartbeat after which a worker counts as '
+                     'gone and trainers stop waiting for it; default '
+                     'TensorFlow\'s (600).')
+  flags.DEFINE_float('heartbeat_interval', None, 'Worker only: seconds '
+                     'between reports to the dispatcher; keep it well under '
+                     'the dispatcher\'s --worker_timeout; default '
+                     'TensorFlow\'s (30).')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) != 2 or argv[1] not in ROLES:
+    raise app.UsageError('usage: python -m posternet.data_service '
+                         'dispatcher|worker [flags]')
+  role, values = argv[1], flags.FLAGS
+  if not 0 <= values.port < 65536:
+    raise app.UsageError(f'--port={values.port}: must be 0-65535')
+  if role == 'worker' and not values.dispatcher:
+    raise app.UsageError('worker needs --dispatcher=HOST:PORT')
+  if role == 'dispatcher' and values.dispatcher:
+    raise app.UsageError('--dispatcher is for workers')
+  if role == 'worker' and (values.work_dir or values.worker_timeout):
+    raise app.UsageError('--work_dir and --worker_timeout are for the '
+                         'dispatcher')
+  if role == 'dispatcher' and values.heartbeat_interval:
+    raise app.UsageError('--heartbeat_interval is for workers')
+  for name in ('worker_timeout', 'heartbeat_interval'):
+    if values[name].value is not None and values[name].value <= 0:
+      raise app.UsageError(f'--{name} must be positive')
+  serve(role, ServerSettings(
+      port=values.port, host=values.host, work_dir=values.work_dir,
+      dispatcher=values.dispatcher, worker_timeout_s=values.worker_timeout,
+      heartbeat_interval_s=values.heartbeat_interval))
+
+
+def entry() -> None:
+  """`python -m posternet.data_service`."""
+  _define_flags()
+  cli.run(main)
+
+
+if __name__ == '__main__':
+  entry()

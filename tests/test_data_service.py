@@ -1,0 +1,247 @@
+"""The tf.data service: real dispatcher and worker processes on 127.0.0.1.
+
+A module fixture starts `python -m posternet.data_service dispatcher` and two
+`... worker` processes (free ports, short heartbeats so a dead worker is
+noticed in seconds), and stops them with SIGTERM at the end, checking they
+exit cleanly. Tests then pull training batches through the service.
+"""
+
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import tensorflow as tf
+
+from posternet import cli
+from posternet import data_service
+from posternet import train
+import record_fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 30
+SIZE = (16, 16)
+NUM_TRAIN = 48
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+class Server:
+  """One data_service command as a subprocess, with its announced address."""
+
+  def __init__(self, role: str, *flags: str):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='',
+               PYTHONPATH=ROOT)
+    self.role = role
+    self.process = subprocess.Popen(
+        [sys.executable, '-m', 'posternet.data_service', role, *flags],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    self.output = []
+    self.address = None
+    self._serving = threading.Event()
+    # A thread reads the output: select() on a buffered pipe misses lines.
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self) -> None:
+    for line in self.process.stdout:
+      self.output.append(line)
+      if 'serving at ' in line and self.address is None:
+        self.address = line.split('serving at ')[1].split()[0]
+        self._serving.set()
+    self._serving.set()  # exited: stop waiting
+
+  def wait_serving(self) -> str:
+    """The address from the 'serving at' line (bounded wait)."""
+    self._serving.wait(START_TIMEOUT_S)
+    if self.address is None:
+      raise AssertionError(f'{self.role} did not start '
+                           f'(exit code {self.process.poll()}):\n' +
+                           ''.join(self.output[-30:]))
+    return self.address
+
+  def stop(self) -> int:
+    """SIGTERM, then the exit code (killed if it does not stop in time)."""
+    if self.process.poll() is None:
+      self.process.send_signal(signal.SIGTERM)
+    try:
+      code = self.process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      self.process.kill()
+      code = self.process.wait()
+    self._reader.join(STOP_TIMEOUT_S)
+    return code
+
+  def kill(self) -> None:
+    self.process.kill()
+    self.process.wait()
+
+
+@pytest.fixture(scope='module')
+def records_dir(tmp_path_factory):
+  folder = str(tmp_path_factory.mktemp('records'))
+  # 6 shards of 8: enough files for dynamic sharding to spread over 2 workers.
+  record_fixtures.write_records(folder, num_train=NUM_TRAIN, num_val=8,
+                                image_hw=SIZE, num_shards=6)
+  return folder
+
+
+@pytest.fixture(scope='module')
+def service():
+  """A dispatcher and two workers; yields (dispatcher address, workers)."""
+  servers = []
+  try:
+    dispatcher = Server('dispatcher', f'--port={free_port()}',
+                        '--worker_timeout=3')
+    servers.append(dispatcher)
+    address = dispatcher.wait_serving()
+    workers = [Server('worker', f'--dispatcher={address}', '--port=0',
+                      '--heartbeat_interval=0.5') for _ in range(2)]
+    servers.extend(workers)
+    for worker in workers:
+      worker.wait_serving()
+    yield address, workers
+  finally:
+    # Tests may add workers to the list: stop those as well.
+    servers.extend(w for w in locals().get('workers', []) if w not in servers)
+    codes = {s.role + str(i): s.stop() for i, s in enumerate(servers)}
+  # Stopped by SIGTERM: a clean exit (the killed worker aside).
+  for name, code in codes.items():
+    if code != -signal.SIGKILL:
+      assert code == 0, (name, code)
+
+
+def _ids(dataset) -> list:
+  return [poster_id for _, _, ids in dataset.as_numpy_iterator()
+          for poster_id in ids]
+
+
+def _train_ids(records_dir) -> list:
+  return [r['poster/id'] for r in record_fixtures.read_split(records_dir,
+                                                             'train')]
+
+
+def test_distributed_epoch_delivers_each_training_poster_once(records_dir,
+                                                              service):
+  address, _ = service
+  dataset = data_service.make_dataset(
+      records_dir, 'train', 8, SIZE, address, 'distributed_epoch',
+      repeat=False, with_ids=True, seed=1)
+  ids = _ids(dataset)
+  assert collections.Counter(ids) == collections.Counter(_train_ids(records_dir))
+
+
+def test_training_stream_has_full_batches_and_repeats_passes(records_dir,
+                                                             service):
+  address, _ = service
+  dataset = data_service.make_dataset(
+      records_dir, 'train', 8, SIZE, address, 'distributed_epoch',
+      with_ids=True, seed=1)
+  # Static batch shape: what the compiled train step needs.
+  assert dataset.element_spec[0].shape.as_list() == [8, *SIZE, 3]
+  # 3 passes' worth (each pass is a new job: every poster once per pass).
+  counts = collections.Counter(_ids(dataset.take(3 * NUM_TRAIN // 8)))
+  assert set(counts) == set(_train_ids(records_dir))
+  assert sum(counts.values()) == 3 * NUM_TRAIN
+
+
+def test_parallel_epochs_streams_from_the_workers(records_dir, service):
+  address, _ = service
+  dataset = data_service.make_dataset(records_dir, 'train', 8, SIZE, address,
+                                      'parallel_epochs', with_ids=True)
+  batches = list(dataset.take(10).as_numpy_iterator())
+  assert all(images.shape == (8, *SIZE, 3) and images.dtype == 'uint8'
+             for images, _, _ in batches)
+  assert {i for _, _, ids in batches for i in ids} <= set(
+      _train_ids(records_dir))
+
+
+def test_bad_address_is_a_clear_error_within_seconds(records_dir, service):
+  _, workers = service
+  nobody = f'grpc://127.0.0.1:{free_port()}'
+  start = time.monotonic()
+  with pytest.raises(cli.UserError, match='no tf.data service dispatcher'):
+    data_service.probe_dispatcher(nobody, timeout_s=5)
+  assert time.monotonic() - start < 15
+  # A worker's port answers gRPC, but is not a dispatcher.
+  with pytest.raises(cli.UserError, match='not a tf.data service dispatcher'):
+    data_service.probe_dispatcher(workers[0].address, timeout_s=5)
+  with pytest.raises(cli.UserError, match='expected grpc://HOST:PORT'):
+    data_service.parse_address('grpc://127.0.0.1')
+
+
+def test_worker_command_with_bad_dispatcher_exits_2(tmp_path):
+  start = time.monotonic()
+  worker = Server('worker', f'--dispatcher=127.0.0.1:{free_port()}',
+                  '--port=0')
+  code = worker.process.wait(timeout=START_TIMEOUT_S)
+  worker.stop()
+  output = ''.join(worker.output)
+  assert code == 2, output
+  assert 'error: --dispatcher=' in output and 'Traceback' not in output
+  assert time.monotonic() - start < START_TIMEOUT_S
+
+
+def test_killing_a_worker_mid_epoch_does_not_stop_the_job(records_dir,
+                                                          service):
+  """parallel_epochs: the stream goes on from the workers left.
+
+  Runs after the tests that need both workers: it kills worker 1.
+  """
+  address, workers = service
+  dataset = data_service.make_dataset(records_dir, 'train', 4, SIZE, address,
+                                      'parallel_epochs', with_ids=True)
+  iterator = dataset.as_numpy_iterator()
+  next(iterator)
+  workers[1].kill()
+  start = time.monotonic()
+  ids = [i for _ in range(2 * NUM_TRAIN // 4) for i in next(iterator)[2]]
+  assert time.monotonic() - start < 60
+  assert set(ids) <= set(_train_ids(records_dir)) and len(ids) == 2 * NUM_TRAIN
+
+
+# --- The trainer through the service (after the kill: one worker left). ---
+
+
+def test_trainer_trains_through_the_service(records_dir, service, tmp_path):
+  address, _ = service
+  config = train.Config(
+      records=records_dir, logdir=str(tmp_path), run_name='svc',
+      model='small_cnn', image_size=SIZE, batch_size=8, epochs=2,
+      precision='float32', verbose=0, data_service=address,
+      data_service_mode='parallel_epochs', log_every_steps=0,
+      dashboard_every_epochs=0)
+  summary = train.run(config)
+  assert summary['steps'] == 2 * (NUM_TRAIN // 8)
+  assert (tmp_path / 'svc' / 'export' / 'saved_model').is_dir()
+  resolved = json.loads((tmp_path / 'svc' / 'config.json').read_text())
+  assert resolved['config']['data_service'] == address
+
+
+def test_trainer_with_bad_address_exits_2_within_seconds(records_dir):
+  address = f'grpc://127.0.0.1:{free_port()}'
+  start = time.monotonic()
+  result = subprocess.run(
+      [sys.executable, '-m', 'posternet.train', f'--records={records_dir}',
+       '--model=small_cnn', '--image_size=16', '--logdir=/nonexistent/never',
+       f'--data_service={address}'], cwd=ROOT, capture_output=True,
+      text=True, timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT))
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert f'error: --data_service={address}: no tf.data service dispatcher' in (
+      result.stderr)
+  assert 'Traceback' not in result.stderr
+  # Probe timeout (10 s) plus start-up, not TensorFlow's hour of retries.
+  assert time.monotonic() - start < 90
