@@ -18,13 +18,21 @@ one-machine setup never announces a public address. Keep the ports behind a
 firewall on shared networks: the service has no authentication.
 
 Processing modes (--data_service_mode of the trainer):
-  parallel_epochs: every worker runs the whole pipeline with its own shuffle;
-    the trainer takes batches from all of them. An "epoch" is the trainer's
-    steps_per_epoch; a poster may arrive twice before another arrives once.
+  parallel_epochs (default): every worker runs the whole pipeline with its
+    own nondeterministic order (seed left out); the trainer takes batches
+    from all of them. An "epoch" is the trainer's steps_per_epoch, as in local
+    training; a poster may arrive twice before another arrives once. A worker
+    that dies is dropped after the dispatcher's --worker_timeout and the
+    stream goes on from the others: its batches in flight are lost, nothing
+    else (tests/test_data_service.py kills one).
   distributed_epoch: the dispatcher hands out shard files, each to one worker,
-    so one pass delivers every training poster exactly once. A worker that
-    dies takes the rest of its files with it: per TensorFlow's guarantee
-    (at most once), those posters are missing from that pass, none repeated.
+    so one pass delivers every training poster exactly once (partial batches
+    are merged on the trainer); each pass is a new job. TensorFlow promises
+    at most once here: if a worker dies, the files it had not finished are
+    missing from that pass, none repeated. Measured with TF 2.21: a pass
+    whose worker died did not end until a worker joined again, and not
+    always then; use it where workers are restarted, parallel_epochs
+    otherwise.
 """
 
 import dataclasses
