@@ -269,6 +269,68 @@ def serve(role: str, settings: ServerSettings) -> None:
   print(f'posternet data_service {role} stopped', flush=True)
 
 
+class LocalService:
+  """A dispatcher (in this process) and worker processes on 127.0.0.1.
+
+  For measuring service-fed input on one machine (tools/prefetch_bench.py
+  --data_service): the workers are real `python -m posternet.data_service
+  worker` processes, so their decode work is not in this process.
+
+    with data_service.LocalService(num_workers=2) as address:
+      dataset = data_service.make_dataset(..., address, 'parallel_epochs')
+  """
+
+  def __init__(self, num_workers: int, start_timeout_s: float = 120.0):
+    self.num_workers, self.start_timeout_s = num_workers, start_timeout_s
+    self.address, self._dispatcher, self._workers = None, None, []
+
+  def __enter__(self) -> str:
+    self._dispatcher, self.address = start_dispatcher(ServerSettings(port=0))
+    try:
+      self._workers = [self._start_worker() for _ in range(self.num_workers)]
+      for worker in self._workers:
+        self._wait_serving(worker)
+    except BaseException:
+      self.__exit__()
+      raise
+    return self.address
+
+  def _start_worker(self):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    return subprocess.Popen(
+        [sys.executable, '-m', 'posternet.data_service', 'worker',
+         f'--dispatcher={self.address}', '--port=0'],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+  def _wait_serving(self, worker) -> None:
+    """Reads the worker's output up to its 'serving at' line (bounded)."""
+    timer = threading.Timer(self.start_timeout_s, worker.kill)
+    timer.start()
+    try:
+      for line in worker.stdout:
+        if 'serving at ' in line:
+          return
+    finally:
+      timer.cancel()
+    raise cli.UserError(f'a local tf.data service worker did not start '
+                        f'(exit code {worker.wait()})')
+
+  def __exit__(self, *exc) -> None:
+    for worker in self._workers:
+      if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    for worker in self._workers:
+      try:
+        worker.wait(timeout=30)
+      except Exception:  # pylint: disable=broad-except
+        worker.kill()
+        worker.wait()
+      worker.stdout.close()
+    if self._dispatcher is not None:
+      self._dispatcher.stop()
+
+
 # --- Flags and main. ---
 
 ROLES = ('dispatcher', 'worker')
