@@ -63,6 +63,7 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
+from posternet import data_service
 from posternet import images
 from posternet import input_pipeline
 from posternet import models
@@ -454,6 +455,32 @@ def measure_epoch(setup: Setup, scale: int) -> list:
            'scale': scale}]
 
 
+# --- The tf.data service (--data_service). ---
+
+
+def service_row(workers: int) -> str:
+  return (f'pipeline via tf.data service, {workers} local '
+          f'worker{"s" if workers > 1 else ""}')
+
+
+def measure_service(setup: Setup, workers: int) -> list:
+  """The full pipeline run by a local tf.data service (parallel_epochs).
+
+  The dispatcher runs in this process and `workers` worker processes on
+  127.0.0.1 (posternet.data_service.LocalService); this process only
+  receives the batches, so its CPU per image is the trainer's share.
+  """
+  with data_service.LocalService(workers) as address:
+    dataset = data_service.make_dataset(
+        setup.records, 'train', setup.batch_size, setup.image_size, address,
+        'parallel_epochs')
+    row = time_dataset(dataset, setup.seconds, setup.warmup_seconds)
+    del dataset
+    gc.collect()  # the iterator lets go of the workers before they stop
+  row['service_workers'] = workers
+  return [row]
+
+
 # --- The variants, and running each one (here or in its own process). ---
 
 
@@ -464,11 +491,16 @@ MEASURES = {
     'keras_dir': measure_keras_dir,
     'stall': measure_stall,
     'epoch': measure_epoch,
+    'service': measure_service,
 }
 
 
-def variants(plan: Mapping) -> list:
-  """Every measurement of one run, in order: {name, kind, params}."""
+def variants(plan: Mapping, service: bool = False) -> list:
+  """Every measurement of one run, in order: {name, kind, params}.
+
+  With service, the full pipeline fed by a local tf.data service with 1 and
+  2 worker processes follows the option rows.
+  """
   ratio = plan['ratio']
   resize = 'no resize' if plan['decoded_hw'] is not None else 'resize if needed'
   out = [{'name': f'ceiling: decode {dct}, per {unit}', 'kind': 'ceiling',
@@ -486,6 +518,9 @@ def variants(plan: Mapping) -> list:
              ('cache decoded posters', {'cache': True}))
   out += [{'name': f'pipeline: {name}', 'kind': 'pipeline',
            'params': {'options': options}} for name, options in changes]
+  if service:
+    out += [{'name': service_row(n), 'kind': 'service',
+             'params': {'workers': n}} for n in (1, 2)]
   out += [{'name': SEED_LOOP_ROW, 'kind': 'seed_loop', 'params': {}},
           {'name': KERAS_DIR_ROW, 'kind': 'keras_dir', 'params': {}},
           {'name': 'stall', 'kind': 'stall', 'params': {}}]
@@ -737,6 +772,9 @@ def _note(row: Mapping) -> str:
   if 'all_posters' in row:
     return (f'{row["images"]} posters; all {row["all_posters"]}: '
             f'~{row["peak_rss_bytes_all_posters"] / 1e9:.2f} GB')
+  if 'service_workers' in row:
+    return ('CPU and RSS: the trainer process only (decode runs in the '
+            'worker processes)')
   if 'scale' in row:
     return (f'{row["posters"]} posters, RSS at start '
             f'{row["rss_start_bytes"] / 1e6:,.0f} MB')
@@ -792,7 +830,8 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
                   image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
                   batch_size: int = 64, seconds: float = 5.0,
                   precision: str = 'auto', work_dir: str = 'bench/work',
-                  isolate: bool = True, repeats: int = 1) -> dict:
+                  isolate: bool = True, repeats: int = 1,
+                  service: bool = False) -> dict:
   """Runs every measurement, writes the JSON report and returns it.
 
   Args:
@@ -809,6 +848,7 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
     isolate: each variant in its own process (its own peak RSS).
     repeats: runs of every variant, round-robin; each row reports the
       fastest (see best_of).
+    service: add the rows fed by a local tf.data service (1 and 2 workers).
 
   Returns:
     The report (see summarize), also written to `out`.
@@ -829,7 +869,7 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
       batch_size=batch_size, seconds=seconds,
       warmup_seconds=min(3.0, max(0.2, seconds / 2)), precision=precision)
   plan = decode_plan(records_dir, image_size)
-  todo = variants(plan)
+  todo = variants(plan, service)
   runs = []
   for repeat in range(repeats):
     # Round-robin: a busy spell on a shared machine hits one run of a
@@ -898,6 +938,10 @@ def _define_flags() -> None:
   flags.DEFINE_string('variant', None, 'Internal: run the one measurement '
                       'described in this JSON file and write its rows beside '
                       'it (how --isolate runs each variant).')
+  flags.DEFINE_bool('data_service', False, 'Also time the full pipeline fed '
+                    'by a tf.data service on this machine: a dispatcher and '
+                    '1, then 2, worker processes on 127.0.0.1 '
+                    '(posternet.data_service, parallel_epochs).')
 
 
 def parse_size(text: str) -> tuple:
@@ -950,7 +994,8 @@ def main(argv: Sequence[str]) -> None:
       num_posters=_value('num_posters'), image_size=_image_size(),
       batch_size=_value('batch_size'), seconds=_value('seconds'),
       precision=FLAGS.precision, work_dir=FLAGS.work_dir,
-      isolate=FLAGS.isolate, repeats=FLAGS.repeats)
+      isolate=FLAGS.isolate, repeats=FLAGS.repeats,
+      service=FLAGS.data_service)
   setup = report['setup']
   print(f'{setup["records"]}: {setup["image_size"][0]}x'
         f'{setup["image_size"][1]}, batch {setup["batch_size"]}, '
