@@ -864,8 +864,9 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
                                     num_posters, image_size)
   setup = Setup(
       records=records_dir, images=images_dir, image_size=image_size,
-      records_scaled=scaled_records(records_dir,
-                                    os.path.join(work_dir, f'records-{SCALE}x')),
+      records_scaled=scaled_records(records_dir, os.path.join(
+          work_dir, f'{os.path.basename(os.path.normpath(records_dir))}-'
+          f'{SCALE}x')),
       batch_size=batch_size, seconds=seconds,
       warmup_seconds=min(3.0, max(0.2, seconds / 2)), precision=precision)
   plan = decode_plan(records_dir, image_size)
