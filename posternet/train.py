@@ -403,6 +403,12 @@ def check_config(config: Config) -> None:
                           f'{getattr(config, name)}')
   models.check_input(config.model, config.image_size, config.model_size)
   remote.check_path(config.logdir, '--logdir')
+  export_to = config.logdir if config.export_dir is None else config.export_dir
+  if export_to and remote.scheme(export_to):
+    # export.py writes with local file calls: a URL would become a local path.
+    raise cli.UserError(f'the export is written to a local folder, not '
+                        f'{export_to}; give --export_dir=LOCAL_FOLDER (or '
+                        '--export_dir= for none)')
   if config.data_service:
     data_service.parse_address(config.data_service)
     data_service.processing_mode(config.data_service_mode)

@@ -85,3 +85,14 @@ def test_converter_command_exits_2_with_the_message(tmp_path):
       result.stderr)
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'out').exists()
+
+
+def test_remote_run_folder_needs_a_local_export(tmp_path):
+  local = str(tmp_path / 'records')
+  record_fixtures.write_records(local, num_train=4, num_val=2)
+  with pytest.raises(cli.UserError, match='--export_dir=LOCAL_FOLDER'):
+    train.check_config(train.Config(records=local, logdir='gs://b/runs',
+                                    model='small_cnn', image_size=(32, 32)))
+  train.check_config(train.Config(records=local, logdir='gs://b/runs',
+                                  export_dir=str(tmp_path / 'export'),
+                                  model='small_cnn', image_size=(32, 32)))
