@@ -158,7 +158,11 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
   # The non-chief's temporary folder is gone; it wrote nothing else here.
   assert not list(run_folder.glob('workertemp_*'))
   assert sorted(p.name for p in logdir.iterdir()) == ['mw']
-  # Both trained together: 2 replicas in sync, the same final loss.
   assert 'multi_worker' in (run_folder / 'config.json').read_text()
+  done_lines = []
   for log in logs:
-    assert '2 replica(s)' in log.read_text()
+    text = log.read_text()
+    assert '2 replica(s)' in text
+    done_lines.append(text.split('] done: ')[1].splitlines()[0])
+  # In sync: both workers end with the same weights, so the same val metrics.
+  assert done_lines[0] == done_lines[1]
