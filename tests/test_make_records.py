@@ -281,7 +281,7 @@ def test_output_is_byte_identical_whatever_the_workers(synthetic_set, converted,
 
 @pytest.mark.parametrize('n,bytes_,split,expected', [
     (6529, 240e6, 'train', 16), (725, 26e6, 'val', 2), (36, 1e6, 'train', 1),
-    (100, 1e6, 'train', 3), (1_000_000, 100e9, 'train', 752),
+    (100, 1e6, 'train', 1), (1000, 40e6, 'train', 7), (1_000_000, 100e9, 'train', 752),
     (40, 1e9, 'train', 8), (2, 1e9, 'val', 2)])
 def test_shard_rule(n, bytes_, split, expected):
   count = make_records.num_shards(n, int(bytes_), split)
@@ -324,7 +324,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path):
                        progress=False)
   assert folder_bytes(killed) == folder_bytes(whole)
   assert not (killed / make_records.STATE_DIR).exists()
-  assert summary['shards'] == {'train': 13, 'val': 1}
+  assert summary['shards'] == {'train': 3, 'val': 1}
 
 
 def test_other_flags_start_afresh(tmp_path):

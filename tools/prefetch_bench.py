@@ -97,6 +97,9 @@ SEED_LOOP_ROW = "baseline: tutorial's loop"
 KERAS_DIR_ROW = 'baseline: image_dataset_from_directory'
 STALL_MEMORY_ROW = 'seed_cnn fed from memory'
 STALL_STREAM_ROW = 'seed_cnn fed by the pipeline'
+# A stall round trains at least this long (seed_cnn takes ~0.75 s a step on
+# 2 CPU cores: 5 s were ~7 steps, and the ratio moved ±5 % between runs).
+STALL_ROUND_SECONDS = 10.0
 EPOCH_ROWS = {1: 'epoch 1x', SCALE: f'epoch {SCALE}x'}
 
 # The targets of issue 4, checked on every run.
@@ -393,11 +396,12 @@ def _stall_model(image_size: Sequence[int], precision: str) -> tuple:
   return model, policy, reason
 
 
-def measure_stall(setup: Setup, rounds: int = 2) -> list:
+def measure_stall(setup: Setup, rounds: int = 3) -> list:
   """seed_cnn's step rate fed by the pipeline vs. one in-memory batch repeated.
 
   Same model, precision, batch size and compiled step. Rounds alternate
-  (memory, pipeline, memory, pipeline), each feed's fastest round counts (a
+  (memory, pipeline, memory, pipeline, …), each at least --seconds and
+  STALL_ROUND_SECONDS long; each feed's fastest round counts (a
   passing load on a shared machine only slows a round down); each round
   starts with warm-up steps (a fit builds a new iterator: the pipeline
   restarts). The in-memory row's peak RSS is taken before the pipeline ran.
@@ -408,10 +412,13 @@ def measure_stall(setup: Setup, rounds: int = 2) -> list:
       setup.records, 'train', setup.batch_size, setup.image_size)
   one_batch = next(iter(streaming))
   in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
-  warmup = 1 if setup.seconds < 1 else 2
+  quick = setup.seconds < 1  # --quick: one short round is enough
+  warmup = 1 if quick else 2
   step = fit_seconds(model, in_memory, warmup, 2)[0] / 2  # Also compiles.
-  steps = min(200, max(2, math.ceil(setup.seconds / step)))
-  rounds = rounds if setup.seconds >= 1 else 1  # --quick: one is enough
+  round_seconds = setup.seconds if quick else max(setup.seconds,
+                                                  STALL_ROUND_SECONDS)
+  steps = min(200, max(2, math.ceil(round_seconds / step)))
+  rounds = 1 if quick else rounds
   feeds = {STALL_MEMORY_ROW: in_memory, STALL_STREAM_ROW: streaming}
   times = {name: [] for name in feeds}
   memory_peak = None
