@@ -137,7 +137,8 @@ def test_two_workers_shards_are_disjoint_and_cover_all(fixed_dir):
 def test_more_workers_than_shards_is_a_clear_error(fixed_dir):
   context = tf.distribute.InputContext(num_input_pipelines=4,
                                        input_pipeline_id=0)
-  with pytest.raises(cli.UserError, match='3 shard files .* 4 input workers'):
+  with pytest.raises(cli.UserError,
+                     match='3 shard files .* 4 input workers.*--min_shards=4'):
     input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
                                 input_context=context)
 

@@ -289,6 +289,30 @@ def test_shard_rule(n, bytes_, split, expected):
   assert int(bytes_) / count <= make_records.MAX_SHARD_BYTES or count == n
 
 
+@pytest.mark.parametrize('n,split,min_shards,expected', [
+    (360, 'train', 4, 4), (40, 'val', 2, 2), (3, 'val', 5, 3),
+    (6529, 'train', 4, 16)])
+def test_min_shards_raises_the_count_for_small_sets(n, split, min_shards,
+                                                   expected):
+  assert make_records.num_shards(n, int(1e6), split, min_shards) == expected
+
+
+def test_min_shards_flag_gives_every_split_enough_shards(synthetic_set,
+                                                         tmp_path):
+  csv_path, image_dir = synthetic_set
+  process = run_command(f'--csv={csv_path}', f'--images={image_dir}',
+                        f'--out={tmp_path}', '--min_shards=3')
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr
+  manifest = records.read_manifest(str(tmp_path))
+  for split in records.SPLITS:
+    assert len(manifest['splits'][split]['shards']) == 3
+  bad = run_command(f'--csv={csv_path}', f'--images={image_dir}',
+                    f'--out={tmp_path / "bad"}', '--min_shards=0')
+  _, stderr = bad.communicate(timeout=120)
+  assert bad.returncode != 0 and '--min_shards=0' in stderr
+
+
 # ------------------------------------------------------------------- resume
 
 

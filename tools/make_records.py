@@ -29,7 +29,8 @@ decoded. --store_size resizes every poster (images.resize_uint8) and re-encodes.
 Shard rule: a split of n posters whose stored bytes are estimated at B gets
   k = max(m, ceil(B / 128 MiB)), rounded up to a multiple of m,
   then at most n // 128 (no shard of fewer than 128 posters), at least 1,
-  and never fewer than ceil(B / 128 MiB),
+  and never fewer than ceil(B / 128 MiB) or --min_shards (one shard a poster
+  at most),
 with m = 16 for train (2 hosts x 8 parallel readers all get whole shards) and
 m = 2 for val. Posters fill shards in split order, in contiguous runs of equal
 size (±1). The tutorial's 7,254 posters give 16 train shards of ~408 posters
@@ -405,21 +406,26 @@ class Shard:
   rows: tuple   # CSV row indices, in split order
 
 
-def num_shards(num_posters: int, estimated_bytes: int, split: str) -> int:
-  """How many shards a split gets: the rule in the module docstring."""
+def num_shards(num_posters: int, estimated_bytes: int, split: str,
+               min_shards: int = 1) -> int:
+  """How many shards a split gets: the rule in the module docstring.
+
+  min_shards lets a small data set be shared among that many input workers
+  (each reads whole shards), below the 128-poster minimum.
+  """
   if num_posters == 0:
     return 0
   minimum = MIN_SHARDS[split]
   by_bytes = -(-estimated_bytes // MAX_SHARD_BYTES)
   wanted = -(-max(minimum, by_bytes) // minimum) * minimum
   wanted = min(wanted, num_posters // MIN_POSTERS_PER_SHARD)
-  return min(num_posters, max(1, by_bytes, wanted))
+  return min(num_posters, max(1, by_bytes, wanted, min_shards))
 
 
-def plan_shards(split: str, rows: np.ndarray,
-                estimated_bytes: int) -> list:
+def plan_shards(split: str, rows: np.ndarray, estimated_bytes: int,
+                min_shards: int = 1) -> list:
   """Cuts a split's rows (in order) into contiguous, equal-size shards."""
-  count = num_shards(len(rows), estimated_bytes, split)
+  count = num_shards(len(rows), estimated_bytes, split, min_shards)
   bounds = [len(rows) * i // count for i in range(count + 1)]
   return [Shard(split, records.shard_name(split, i, count),
                 tuple(int(r) for r in rows[bounds[i]:bounds[i + 1]]))
@@ -669,7 +675,7 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
             val_fraction: float = 0.1, seed: int = 42,
             workers: Optional[int] = None, skip_bad_images: bool = False,
             store_size: Optional[Sequence[int]] = None,
-            max_pixels: int = DEFAULT_MAX_PIXELS,
+            max_pixels: int = DEFAULT_MAX_PIXELS, min_shards: int = 1,
             progress: bool = True) -> dict:
   """Converts the tutorial's CSV + Images/ to shards and manifest.json.
 
@@ -684,6 +690,8 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
       instead of stopping at the first.
     store_size: (height, width) to resize every poster to, or None.
     max_pixels: images larger than this are refused from their header.
+    min_shards: at least this many shards per split (at most one a poster),
+      for that many input workers on a small data set.
     progress: show a progress line on stderr.
 
   Returns:
@@ -703,7 +711,7 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
   store_size = tuple(int(s) for s in store_size) if store_size else None
   options = {'val_fraction': val_fraction, 'seed': seed,
              'skip_bad_images': skip_bad_images, 'store_size': store_size,
-             'max_pixels': max_pixels}
+             'max_pixels': max_pixels, 'min_shards': min_shards}
   table = read_csv(csv_path)
   unlisted = _count_unlisted(images_dir, table)
   shards, key = _plan(table, images_dir, options, workers)
@@ -755,7 +763,8 @@ def _plan(table: Table, images_dir: str, options: dict, workers: int) -> tuple:
       raise cli.UserError(f'the {split} split is empty: {table.num_rows} CSV '
                           f'rows with val_fraction={options["val_fraction"]}')
     shards += plan_shards(split, rows,
-                          _estimated_bytes(rows, stats, options['store_size']))
+                          _estimated_bytes(rows, stats, options['store_size']),
+                          options['min_shards'])
   key_source = [PLAN_VERSION, records.FORMAT_VERSION, table.sha256,
                 _absolute(images_dir), stats, options,
                 [(s.file, s.rows) for s in shards]]
@@ -1051,6 +1060,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer('max_pixels', DEFAULT_MAX_PIXELS, 'Refuse images with '
                        'more pixels than this, from their header, before '
                        'decoding (decompression bombs).')
+  flags.DEFINE_integer('min_shards', 1, 'At least this many shards per split '
+                       '(at most one a poster). Shards hold 128 posters or '
+                       'more, so a small set gets few; multi-worker training '
+                       'needs one per input worker in each split.')
   flags.DEFINE_string('verify', None, 'Instead of converting: read every '
                       'record of this records folder back, check CRCs, '
                       'checksums, counts, decode every image; exit 0 only if '
@@ -1087,6 +1100,8 @@ def _check_flags() -> None:
     raise app.UsageError(f'--workers={FLAGS.workers}: must be at least 1')
   if FLAGS.max_pixels < 1:
     raise app.UsageError(f'--max_pixels={FLAGS.max_pixels}: must be positive')
+  if FLAGS.min_shards < 1:
+    raise app.UsageError(f'--min_shards={FLAGS.min_shards}: must be at least 1')
   if not FLAGS.out:
     raise app.UsageError('--out is required: the folder for the records')
 
@@ -1109,7 +1124,8 @@ def main(argv: Sequence[str]) -> None:
       seed=FLAGS.seed, workers=FLAGS.workers,
       skip_bad_images=FLAGS.skip_bad_images,
       store_size=parse_size(FLAGS.store_size) if FLAGS.store_size else None,
-      max_pixels=FLAGS.max_pixels, progress=FLAGS.progress)
+      max_pixels=FLAGS.max_pixels, min_shards=FLAGS.min_shards,
+      progress=FLAGS.progress)
   print(format_summary(summary))
 
 
