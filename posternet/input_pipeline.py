@@ -231,9 +231,9 @@ def shard_for_worker(paths: Sequence[str], counts: Sequence[int],
   if len(paths) < workers:
     raise cli.UserError(
         f'{len(paths)} shard files cannot be shared among {workers} input '
-        f'workers; convert again with `make records '
-        f"RECORDS_FLAGS=--min_shards={workers}` (or tools.make_records "
-        f'--min_shards={workers})')
+        f'workers; convert again with tools.make_records '
+        f'--min_shards={workers} (make records '
+        f'RECORDS_FLAGS=--min_shards={workers})')
   index = input_context.input_pipeline_id
   return list(paths[index::workers]), list(counts[index::workers])
 

@@ -281,8 +281,9 @@ def test_output_is_byte_identical_whatever_the_workers(synthetic_set, converted,
 
 @pytest.mark.parametrize('n,bytes_,split,expected', [
     (6529, 240e6, 'train', 16), (725, 26e6, 'val', 2), (36, 1e6, 'train', 1),
-    (100, 1e6, 'train', 1), (1000, 40e6, 'train', 7), (1_000_000, 100e9, 'train', 752),
-    (40, 1e9, 'train', 8), (2, 1e9, 'val', 2)])
+    (100, 1e6, 'train', 1), (1000, 40e6, 'train', 7),
+    (1_000_000, 100e9, 'train', 752), (40, 1e9, 'train', 8),
+    (2, 1e9, 'val', 2)])
 def test_shard_rule(n, bytes_, split, expected):
   count = make_records.num_shards(n, int(bytes_), split)
   assert count == expected

@@ -87,7 +87,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 MAX_SHARD_BYTES = 128 * 2**20
 MIN_SHARDS = {'train': 16, 'val': 2}
 # Every shard pass costs the reader ~1 ms to set up: 32-poster shards cost
-# ~15-25 µs of CPU per poster, a sixth of a 128x128 decode (BUILD_NOTES).
+# ~15-25 µs of CPU per poster, against ~150-200 µs to decode a 128x128 one
+# (BUILD_NOTES, Benchmark).
 MIN_POSTERS_PER_SHARD = 128
 
 # The tutorial's name for the CSV, and the downloadable archive's.
