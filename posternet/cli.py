@@ -2,6 +2,7 @@
 
 import sys
 import time
+from typing import Tuple
 
 from absl import app
 
@@ -30,6 +31,25 @@ def run(main):
       sys.exit(130)
 
   app.run(guarded_main)
+
+
+def parse_size(text: str, flag: str) -> Tuple[int, int]:
+  """A size flag: '400' or '400x300' (height x width) → (400, 400), (400, 300).
+
+  Raises:
+    UserError: naming --flag, for anything else.
+  """
+  parts = str(text).lower().replace('×', 'x').split('x')
+  try:
+    size = tuple(int(p) for p in parts)
+  except ValueError:
+    size = ()
+  if len(size) == 1:
+    size = size * 2
+  if len(size) != 2 or min(size) < 1:
+    raise UserError(f'--{flag}={text}: expected a size such as 400 or '
+                    '400x300 (height x width)')
+  return size
 
 
 class Progress:

@@ -720,21 +720,6 @@ def _write_text(path: str, text: str) -> None:
 # --- Flags and main. ---
 
 
-def parse_size(text: str, flag: str = 'image_size') -> Tuple[int, int]:
-  """'400' or '400x300' (height x width) → (400, 400) or (400, 300)."""
-  parts = str(text).lower().replace('×', 'x').split('x')
-  try:
-    size = tuple(int(p) for p in parts)
-  except ValueError:
-    size = ()
-  if len(size) == 1:
-    size = size * 2
-  if len(size) != 2 or min(size) < 1:
-    raise cli.UserError(f'--{flag}={text}: expected a size such as 400 or '
-                        '400x300 (height x width)')
-  return size
-
-
 def _size_text(size: Sequence[int]) -> str:
   return f'{size[0]}x{size[1]}'
 
@@ -852,9 +837,9 @@ FLAG_NAMES = ('records', 'logdir', 'run_name', 'model', 'image_size',
 def config_from_flags(values) -> Config:
   """The Config that parsed flag values (flags.FLAGS) describe."""
   v = {name: values[name].value for name in FLAG_NAMES}
-  v['image_size'] = parse_size(v['image_size'])
+  v['image_size'] = cli.parse_size(v['image_size'], 'image_size')
   if v['model_size']:
-    v['model_size'] = parse_size(v['model_size'], 'model_size')
+    v['model_size'] = cli.parse_size(v['model_size'], 'model_size')
   if v['verbose'] != 'auto':
     v['verbose'] = int(v['verbose'])
   v['profile_steps'] = dashboards.parse_profile_steps(v['profile_steps'])

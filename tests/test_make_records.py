@@ -314,6 +314,15 @@ def test_min_shards_flag_gives_every_split_enough_shards(synthetic_set,
   assert bad.returncode != 0 and '--min_shards=0' in stderr
 
 
+def test_bad_store_size_is_a_one_line_error(synthetic_set, tmp_path):
+  csv_path, image_dir = synthetic_set
+  process = run_command(f'--csv={csv_path}', f'--images={image_dir}',
+                        f'--out={tmp_path}', '--store_size=big')
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 2
+  assert stderr.strip().splitlines()[-1].startswith('error: --store_size=big')
+
+
 # ------------------------------------------------------------------- resume
 
 

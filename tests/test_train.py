@@ -76,11 +76,11 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
 
 
 def test_parse_size():
-  assert train.parse_size('400') == (400, 400)
-  assert train.parse_size('128x96') == (128, 96)
+  assert cli.parse_size('400', 'image_size') == (400, 400)
+  assert cli.parse_size('128x96', 'image_size') == (128, 96)
   for bad in ('', 'x', '12x', '0', 'axb', '1x2x3'):
     with pytest.raises(cli.UserError, match='expected a size'):
-      train.parse_size(bad)
+      cli.parse_size(bad, 'image_size')
 
 
 # --- Metrics. ---

@@ -1075,14 +1075,6 @@ def _define_flags() -> None:
 FLAGS = flags.FLAGS
 
 
-def parse_size(text: str) -> tuple:
-  """'400x400' -> (400, 400); height first, as everywhere in posternet."""
-  match = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', text)
-  if not match or not all(int(g) > 0 for g in match.groups()):
-    raise app.UsageError(f'--store_size={text!r}: expected HxW, e.g. 400x400')
-  return int(match.group(1)), int(match.group(2))
-
-
 def _source_paths() -> tuple:
   if FLAGS.data_dir and (FLAGS.csv or FLAGS.images):
     raise app.UsageError('give --data_dir, or --csv and --images, not both')
@@ -1124,7 +1116,8 @@ def main(argv: Sequence[str]) -> None:
       csv_path, images_dir, FLAGS.out, val_fraction=FLAGS.val_fraction,
       seed=FLAGS.seed, workers=FLAGS.workers,
       skip_bad_images=FLAGS.skip_bad_images,
-      store_size=parse_size(FLAGS.store_size) if FLAGS.store_size else None,
+      store_size=(cli.parse_size(FLAGS.store_size, 'store_size')
+                  if FLAGS.store_size else None),
       max_pixels=FLAGS.max_pixels, min_shards=FLAGS.min_shards,
       progress=FLAGS.progress)
   print(format_summary(summary))

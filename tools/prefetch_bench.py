@@ -952,14 +952,6 @@ def _define_flags() -> None:
                     '(posternet.data_service, parallel_epochs).')
 
 
-def parse_size(text: str) -> tuple:
-  """'128x96' -> (128, 96); '128' -> (128, 128)."""
-  match = re.fullmatch(r'\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*', text)
-  if not match or not all(int(g) > 0 for g in match.groups() if g):
-    raise app.UsageError(f'--image_size={text!r}: expected HxW, e.g. 128x128')
-  return int(match.group(1)), int(match.group(2) or match.group(1))
-
-
 def _value(name: str):
   """A flag's value; under --quick, QUICK's value unless given explicitly."""
   if FLAGS.quick and name in QUICK and not FLAGS[name].present:
@@ -970,7 +962,7 @@ def _value(name: str):
 def _image_size() -> tuple:
   """--image_size, else --records' store size, else the default."""
   if FLAGS.image_size:
-    return parse_size(FLAGS.image_size)
+    return cli.parse_size(FLAGS.image_size, 'image_size')
   if FLAGS.quick:
     return QUICK['image_size']
   if FLAGS.records:
