@@ -297,8 +297,8 @@ def _assert_present(path: tf.Tensor) -> tf.Operation:
                              [message])
 
 
-def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int = 256,
-               ignore_errors: bool = False) -> tf.data.Dataset:
+def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int,
+               ignore_errors: bool) -> tf.data.Dataset:
   """One shard's serialized records, in batches, checked against the manifest.
 
   A damaged record ends TFRecordDataset's pass over its file with a
