@@ -41,8 +41,11 @@ records: setup
 verify: setup
 	$(PY) -m tools.make_records --verify=$(OUT)
 
+# PRECISION=float32 or mixed_bfloat16: what --precision=auto resolves to in
+# every test (CPUs differ: the suite must pass under both).
+PRECISION ?=
 test: setup
-	$(PY) -m pytest -q tests
+	$(if $(PRECISION),POSTERNET_PRECISION=$(PRECISION)) $(PY) -m pytest -q tests
 
 # The prefetch benchmark (issue 4): synthetic records at 128x128 in
 # bench/work (made once), every variant in its own process; the table on

@@ -51,6 +51,9 @@ from posternet import remote
 PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')
 CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
+# What --precision=auto resolves to, whatever the hardware: runs the test
+# suite (and any command) under either precision on one machine.
+PRECISION_ENV = 'POSTERNET_PRECISION'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +121,21 @@ def choose_precision(requested: str, gpu_compute_capabilities: Sequence,
     return 'mixed_bfloat16', f'CPU has {", ".join(found)}: native bfloat16 math'
   return 'float32', ('CPU without amx_bf16 or avx512_bf16: bfloat16 would be '
                      'emulated, slower than float32')
+
+
+def precision_here(requested: str) -> Tuple[str, str]:
+  """choose_precision for this machine; $POSTERNET_PRECISION overrides auto.
+
+  Raises:
+    cli.UserError: the variable names no policy.
+  """
+  forced = os.environ.get(PRECISION_ENV)
+  if requested == 'auto' and forced:
+    if forced not in PRECISIONS[1:]:
+      raise cli.UserError(f'{PRECISION_ENV}={forced}: choose one of '
+                          f'{", ".join(PRECISIONS[1:])}')
+    return forced, f'set by {PRECISION_ENV}'
+  return choose_precision(requested, gpu_compute_capabilities(), cpu_flags())
 
 
 def choose_jit_compile(requested: str, has_gpu: bool) -> Tuple[bool, str]:
@@ -417,8 +435,7 @@ def check_config(config: Config) -> None:
 def resolve(config: Config) -> dict:
   """The hardware-dependent settings, each with the reason it was chosen."""
   capabilities = gpu_compute_capabilities()
-  precision, precision_why = choose_precision(config.precision, capabilities,
-                                              cpu_flags())
+  precision, precision_why = precision_here(config.precision)
   jit, jit_why = choose_jit_compile(config.jit_compile, bool(capabilities))
   strategy, strategy_why = choose_strategy(config.strategy, len(capabilities))
   return {'precision': precision, 'precision_reason': precision_why,

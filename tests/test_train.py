@@ -5,6 +5,7 @@ in-process through train.run (the test seam) or as the real command in a
 subprocess where exit codes and kill -9 matter.
 """
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -51,6 +53,17 @@ def test_auto_precision(gpus, flags, expected):
   policy, reason = train.choose_precision('auto', gpus, flags)
   assert policy == expected
   assert reason  # logged: the reason is part of the answer
+
+
+@pytest.mark.parametrize('forced', ['float32', 'mixed_bfloat16'])
+def test_precision_env_forces_auto_only(monkeypatch, forced):
+  monkeypatch.setenv(train.PRECISION_ENV, forced)
+  assert train.precision_here('auto') == (forced,
+                                          f'set by {train.PRECISION_ENV}')
+  assert train.precision_here('mixed_float16')[0] == 'mixed_float16'
+  monkeypatch.setenv(train.PRECISION_ENV, 'bf16')
+  with pytest.raises(cli.UserError, match='POSTERNET_PRECISION=bf16'):
+    train.precision_here('auto')
 
 
 def test_explicit_precision_wins():
@@ -200,8 +213,7 @@ def test_training_learns_and_shuffled_labels_do_not(learnable, tmp_path):
   assert all(float(row['images_per_sec']) > 0 for row in history)
   steps = NUM_TRAIN // LEARN['batch_size']
   assert summary['steps'] == LEARN['epochs'] * steps
-  assert summary['precision'] == train.choose_precision(
-      'auto', train.gpu_compute_capabilities(), train.cpu_flags())[0]
+  assert summary['precision'] == train.precision_here('auto')[0]
 
 
 def test_run_folder_outputs(learnable, tmp_path):
@@ -224,13 +236,26 @@ def test_run_folder_outputs(learnable, tmp_path):
   info = export.read_info(os.path.join(folder, 'export'))
   assert len(info['thresholds']) == genres.NUM_GENRES
   assert info['image_size'] == [SIZE, SIZE]
-  # A checkpoint is a valid --init_weights for the same model and size.
-  start = models.build_model('small_cnn', (SIZE, SIZE), init_weights=os.path.join(
-      folder, 'checkpoints', 'epoch-0003.keras'))
+  # A checkpoint is a valid --init_weights for the same model and size;
+  # built under the run's precision, it computes what the export computes.
+  with keras_policy(resolved['precision']):
+    start = models.build_model('small_cnn', (SIZE, SIZE), init_weights=(
+        os.path.join(folder, 'checkpoints', 'epoch-0003.keras')))
   exported = export.load_keras_model(os.path.join(folder, 'export'))
   posters = np.random.RandomState(1).randint(0, 256, (4, SIZE, SIZE, 3),
                                              np.uint8)
   np.testing.assert_allclose(start(posters), exported(posters), atol=1e-6)
+
+
+@contextlib.contextmanager
+def keras_policy(name: str):
+  """Builds layers under the Keras dtype policy `name` while inside."""
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
 
 
 def _compiled_small_cnn():

@@ -385,8 +385,7 @@ def fit_seconds(model: keras.Model, dataset: tf.data.Dataset, warmup: int,
 def _stall_model(image_size: Sequence[int], precision: str) -> tuple:
   """seed_cnn compiled as the trainer compiles it; (model, precision, reason)."""
   capabilities = train.gpu_compute_capabilities()
-  policy, reason = train.choose_precision(precision, capabilities,
-                                          train.cpu_flags())
+  policy, reason = train.precision_here(precision)
   jit, _ = train.choose_jit_compile('auto', bool(capabilities))
   keras.mixed_precision.set_global_policy(policy)
   model = models.build_model('seed_cnn', image_size)
