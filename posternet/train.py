@@ -284,16 +284,46 @@ def evaluate_arrays(labels: np.ndarray, probabilities: np.ndarray) -> dict:
 class Throughput(keras.callbacks.Callback):
   """Adds images_per_sec (training part of the epoch) to the epoch's logs.
 
-  Listed before the TensorBoard and CSV callbacks, so they record it.
+  Listed before the TensorBoard and CSV callbacks, so they record it. Early
+  in the first epoch it also warns when an epoch will take an hour or more
+  on this machine: a user who picked too big a model or size for the
+  hardware learns it in seconds, not after the first epoch.
   """
 
-  def __init__(self, images_per_epoch: int):
+  # Steps timed for the estimate, after the first (which traces the model).
+  ESTIMATE_STEPS = 5
+  WARN_EPOCH_SECONDS = 3600
+
+  def __init__(self, images_per_epoch: int, steps_per_epoch: int):
     super().__init__()
     self.images_per_epoch = images_per_epoch
+    self.steps_per_epoch = steps_per_epoch
     self._start = self._train_end = None
+    self._estimate_from = None
+    self._estimated = False
 
   def on_epoch_begin(self, epoch, logs=None):
     self._start, self._train_end = time.perf_counter(), None
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._estimated:
+      return
+    if self._estimate_from is None:
+      self._estimate_from = (batch, time.perf_counter())
+      return
+    first, start = self._estimate_from
+    if batch - first >= self.ESTIMATE_STEPS:
+      self._estimated = True
+      step_seconds = (time.perf_counter() - start) / (batch - first)
+      self._warn_if_slow(step_seconds)
+
+  def _warn_if_slow(self, step_seconds: float) -> None:
+    epoch_seconds = step_seconds * self.steps_per_epoch
+    if epoch_seconds >= self.WARN_EPOCH_SECONDS:
+      logging.warning(
+          'at %.1f s a step, one epoch of %d steps will take about %.1f hours '
+          'on this machine; a smaller --model_size or model trains faster',
+          step_seconds, self.steps_per_epoch, epoch_seconds / 3600)
 
   def on_test_begin(self, logs=None):
     self._train_end = self._train_end or time.perf_counter()
@@ -461,6 +491,7 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   """
   check_config(config)
   manifest = records.read_manifest(config.records)
+  warn_if_upscaled(manifest, config.image_size)
   if config.data_service:
     # A wrong address fails here within seconds; TF's client would retry.
     data_service.probe_dispatcher(config.data_service)
@@ -496,6 +527,28 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   return summary
 
 
+def warn_if_upscaled(manifest: Mapping, image_size: Sequence[int]) -> bool:
+  """Warns, in one line, when the host must enlarge posters to image_size.
+
+  Upscaling costs a resize per poster and adds no detail (configs/seed.cfg on
+  128x128 records would train at 400x400 without a word otherwise).
+
+  Returns:
+    Whether it warned.
+  """
+  (min_h, min_w), _ = input_pipeline.stored_size_range(manifest, 'train')
+  if min_h >= image_size[0] and min_w >= image_size[1]:
+    return False
+  stored = (f'are stored at {min_h}x{min_w}' if manifest.get('store_size')
+            else f'hold posters as small as {min_h}x{min_w}')
+  logging.warning(
+      'the records %s, smaller than --image_size=%s: the host upscales them, '
+      'which costs time and adds no detail; convert with --store_size=%s, or '
+      'train at a smaller --image_size', stored, _size_text(image_size),
+      _size_text(image_size))
+  return True
+
+
 def _train_and_export(config: Config, settings: dict) -> dict:
   """The body of run(), under the chosen precision policy."""
   keras.utils.set_random_seed(config.seed)
@@ -523,13 +576,24 @@ def _train_and_export(config: Config, settings: dict) -> dict:
     model.fit(train_data, validation_data=val_data, epochs=config.epochs,
               steps_per_epoch=settings['steps_per_epoch'],
               validation_steps=settings['val_steps'], shuffle=False,
-              callbacks=callbacks, verbose=config.verbose)
+              callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
   backup = next(c for c in callbacks if isinstance(c, Backup))
   summary = _finish(model, config, settings, backup.resumed_from_epoch,
                     time.perf_counter() - start)
   # Multi-worker: no worker leaves while another still exports.
   multi_worker.wait_for_all(strategy)
   return summary
+
+
+def _fit_verbosity(verbose):
+  """model.fit's verbose: 'auto' is a progress bar on a terminal only.
+
+  Elsewhere (a log file, CI) the bar's redraws have no newline, and the
+  epoch's log lines would be glued to its end: one line per epoch instead.
+  """
+  if verbose != 'auto':
+    return verbose
+  return 1 if sys.stdout.isatty() else 2
 
 
 def _pipeline_options(config: Config) -> dict:
@@ -577,7 +641,8 @@ def _callbacks(config: Config, settings: dict,
   """
   folder = settings['run_dir']
   return [
-      Throughput(settings['steps_per_epoch'] * config.batch_size),
+      Throughput(settings['steps_per_epoch'] * config.batch_size,
+                 settings['steps_per_epoch']),
       *dashboards.make_callbacks(
           folder, clock, records_dir=config.records,
           image_size=config.image_size, batch_size=config.batch_size,
@@ -826,7 +891,7 @@ def _define_flags() -> None:
                       'trainer.')
   flags.DEFINE_enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit '
                     'output: 1 a progress bar, 2 one line per epoch, 0 '
-                    'none.')
+                    'none; auto: 1 on a terminal, else 2.')
   flags.DEFINE_integer('log_every_steps', 20, 'TensorBoard train scalars '
                        '(loss, metrics, learning rate, images/s, input-wait '
                        'share) every this many steps; 0: per epoch only.')

@@ -322,6 +322,25 @@ def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path):
   assert sorted(set(epochs_logged)) == list(range(epochs))
 
 
+def test_log_lines_stand_alone_when_not_a_terminal(learnable, tmp_path):
+  # stdout and stderr into one pipe, as in a log file: Keras' progress and
+  # the epoch's log lines must not share a line.
+  process = subprocess.run(
+      [sys.executable, '-m', 'posternet.train',
+       f'--records={learnable["real"]}', f'--logdir={tmp_path}',
+       '--model=small_cnn', f'--image_size={SIZE}', '--batch_size=64',
+       '--epochs=2', '--export_dir='], cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+  assert process.returncode == 0, process.stdout[-2000:]
+  lines = process.stdout.splitlines()
+  rate_lines = [line for line in lines if 'images/s (' in line]
+  assert len(rate_lines) == 2, process.stdout[-2000:]
+  assert all(line.startswith('I') for line in rate_lines), rate_lines
+  epoch_ends = [line for line in lines if line.startswith('8/8 - ')]
+  assert len(epoch_ends) == 2, process.stdout[-2000:]  # one line per epoch
+  assert '\r' not in process.stdout and '\x1b[' not in process.stdout
+
+
 def test_missing_records_is_one_line_exit_2(tmp_path):
   process = _command('--flagfile=configs/seed.cfg',
                      f'--records={tmp_path / "missing"}',
@@ -345,6 +364,29 @@ def test_demo_config_parses(tmp_path):
   assert process.returncode == 2 and 'Traceback' not in stderr
   assert stderr.strip().splitlines()[-1] == (
       'error: --epochs must be at least 1, not 0')
+
+
+def test_upscaling_records_warns(learnable):
+  manifest = records.read_manifest(learnable['real'])
+  assert not train.warn_if_upscaled(manifest, (SIZE, SIZE))
+  assert not train.warn_if_upscaled(manifest, (SIZE - 8, SIZE))
+  assert train.warn_if_upscaled(manifest, (SIZE, SIZE + 1))
+
+
+def test_an_epoch_of_hours_is_announced_early(caplog):
+  def steps(callback, count, seconds):
+    for batch in range(count):
+      time.sleep(seconds)
+      callback.on_train_batch_end(batch)
+
+  quick = train.Throughput(images_per_epoch=64, steps_per_epoch=1000)
+  steps(quick, 8, 0.001)  # ~1 s an epoch
+  slow = train.Throughput(images_per_epoch=64, steps_per_epoch=10**6)
+  steps(slow, 8, 0.01)    # ~3 hours an epoch
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == 'WARNING' and 'hours' in r.getMessage()]
+  assert len(warnings) == 1, warnings
+  assert 'one epoch of 1000000 steps will take about' in warnings[0]
 
 
 def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path):
