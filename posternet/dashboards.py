@@ -16,7 +16,7 @@ epoch_images_per_sec):
                genres and top-3 predictions) and its val_posters_table text;
                after training final_<metric> for the whole val split.
   (the run)    HParams: the experiment (hparams and metric columns) and the
-               run's session with its settings.
+               run's session with its settings; KEY_HPARAMS listed first.
 
 Input wait is measured where it happens: InputClock.wrap puts a zip in front
 of the training dataset's last element that stamps the time the training
@@ -46,6 +46,7 @@ from PIL import ImageDraw
 from PIL import ImageFont
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.pr_curve import summary as pr_summary
 
 from posternet import cli
@@ -65,6 +66,13 @@ _NOT_HPARAMS = ('logdir', 'run_name', 'export_dir', 'verbose', 'resume',
                 'keep_checkpoints', 'log_every_steps', 'dashboard_every_epochs',
                 'profile_steps', 'run_dir', 'chief_backup', 'val_steps',
                 'val_examples')
+
+# The settings that tell runs apart, listed first in the HParams dashboard.
+# It checks only its first five hparams by default (batch_size, epochs,
+# image_size, learning_rate, model: the order is by name); model_size and
+# precision are the next two rows.
+KEY_HPARAMS = ('model', 'image_size', 'model_size', 'learning_rate',
+               'batch_size', 'precision', 'epochs')
 
 
 # --- Input wait. ---
@@ -449,9 +457,16 @@ class ModelGraph(keras.callbacks.Callback):
 
 
 def hparams_values(config: Mapping, resolved: Mapping) -> dict:
-  """The run's settings as HParams values (bool, int, float or str)."""
+  """The run's settings as HParams values (bool, int, float or str).
+
+  model_size is the size the network is built at (image_size when unset), so
+  every run has the column, whichever run's experiment TensorBoard reads.
+  """
+  settings = {**config, **resolved}
+  if settings.get('model_size') is None:
+    settings['model_size'] = settings.get('image_size')
   values = {}
-  for name, value in {**config, **resolved}.items():
+  for name, value in settings.items():
     if name in _NOT_HPARAMS or name.endswith('_reason') or value is None:
       continue
     if isinstance(value, (tuple, list)):
@@ -477,6 +492,22 @@ def experiment_metrics(metric_names: Sequence[str]) -> list:
   return metrics
 
 
+def experiment_summary(names: Sequence[str], metric_names: Sequence[str]):
+  """The HParams experiment as a Summary proto, KEY_HPARAMS marked `differs`.
+
+  The dashboard lists hparams that differ first (the rest by name) and
+  checks the first five; hp.HParam cannot set `differs`, the proto can.
+  """
+  summary = hp.hparams_config_pb(hparams=[hp.HParam(name) for name in names],
+                                 metrics=experiment_metrics(metric_names))
+  plugin_data = summary.value[0].metadata.plugin_data
+  content = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
+  for info in content.experiment.hparam_infos:
+    info.differs = info.name in KEY_HPARAMS
+  plugin_data.content = content.SerializeToString()
+  return summary
+
+
 class HParams(keras.callbacks.Callback):
   """Writes the experiment and the run's session at the start of training.
 
@@ -493,8 +524,9 @@ class HParams(keras.callbacks.Callback):
   def on_train_begin(self, logs=None):
     writer = tf.summary.create_file_writer(self.run_dir)
     with writer.as_default():
-      hp.hparams_config(hparams=[hp.HParam(name) for name in self.values],
-                        metrics=experiment_metrics(self.metric_names))
+      tf.summary.experimental.write_raw_pb(
+          experiment_summary(list(self.values), self.metric_names)
+          .SerializeToString(), step=0)
       hp.hparams(self.values, trial_id=self.trial_id)
     writer.close()
 

@@ -159,9 +159,10 @@ def test_hparams_values_are_plain():
       {'image_size': (64, 48), 'model_size': None, 'logdir': 'runs',
        'cache': False, 'learning_rate': 0.003},
       {'precision': 'float32', 'precision_reason': 'CPU', 'num_gpus': 0})
-  assert values == {'image_size': '64x48', 'cache': False,
-                    'learning_rate': 0.003, 'precision': 'float32',
-                    'num_gpus': 0}
+  # model_size: the size the network is built at, image_size when unset.
+  assert values == {'image_size': '64x48', 'model_size': '64x48',
+                    'cache': False, 'learning_rate': 0.003,
+                    'precision': 'float32', 'num_gpus': 0}
 
 
 # --- One real training run, read back. ---
@@ -281,6 +282,9 @@ def test_hparams_and_profile(trained):
   assert {('validation', 'final_roc_auc'), ('train', 'epoch_loss'),
           ('train', 'epoch_input_wait_share')} <= columns
   assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
+  assert start.hparams['model_size'].string_value == f'{SIZE}x{SIZE}'
+  assert {h.name for h in experiment.hparam_infos if h.differs} == set(
+      dashboards.KEY_HPARAMS)
   traces = tf.io.gfile.glob(os.path.join(run_dir, 'train', 'plugins',
                                          'profile', '*', '*.xplane.pb'))
   assert traces and os.path.getsize(traces[0]) > 0
@@ -324,6 +328,18 @@ def _poll(port, path, ready, seconds=60):
   return answer
 
 
+def _dashboard_order(hparam_infos):
+  """(listed names, checked names), by the HParams dashboard's own rule.
+
+  Its query pane (tf-hparams-query-pane in TensorBoard's index.js) keeps the
+  order it is sent, sorts the `differs` ones first (a stable sort) and checks
+  the first min(5, n).
+  """
+  infos = sorted(hparam_infos, key=lambda info: not info.get('differs'))
+  names = [info['name'] for info in infos]
+  return names, names[:5]
+
+
 def test_tensorboard_serves_the_run(trained, tmp_path):
   run_dir, _, summary = trained
   logdir = os.path.dirname(run_dir)
@@ -364,6 +380,14 @@ def test_tensorboard_serves_the_run(trained, tmp_path):
     assert metrics[('validation', 'final_roc_auc')] == pytest.approx(
         summary['val']['roc_auc'], abs=1e-6)
     assert 0 <= metrics[('train', 'epoch_input_wait_share')] <= 1
+    # The experiment as the HParams dashboard asks for it.
+    experiment = _get_json(port, '/data/plugin/hparams/experiment', {
+        'experimentName': '', 'hparamsLimit': 1000})
+    listed, checked = _dashboard_order(experiment['hparamInfos'])
+    assert set(listed[:len(dashboards.KEY_HPARAMS)]) == set(
+        dashboards.KEY_HPARAMS)
+    assert checked == ['batch_size', 'epochs', 'image_size', 'learning_rate',
+                       'model']
     # The Graphs tab: the run's graph list, then its first entry (Default,
     # the run graph) as an op graph, the requests the tab makes.
     graphs = _get_json(port, '/data/plugin/graphs/info')
