@@ -15,11 +15,19 @@ import sys
 import time
 import urllib.request
 
+from google.protobuf import text_format
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard import context
+from tensorboard.backend.event_processing import data_provider
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.compat.proto import graph_pb2
+from tensorboard.compat.proto import types_pb2
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.graph import graphs_plugin
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import record_fixtures
@@ -151,9 +159,10 @@ def test_hparams_values_are_plain():
       {'image_size': (64, 48), 'model_size': None, 'logdir': 'runs',
        'cache': False, 'learning_rate': 0.003},
       {'precision': 'float32', 'precision_reason': 'CPU', 'num_gpus': 0})
-  assert values == {'image_size': '64x48', 'cache': False,
-                    'learning_rate': 0.003, 'precision': 'float32',
-                    'num_gpus': 0}
+  # model_size: the size the network is built at, image_size when unset.
+  assert values == {'image_size': '64x48', 'model_size': '64x48',
+                    'cache': False, 'learning_rate': 0.003,
+                    'precision': 'float32', 'num_gpus': 0}
 
 
 # --- One real training run, read back. ---
@@ -273,6 +282,9 @@ def test_hparams_and_profile(trained):
   assert {('validation', 'final_roc_auc'), ('train', 'epoch_loss'),
           ('train', 'epoch_input_wait_share')} <= columns
   assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
+  assert start.hparams['model_size'].string_value == f'{SIZE}x{SIZE}'
+  assert {h.name for h in experiment.hparam_infos if h.differs} == set(
+      dashboards.KEY_HPARAMS)
   traces = tf.io.gfile.glob(os.path.join(run_dir, 'train', 'plugins',
                                          'profile', '*', '*.xplane.pb'))
   assert traces and os.path.getsize(traces[0]) > 0
@@ -287,14 +299,19 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _get_json(port, path, body=None):
-  """GET path (POST with a JSON body) from the local tensorboard."""
+def _get(port, path, body=None):
+  """GET path (POST with a JSON body) from the local tensorboard: bytes."""
   request = urllib.request.Request(
       f'http://127.0.0.1:{port}{path}',
       data=None if body is None else json.dumps(body).encode(),
       headers={'Content-Type': 'application/json'})
   with urllib.request.urlopen(request, timeout=10) as response:
-    return json.loads(response.read())
+    return response.read()
+
+
+def _get_json(port, path, body=None):
+  """_get's answer, parsed as JSON."""
+  return json.loads(_get(port, path, body))
 
 
 def _poll(port, path, ready, seconds=60):
@@ -309,6 +326,18 @@ def _poll(port, path, ready, seconds=60):
       pass  # not listening yet
     time.sleep(0.5)
   return answer
+
+
+def _dashboard_order(hparam_infos):
+  """(listed names, checked names), by the HParams dashboard's own rule.
+
+  Its query pane (tf-hparams-query-pane in TensorBoard's index.js) keeps the
+  order it is sent, sorts the `differs` ones first (a stable sort) and checks
+  the first min(5, n).
+  """
+  infos = sorted(hparam_infos, key=lambda info: not info.get('differs'))
+  names = [info['name'] for info in infos]
+  return names, names[:5]
 
 
 def test_tensorboard_serves_the_run(trained, tmp_path):
@@ -351,10 +380,65 @@ def test_tensorboard_serves_the_run(trained, tmp_path):
     assert metrics[('validation', 'final_roc_auc')] == pytest.approx(
         summary['val']['roc_auc'], abs=1e-6)
     assert 0 <= metrics[('train', 'epoch_input_wait_share')] <= 1
+    # The experiment as the HParams dashboard asks for it.
+    experiment = _get_json(port, '/data/plugin/hparams/experiment', {
+        'experimentName': '', 'hparamsLimit': 1000})
+    listed, checked = _dashboard_order(experiment['hparamInfos'])
+    assert set(listed[:len(dashboards.KEY_HPARAMS)]) == set(
+        dashboards.KEY_HPARAMS)
+    assert checked == ['batch_size', 'epochs', 'image_size', 'learning_rate',
+                       'model']
+    # The Graphs tab: the run's graph list, then its first entry (Default,
+    # the run graph) as an op graph, the requests the tab makes.
+    graphs = _get_json(port, '/data/plugin/graphs/info')
+    assert graphs[f'{RUN}/train']['run_graph']
+    graph = text_format.Parse(
+        _get(port, f'/data/plugin/graphs/graph?run={RUN}%2Ftrain'
+             '&conceptual=false').decode(), graph_pb2.GraphDef())
+    assert 'Conv2D' in {node.op for node in graph.node}
   finally:
     process.kill()
     process.wait(timeout=30)
     log.close()
+
+
+# --- The Graphs tab, under both precisions. ---
+
+
+def _graphs_plugin(logdir):
+  """TensorBoard's graph plugin over logdir, on the data provider it serves."""
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(logdir)
+  multiplexer.Reload()
+  provider = data_provider.MultiplexerDataProvider(multiplexer, logdir)
+  return graphs_plugin.GraphsPlugin(
+      base_plugin.TBContext(logdir=logdir, data_provider=provider))
+
+
+@pytest.mark.parametrize('precision', ['float32', 'mixed_bfloat16'])
+def test_graphs_tab_draws_the_model(precision, tmp_path):
+  records_dir = str(tmp_path / 'records')
+  record_fixtures.write_records(records_dir, num_train=16, num_val=8,
+                                image_hw=(SIZE, SIZE))
+  config = train.Config(
+      records=records_dir, logdir=str(tmp_path / 'runs'), run_name='g',
+      model='small_cnn', image_size=(SIZE, SIZE), batch_size=8, epochs=1,
+      precision=precision, export_dir='', verbose=0, log_every_steps=0,
+      dashboard_every_epochs=0)
+  train.run(config)
+  plugin, ctx = _graphs_plugin(config.logdir), context.RequestContext()
+  info = plugin.info_impl(ctx, '')
+  # The tab opens a run's first graph as an op graph: a tag with only a
+  # conceptual graph (Keras' write_graph) showed "Malformed GraphDef".
+  assert info['g/train']['run_graph']
+  assert all(tag['op_graph'] for run in info.values()
+             for tag in run['tags'].values())
+  body, _ = plugin.graph_impl(ctx, 'g/train', None, False, '')
+  graph = text_format.Parse(body, graph_pb2.GraphDef())
+  assert {'Conv2D', 'Relu', 'Sigmoid'} <= {node.op for node in graph.node}
+  casts = {node.attr['DstT'].type for node in graph.node
+           if node.op == 'Cast'}
+  assert (types_pb2.DT_BFLOAT16 in casts) == (precision == 'mixed_bfloat16')
 
 
 # --- Errors. ---
