@@ -44,10 +44,10 @@ verify: setup
 test: setup
 	$(PY) -m pytest -q tests
 
-# The prefetch benchmark (issue 4): synthetic records at 128x128 in
-# bench/work (made once), every variant in its own process; the table on
-# stdout, the numbers in bench/bench.json. BENCH_FLAGS adds flags, e.g.
-# BENCH_FLAGS='--records=/tmp/real128 --images=../shared/real_sample/Images'.
+# The prefetch benchmark: synthetic records at 128x128 in bench/work (made
+# once), every variant in its own process; the table on stdout, the numbers
+# in bench/bench.json. BENCH_FLAGS adds flags, e.g.
+# BENCH_FLAGS='--records=/tmp/real128 --images=path/Images'.
 BENCH_FLAGS ?=
 
 bench: setup

@@ -3,11 +3,10 @@ r"""The prefetch benchmark: how fast posternet's input pipeline feeds a model.
 `make bench`, or:
 
   python -m tools.prefetch_bench --out=bench/bench.json
-  python -m tools.make_records --csv=../shared/real_sample/train.csv \
-      --images=../shared/real_sample/Images --out=/tmp/real128 \
-      --store_size=128x128
+  python -m tools.make_records --csv=path/train.csv --images=path/Images \
+      --out=/tmp/real128 --store_size=128x128
   python -m tools.prefetch_bench --records=/tmp/real128 \
-      --images=../shared/real_sample/Images --out=bench/real.json
+      --images=path/Images --out=bench/real.json
 
 Everything is measured in one run, on the same records and poster bytes:
   ceiling    in-memory decode_jpeg of the records' own JPEG bytes, in parallel
@@ -102,7 +101,7 @@ STALL_STREAM_ROW = 'seed_cnn fed by the pipeline'
 STALL_ROUND_SECONDS = 10.0
 EPOCH_ROWS = {1: 'epoch 1x', SCALE: f'epoch {SCALE}x'}
 
-# The targets of issue 4, checked on every run.
+# The performance targets, checked on every run.
 MAX_EPOCH_RSS_BYTES = 2.5e9
 MAX_RSS_GROWTH = 1.10
 
@@ -726,7 +725,7 @@ def _peak(rows: Sequence[Mapping], name: str) -> int:
 
 
 def targets(report: Mapping) -> list:
-  """Issue 4's performance targets: value, target and whether it is met."""
+  """The performance targets: value, target and whether it is met."""
   rss = report['epoch_peak_rss_bytes']
   checks = [
       ('pipeline / ceiling', report['pipeline_images_per_sec'] /
