@@ -47,10 +47,11 @@ PRECISION ?=
 test: setup
 	$(if $(PRECISION),POSTERNET_PRECISION=$(PRECISION)) $(PY) -m pytest -q tests
 
-# The prefetch benchmark (issue 4): synthetic records at 128x128 in
-# bench/work (made once), every variant in its own process; the table on
-# stdout, the numbers in bench/bench.json. BENCH_FLAGS adds flags, e.g.
-# BENCH_FLAGS='--records=/tmp/real128 --images=../shared/real_sample/Images'.
+# The prefetch benchmark: synthetic records at 128x128 in bench/work (made
+# once), every variant in its own process; the table on stdout, the numbers
+# in bench/bench.json. BENCH_FLAGS adds flags, e.g.
+# BENCH_FLAGS='--records=/tmp/real128 --images=path/Images', or
+# BENCH_FLAGS=--quick for a smoke test (seconds; its numbers mean nothing).
 BENCH_FLAGS ?=
 
 bench: setup

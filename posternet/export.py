@@ -6,7 +6,8 @@ An export folder holds:
   saved_model/     a SavedModel for TF Serving: `serving_default` takes a batch
                    of encoded posters (JPEG, PNG, GIF, BMP or WebP bytes) and
                    returns their 25 genre probabilities
-  posternet.json   genres, image size, tuned thresholds, training info
+  posternet.json   genres, image size, thresholds (and which were tuned),
+                   training info
 
 The writer (export_model) and the readers (load_keras_model, Predictor) live
 here together so the folder's layout is defined in one place. A genre is
@@ -17,7 +18,7 @@ Keras metrics at threshold 0.5.
 import json
 import os
 import shutil
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -40,48 +41,80 @@ SIGNATURE = 'serving_default'
 INPUT_NAME = 'image_bytes'
 OUTPUT_NAME = 'probabilities'
 
-# A genre with no positive poster in validation has no F1 to maximise; it
-# keeps the usual sigmoid decision point.
+# A genre without enough positive posters in validation (see
+# MIN_TUNING_POSITIVES) keeps the usual sigmoid decision point.
 DEFAULT_THRESHOLD = 0.5
+
+# Validation positives a genre needs before its threshold is tuned. The F1
+# optimum is decided by where the positives' scores fall: with k positives
+# each is 1/k of recall, and recall near the optimum (~0.5) has a standard
+# error of about sqrt(0.25 / k). At 20 that is ±0.11 and no single poster
+# moves recall by more than 5 %; at 5 it is ±0.22 and the "best" threshold
+# is often just below the lowest-scored positive (thresholds of 0.006–0.01
+# tuned on a handful of Sport posters printed Sport at 0.011). On the
+# tutorial's 726-poster validation split, 20 positives is a genre on ~2.8 %
+# of posters: Sport (3.0 %) and the more common genres are tuned, War,
+# Musical, Western, Short, News, N/A and Reality-TV keep 0.5.
+MIN_TUNING_POSITIVES = 20
 
 # Posters per call of the serving function: bounds the decoded batch in memory.
 PREDICT_BATCH = 32
 
 
-def tune_thresholds(labels: np.ndarray,
-                    probabilities: np.ndarray) -> np.ndarray:
+class Thresholds(NamedTuple):
+  """Per-genre decision thresholds and which of them were tuned.
+
+  posternet.json records all three, so a reader can tell a tuned threshold
+  from the DEFAULT_THRESHOLD a rare genre kept.
+  """
+  values: np.ndarray             # float64 [25]; predict when p > value
+  tuned_genres: Tuple[str, ...]  # genres whose value was tuned on validation
+  min_positives: int             # validation positives a genre needed
+
+
+def tune_thresholds(labels: np.ndarray, probabilities: np.ndarray,
+                    min_positives: int = MIN_TUNING_POSITIVES) -> Thresholds:
   """Per-genre thresholds that maximise each genre's F1 on validation.
 
   Multi-label genres are rare and unevenly so (Drama is on half the posters,
   News on almost none); one threshold of 0.5 for all leaves most rare genres
   never predicted. Each threshold lies halfway between the lowest probability
   still predicted and the highest one not predicted, so it does not sit on a
-  validation poster's exact score. Genres with no positive in validation keep
-  DEFAULT_THRESHOLD.
+  validation poster's exact score. A genre with fewer than min_positives
+  positive posters keeps DEFAULT_THRESHOLD: a threshold tuned on a handful
+  of posters fits those posters, not the genre (see MIN_TUNING_POSITIVES).
 
   Args:
     labels: [N, 25] true multi-hot labels (0/1).
     probabilities: [N, 25] predicted probabilities for the same posters.
+    min_positives: validation positives a genre needs to be tuned (>= 1).
 
   Returns:
-    float64 [25] thresholds; predict a genre when probability > threshold.
+    Thresholds; predict a genre when probability > its value.
   """
   labels = np.asarray(labels, np.float64)
   probabilities = np.asarray(probabilities, np.float64)
-  if labels.shape != probabilities.shape or labels.ndim != 2:
+  if (labels.shape != probabilities.shape or labels.ndim != 2 or
+      labels.shape[1] != genres.NUM_GENRES):
     raise ValueError(f'labels {labels.shape} and probabilities '
                      f'{probabilities.shape} must both be [N, num_genres]')
   if not np.all(np.isfinite(probabilities)):
     raise ValueError('probabilities contain NaN or infinity')
-  return np.array([_best_threshold(labels[:, g] > 0.5, probabilities[:, g])
-                   for g in range(labels.shape[1])])
+  if min_positives < 1:
+    raise ValueError(f'min_positives={min_positives}: must be at least 1')
+  positive = labels > 0.5
+  tuned = positive.sum(axis=0) >= min_positives
+  values = np.array([
+      _best_threshold(positive[:, g], probabilities[:, g]) if tuned[g]
+      else DEFAULT_THRESHOLD for g in range(genres.NUM_GENRES)])
+  return Thresholds(values,
+                    tuple(name for name, t in zip(genres.GENRES, tuned) if t),
+                    int(min_positives))
 
 
 def _best_threshold(positive: np.ndarray, scores: np.ndarray) -> float:
-  """The F1-maximising threshold for one genre (see tune_thresholds)."""
+  """The F1-maximising threshold for one genre with positives (see above)."""
   num_positive = positive.sum()
-  if num_positive == 0:
-    return DEFAULT_THRESHOLD
   order = np.argsort(-scores, kind='stable')
   scores, positive = scores[order], positive[order]
   true_positives = np.cumsum(positive)
@@ -115,7 +148,7 @@ def f1_scores(labels: np.ndarray, probabilities: np.ndarray,
 
 
 def export_model(model: keras.Model, export_dir: str, *,
-                 image_size: Sequence[int], thresholds: np.ndarray,
+                 image_size: Sequence[int], thresholds: Thresholds,
                  info: Optional[Mapping] = None) -> None:
   """Writes model.keras, saved_model/ and posternet.json, atomically.
 
@@ -127,13 +160,16 @@ def export_model(model: keras.Model, export_dir: str, *,
       [B, 25] sigmoid probabilities (it casts and rescales inside).
     export_dir: the folder to (re)write; its parent is created if needed.
     image_size: (height, width) the model takes.
-    thresholds: [25] per-genre thresholds, e.g. from tune_thresholds.
+    thresholds: per-genre thresholds, e.g. from tune_thresholds.
     info: JSON-serialisable extras (validation metrics, the run's flags).
   """
-  thresholds = np.asarray(thresholds, np.float64)
-  if thresholds.shape != (genres.NUM_GENRES,):
+  values = np.asarray(thresholds.values, np.float64)
+  if values.shape != (genres.NUM_GENRES,):
     raise ValueError(f'thresholds must have shape [{genres.NUM_GENRES}], '
-                     f'not {list(thresholds.shape)}')
+                     f'not {list(values.shape)}')
+  unknown = set(thresholds.tuned_genres) - set(genres.GENRES)
+  if unknown:
+    raise ValueError(f'tuned genres {sorted(unknown)} are not genres')
   export_dir = os.path.abspath(export_dir)
   temporary = f'{export_dir}.tmp-{os.getpid()}'
   shutil.rmtree(temporary, ignore_errors=True)
@@ -142,7 +178,8 @@ def export_model(model: keras.Model, export_dir: str, *,
   inference_model.save(os.path.join(temporary, KERAS_NAME))
   _write_saved_model(inference_model, os.path.join(temporary, SAVED_MODEL_NAME),
                      image_size)
-  _write_info(os.path.join(temporary, INFO_NAME), image_size, thresholds, info)
+  _write_info(os.path.join(temporary, INFO_NAME), image_size,
+              thresholds._replace(values=values), info)
   _replace_folder(temporary, export_dir)
 
 
@@ -188,18 +225,23 @@ def _write_saved_model(model: keras.Model, path: str,
   archive.write_out(path, verbose=False)
 
 
-def _write_info(path: str, image_size: Sequence[int], thresholds: np.ndarray,
+def _write_info(path: str, image_size: Sequence[int], thresholds: Thresholds,
                 info: Optional[Mapping]) -> None:
   """posternet.json: what a reader needs besides the weights."""
   document = {
       'format_version': EXPORT_VERSION,
       'genres': list(genres.GENRES),
       'image_size': [int(image_size[0]), int(image_size[1])],
-      'thresholds': [float(t) for t in thresholds],
+      'thresholds': [float(t) for t in thresholds.values],
+      # Added within version 1: readers must not require these two.
+      'tuned_genres': [g for g in genres.GENRES
+                       if g in thresholds.tuned_genres],
+      'min_tuning_positives': int(thresholds.min_positives),
       'threshold_rule': ('a genre is predicted when its probability is above '
-                         'its threshold; thresholds maximise each genre\'s F1 '
-                         f'on validation, {DEFAULT_THRESHOLD} where validation '
-                         'has no poster of the genre'),
+                         'its threshold; the genres in tuned_genres had at '
+                         'least min_tuning_positives positive posters in '
+                         'validation and their thresholds maximise their F1 '
+                         f'there; every other genre keeps {DEFAULT_THRESHOLD}'),
       'files': {'keras': KERAS_NAME, 'saved_model': SAVED_MODEL_NAME},
       'serving': {'signature': SIGNATURE, 'input': INPUT_NAME,
                   'output': OUTPUT_NAME},

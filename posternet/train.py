@@ -688,7 +688,10 @@ def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
   metrics = evaluate_arrays(labels, probabilities)
   thresholds = export.tune_thresholds(labels, probabilities)
   metrics['f1_macro_tuned'] = float(np.mean(
-      export.f1_scores(labels, probabilities, thresholds)))
+      export.f1_scores(labels, probabilities, thresholds.values)))
+  logging.info('tuned thresholds for %d genres (%d+ val positives); the '
+               'others keep %g', len(thresholds.tuned_genres),
+               thresholds.min_positives, export.DEFAULT_THRESHOLD)
   summary = {
       'val': metrics,
       # Optimizer updates applied (under mixed_float16, steps skipped for an

@@ -8,6 +8,7 @@ in one pytest process.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -37,7 +38,8 @@ def test_thresholds_on_a_case_with_a_known_best():
   probabilities = np.full([6, genres.NUM_GENRES], 0.3)
   labels[:, 0], probabilities[:, 0] = truth, scores
   labels[:, 1], probabilities[:, 1] = truth[::-1], scores  # best: all six
-  thresholds = export.tune_thresholds(labels, probabilities)
+  thresholds = export.tune_thresholds(labels, probabilities,
+                                      min_positives=1).values
   assert thresholds[0] == pytest.approx((0.35 + 0.2) / 2)
   assert thresholds[1] == pytest.approx(0.05)
   assert thresholds[2] == export.DEFAULT_THRESHOLD  # no positive in val
@@ -52,8 +54,9 @@ def test_thresholds_beat_every_other_threshold():
   logits = 2 * labels - 1 + noise
   probabilities = (1 / (1 + np.exp(-logits))).astype(np.float32)
   probabilities[:50, 3] = 0.7  # ties must not be split
-  tuned = export.f1_scores(labels, probabilities,
-                           export.tune_thresholds(labels, probabilities))
+  tuned = export.f1_scores(
+      labels, probabilities,
+      export.tune_thresholds(labels, probabilities, min_positives=1).values)
   for candidate in np.unique(probabilities):
     for offset in (-1e-7, 1e-7):
       other = export.f1_scores(labels, probabilities, candidate + offset)
@@ -64,6 +67,33 @@ def test_thresholds_beat_every_other_threshold():
 def test_thresholds_reject_mismatched_shapes():
   with pytest.raises(ValueError, match='shape|num_genres'):
     export.tune_thresholds(np.zeros([4, 25]), np.zeros([5, 25]))
+  with pytest.raises(ValueError, match='min_positives'):
+    export.tune_thresholds(np.zeros([4, 25]), np.zeros([4, 25]),
+                           min_positives=0)
+
+
+def test_only_genres_with_enough_positives_are_tuned():
+  enough = export.MIN_TUNING_POSITIVES
+  drama, sport = genres.GENRES.index('Drama'), genres.GENRES.index('Sport')
+  labels = np.zeros([100, genres.NUM_GENRES])
+  probabilities = np.full([100, genres.NUM_GENRES], 0.3)
+  # A model that learned little: positives at 0.011-0.02, negatives lower.
+  for genre, positives in ((drama, enough), (sport, enough - 1)):
+    labels[:positives, genre] = 1
+    probabilities[:, genre] = np.linspace(0.001, 0.005, 100)
+    probabilities[:positives, genre] = np.linspace(0.011, 0.02, positives)
+  thresholds = export.tune_thresholds(labels, probabilities)
+  assert thresholds.tuned_genres == ('Drama',)
+  assert thresholds.min_positives == enough
+  assert thresholds.values[drama] == pytest.approx((0.011 + 0.005) / 2)
+  others = np.delete(thresholds.values, drama)
+  assert np.all(others == export.DEFAULT_THRESHOLD)  # Sport among them
+  # The minimum, not the data, keeps Sport at 0.5: one positive less needed
+  # and it is tuned to 0.008 like Drama.
+  lower = export.tune_thresholds(labels, probabilities,
+                                 min_positives=enough - 1)
+  assert lower.tuned_genres == ('Drama', 'Sport')
+  assert lower.values[sport] == pytest.approx((0.011 + 0.005) / 2)
 
 
 # Export and load.
@@ -133,7 +163,9 @@ def exported(tmp_path_factory):
   thresholds = expected['exact.jpg'].astype(np.float64) + offsets
   export_dir = str(folder / 'model')
   export.export_model(model, export_dir, image_size=IMAGE_SIZE,
-                      thresholds=thresholds, info={'val_auc': np.float32(0.5)})
+                      thresholds=export.Thresholds(thresholds, genres.GENRES,
+                                                   1),
+                      info={'val_auc': np.float32(0.5)})
   return dict(model=model, dir=export_dir, paths=paths, encoded=encoded,
               expected=expected, thresholds=thresholds, folder=folder)
 
@@ -147,6 +179,8 @@ def test_export_writes_the_three_parts(exported):
   assert info['genres'] == list(genres.GENRES)
   assert info['image_size'] == list(IMAGE_SIZE)
   np.testing.assert_array_equal(info['thresholds'], exported['thresholds'])
+  assert info['tuned_genres'] == list(genres.GENRES)
+  assert info['min_tuning_positives'] == 1
   assert info['info'] == {'val_auc': 0.5}
 
 
@@ -180,10 +214,25 @@ def test_predictor_and_safe_mode_keras_match_the_model(exported):
 def test_export_replaces_an_older_one(exported, tmp_path):
   export_dir = str(tmp_path / 'model')
   for value in (0.25, 0.75):
-    export.export_model(exported['model'], export_dir, image_size=IMAGE_SIZE,
-                        thresholds=np.full(genres.NUM_GENRES, value))
+    export.export_model(
+        exported['model'], export_dir, image_size=IMAGE_SIZE,
+        thresholds=export.Thresholds(np.full(genres.NUM_GENRES, value), (), 20))
   assert export.read_info(export_dir)['thresholds'][0] == 0.75
   assert os.listdir(tmp_path) == ['model']
+
+
+def test_an_export_without_tuned_genres_still_loads(exported, tmp_path):
+  """posternet.json before tuned_genres and min_tuning_positives existed."""
+  export_dir = str(tmp_path / 'old')
+  shutil.copytree(exported['dir'], export_dir)
+  path = os.path.join(export_dir, 'posternet.json')
+  with open(path) as f:
+    document = json.load(f)
+  del document['tuned_genres'], document['min_tuning_positives']
+  with open(path, 'w') as f:
+    json.dump(document, f)
+  predictor = export.Predictor.load(export_dir)
+  np.testing.assert_array_equal(predictor.thresholds, exported['thresholds'])
 
 
 def test_a_folder_that_is_no_export_is_a_user_error(tmp_path):
@@ -278,6 +327,57 @@ def test_predict_tuned_threshold_prints_genres_above_it(exported):
   # The thresholds sit just below exact.jpg's even genres, above its odd ones.
   assert {g for g, _ in blocks[exported['paths']['exact.jpg']]} == set(
       genres.GENRES[::2])
+
+
+@pytest.fixture(scope='module')
+def rare_genre_export(exported):
+  """The model exported with thresholds tuned on a small val split.
+
+  Drama has enough val positives, History one too few; both score their
+  positives below exact.jpg's probability and their negatives far below, so
+  a tuned threshold would print both for exact.jpg.
+  """
+  enough = export.MIN_TUNING_POSITIVES
+  exact = exported['expected']['exact.jpg']
+  rng = np.random.default_rng(1)
+  probabilities = rng.random([60, genres.NUM_GENRES])
+  labels = np.zeros_like(probabilities)
+  for name, positives in (('Drama', enough), ('History', enough - 1)):
+    genre = genres.GENRES.index(name)
+    labels[:positives, genre] = 1
+    probabilities[:, genre] = rng.uniform(0, 0.4, 60) * exact[genre]
+    probabilities[:positives, genre] = rng.uniform(0.6, 0.9,
+                                                   positives) * exact[genre]
+  thresholds = export.tune_thresholds(labels, probabilities)
+  export_dir = str(exported['folder'] / 'rare')
+  export.export_model(exported['model'], export_dir, image_size=IMAGE_SIZE,
+                      thresholds=thresholds)
+  lower = export.tune_thresholds(labels, probabilities,
+                                 min_positives=enough - 1)
+  return dict(dir=export_dir, untuned_threshold=lower.values)
+
+
+def test_predict_tuned_skips_a_genre_with_few_val_positives(
+    exported, rare_genre_export):
+  exact = exported['expected']['exact.jpg']
+  drama, history = (genres.GENRES.index(g) for g in ('Drama', 'History'))
+  # Both below 0.5 on exact.jpg; tuned on History's few posters, its
+  # threshold would print it.
+  assert exact[drama] < 0.5 and exact[history] < 0.5
+  assert rare_genre_export['untuned_threshold'][history] < exact[history]
+  info = export.read_info(rare_genre_export['dir'])
+  assert info['tuned_genres'] == ['Drama']
+  assert info['min_tuning_positives'] == export.MIN_TUNING_POSITIVES
+  assert info['thresholds'][history] == export.DEFAULT_THRESHOLD
+  assert info['thresholds'][drama] < exact[drama]
+  run = _predict(f'--model={rare_genre_export["dir"]}', '--threshold=tuned',
+                 exported['paths']['exact.jpg'])
+  assert run.returncode == 0, run.stderr
+  printed = {g for g, _ in _blocks(run.stdout)[exported['paths']['exact.jpg']]}
+  above_half = {genres.GENRES[g] for g in range(genres.NUM_GENRES)
+                if exact[g] > 0.5}
+  assert printed == above_half | {'Drama'}
+  assert 'History' not in printed
 
 
 def test_predict_without_a_model_folder_is_one_line(tmp_path):

@@ -2,7 +2,8 @@
 
 No speed verdicts here: the benchmark's own table checks the targets. These
 tests only check that every measurement runs, on real records, in real
-processes, and reports numbers of the right type and sign.
+processes, and reports numbers of the right type and sign; and that --quick,
+whose numbers measure nothing, gives no verdict.
 """
 
 import json
@@ -54,7 +55,7 @@ def _setup(tiny_records, tmp_path):
 
 def test_quick_run_reports_every_field(tiny_records, tmp_path):
   out = tmp_path / 'bench.json'
-  result = _bench('--quick', '--noisolate', f'--records={tiny_records}',
+  result = _bench('--quick', f'--records={tiny_records}',
                   f'--work_dir={tmp_path / "work"}', f'--out={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(out.read_text())
@@ -68,18 +69,27 @@ def test_quick_run_reports_every_field(tiny_records, tmp_path):
     assert row['peak_rss_bytes'] > 0, row['name']
     assert row['x_ceiling'] > 0 and row['x_seed_loop'] > 0, row['name']
   assert set(report['epoch_peak_rss_bytes']) == {'1x', '4x'}
+  # --quick: every variant in this one process, and no verdict.
+  assert report['setup']['quick'] and not report['setup']['isolate']
   assert {t['name'] for t in report['targets']} >= {'stall ratio'}
-  assert all(isinstance(t['met'], bool) for t in report['targets'])
+  assert all(t['met'] is None for t in report['targets'])
   # The baselines read the records' own posters, written out as files.
   assert len(os.listdir(tmp_path / 'work' / 'posters-from-records')) == 56
   # The epoch rows cover one full epoch of 48 (then 4 × 48) posters.
   epochs = {row['scale']: row for row in report['rows'] if 'scale' in row}
   assert epochs[1]['images'] == 48 and epochs[4]['images'] == 4 * 48
-  # The table on stdout: every row, and a verdict per target.
+  # The table on stdout: every row, no verdict, and once why not.
   assert '| variant | images/s | × ceiling | × tutorial loop |' in result.stdout
   for name in names:
     assert f'| {name} |' in result.stdout
-  assert result.stdout.count(': met') + result.stdout.count(': MISSED') == 6
+  assert ': met' not in result.stdout and 'MISSED' not in result.stdout
+  assert result.stdout.count('smoke test') == 1
+  # The same numbers, were they a measurement, get a verdict per target.
+  report['setup']['quick'] = False
+  report['targets'] = prefetch_bench.targets(report)
+  table = prefetch_bench.format_table(report)
+  assert table.count(': met') + table.count(': MISSED') == 6
+  assert 'smoke test' not in table
 
 
 def test_isolated_variant_runs_in_its_own_process(tiny_records, tmp_path):
