@@ -36,11 +36,3 @@ def genre_string(names: Sequence[str]) -> str:
 def names_of(labels: Sequence[float]) -> list:
   """The genre names whose entry in a 25-dim multi-hot vector is set."""
   return [GENRES[i] for i in np.flatnonzero(np.asarray(labels) > 0.5)]
-
-
-def multi_hot(names: Iterable[str]) -> np.ndarray:
-  """The float32 multi-hot vector for a list of genre names."""
-  vector = np.zeros(NUM_GENRES, np.float32)
-  for name in names:
-    vector[GENRES.index(name)] = 1.0
-  return vector

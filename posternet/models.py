@@ -56,13 +56,6 @@ class ModelSpec:
   description: str = ''
 
 
-def _seed_cnn_output_side(side: int) -> int:
-  """Spatial side after seed_cnn's 4 blocks of valid 5×5 conv + 2×2 max-pool."""
-  for _ in range(4):
-    side = (side - 4) // 2
-  return side
-
-
 def _seed_cnn_body(x, backbone_weights=None):
   """The tutorial's CNN, layer for layer, up to its output layer.
 

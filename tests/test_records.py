@@ -10,7 +10,8 @@ from posternet import records
 
 
 def test_example_round_trip():
-  labels = genres.multi_hot(['Drama', 'N/A'])
+  labels = np.zeros(genres.NUM_GENRES, np.float32)
+  labels[[genres.GENRES.index('Drama'), genres.GENRES.index('N/A')]] = 1
   example = records.make_example(b'\xff\xd8jpeg', 442, 300, 'tt0000042', labels)
   parsed = records.parse_examples(tf.constant([example.SerializeToString()]))
   assert parsed[records.IMAGE_KEY].numpy()[0] == b'\xff\xd8jpeg'
