@@ -16,7 +16,9 @@ resize. Pass a different model_size to keep resizing off the host, e.g.
 records stored at 128×128, network at 224×224.
 
 Models are built under the global Keras dtype policy; the trainer sets it
-(mixed precision) before calling build_model.
+(mixed precision) before calling build_model. compiled_model adds what the
+trainer trains with (optimizer, loss, metrics); the trainer and the prefetch
+benchmark both build their model with it.
 """
 
 import dataclasses
@@ -29,6 +31,7 @@ from keras import layers
 
 from posternet import cli
 from posternet import genres
+from posternet import metrics
 
 # ImageNet statistics the EfficientNetV2-B weights were trained with, applied
 # after our Rescaling(1/255) (what its include_preprocessing=True would do).
@@ -157,6 +160,38 @@ def build_model(name: str, image_size: Sequence[int], *,
   model = keras.Model(inputs, outputs, name=name)
   if whole_model_weights:
     load_weights(model, whole_model_weights)
+  return model
+
+
+def compiled_model(name: str, image_size: Sequence[int], *,
+                   model_size: Optional[Sequence[int]] = None,
+                   init_weights: Optional[str] = None,
+                   learning_rate: float = 1e-3, jit_compile: bool = False,
+                   steps_per_execution: int = 1) -> keras.Model:
+  """build_model, compiled as the trainer trains it.
+
+  Adam, binary cross-entropy (the tutorial's) and metrics.make_metrics().
+  Call it under the distribution strategy's scope and the dtype policy the
+  model is to train with.
+
+  Args:
+    name, image_size, model_size, init_weights: as for build_model.
+    learning_rate: Adam's learning rate.
+    jit_compile: XLA-compile the train step (hardware.choose_jit_compile).
+    steps_per_execution: train steps per tf.function call.
+
+  Returns:
+    The compiled keras.Model.
+
+  Raises:
+    cli.UserError: as build_model.
+  """
+  model = build_model(name, image_size, model_size=model_size,
+                      init_weights=init_weights)
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                loss=keras.losses.BinaryCrossentropy(),
+                metrics=metrics.make_metrics(), jit_compile=jit_compile,
+                steps_per_execution=steps_per_execution)
   return model
 
 

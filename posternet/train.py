@@ -27,33 +27,27 @@ import json
 import os
 import sys
 import time
-from typing import Mapping, Optional, Sequence, Set, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
 import keras
-from keras import ops
 import numpy as np
 import tensorflow as tf
 
+from posternet import checkpoints
 from posternet import cli
 from posternet import dashboards
 from posternet import data_service
 from posternet import export
-from posternet import genres
+from posternet import hardware
 from posternet import input_pipeline
+from posternet import metrics
 from posternet import models
 from posternet import multi_worker
 from posternet import records
 from posternet import remote
-
-PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
-STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')
-CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
-# What --precision=auto resolves to, whatever the hardware: runs the test
-# suite (and any command) under either precision on one machine.
-PRECISION_ENV = 'POSTERNET_PRECISION'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,194 +82,6 @@ class Config:
   data_service: Optional[str] = None    # grpc://HOST:PORT: train input there
   data_service_mode: str = 'parallel_epochs'
   data_service_job: Optional[str] = None  # shared by trainers that give it
-
-
-# --- Hardware-dependent choices: pure functions of what was detected. ---
-
-
-def choose_precision(requested: str, gpu_compute_capabilities: Sequence,
-                     cpu_flags: Set[str]) -> Tuple[str, str]:
-  """The Keras dtype policy to train with, and why.
-
-  Args:
-    requested: --precision: 'auto' or a policy name.
-    gpu_compute_capabilities: one (major, minor) per visible GPU, or None
-      where unknown; empty when there is no GPU.
-    cpu_flags: the flags of /proc/cpuinfo.
-
-  Returns:
-    (policy name, one-line reason).
-  """
-  if requested != 'auto':
-    return requested, 'set by --precision'
-  if gpu_compute_capabilities:
-    known = [cc for cc in gpu_compute_capabilities if cc]
-    if known and min(known) >= (8, 0):
-      return 'mixed_bfloat16', (
-          f'GPU compute capability {min(known)[0]}.{min(known)[1]} >= 8.0: '
-          'bfloat16 tensor cores, float32 range, no loss scaling')
-    return 'mixed_float16', ('GPU before compute capability 8.0 (or unknown): '
-                             'float16 tensor cores, with loss scaling')
-  found = sorted(set(CPU_BF16_FLAGS) & set(cpu_flags))
-  if found:
-    return 'mixed_bfloat16', f'CPU has {", ".join(found)}: native bfloat16 math'
-  return 'float32', ('CPU without amx_bf16 or avx512_bf16: bfloat16 would be '
-                     'emulated, slower than float32')
-
-
-def precision_here(requested: str) -> Tuple[str, str]:
-  """choose_precision for this machine; $POSTERNET_PRECISION overrides auto.
-
-  Raises:
-    cli.UserError: the variable names no policy.
-  """
-  forced = os.environ.get(PRECISION_ENV)
-  if requested == 'auto' and forced:
-    if forced not in PRECISIONS[1:]:
-      raise cli.UserError(f'{PRECISION_ENV}={forced}: choose one of '
-                          f'{", ".join(PRECISIONS[1:])}')
-    return forced, f'set by {PRECISION_ENV}'
-  return choose_precision(requested, gpu_compute_capabilities(), cpu_flags())
-
-
-def choose_jit_compile(requested: str, has_gpu: bool) -> Tuple[bool, str]:
-  """Whether to XLA-compile the train step, and why."""
-  if requested in ('true', 'false'):
-    return requested == 'true', 'set by --jit_compile'
-  if has_gpu:
-    return True, 'GPU: XLA fuses ops'
-  return False, 'CPU: XLA made seed_cnn 15x slower on CPUs (BUILD_NOTES.md)'
-
-
-def choose_strategy(requested: str, num_gpus: int) -> Tuple[str, str]:
-  """'default' or 'mirrored', and why."""
-  if requested != 'auto':
-    return requested, 'set by --strategy'
-  if num_gpus > 1:
-    return 'mirrored', f'{num_gpus} GPUs: one replica per GPU'
-  return 'default', 'one device'
-
-
-def cpu_flags(path: str = '/proc/cpuinfo') -> Set[str]:
-  """The CPU's feature flags (empty where /proc/cpuinfo does not exist)."""
-  try:
-    with open(path) as f:
-      for line in f:
-        if line.startswith('flags'):
-          return set(line.split(':', 1)[1].split())
-  except OSError:
-    pass
-  return set()
-
-
-def gpu_compute_capabilities() -> list:
-  """(major, minor) or None for each GPU TensorFlow sees."""
-  capabilities = []
-  for gpu in tf.config.list_physical_devices('GPU'):
-    details = tf.config.experimental.get_device_details(gpu)
-    capabilities.append(details.get('compute_capability'))
-  return capabilities
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  """The tf.distribute strategy called `name`."""
-  if name == 'multi_worker':
-    # The cluster from TF_CONFIG; one replica per worker.
-    return multi_worker.make_strategy()
-  if name == 'mirrored':
-    return tf.distribute.MirroredStrategy()
-  return tf.distribute.get_strategy()
-
-
-# --- Metrics. ---
-
-
-@keras.saving.register_keras_serializable(package='posternet')
-class GenreAUC(keras.metrics.AUC):
-  """Multi-label AUC averaged over the genres it can be defined for.
-
-  keras.metrics.AUC(multi_label=True) counts a genre with no positive (or no
-  negative) poster as AUC 0, and genres are rare: a validation split without
-  a single News poster would pull the mean down for no fault of the model.
-  Such genres are left out of the mean, as in scikit-learn, which refuses to
-  score them.
-  """
-
-  def __init__(self, curve='ROC', name=None, **kwargs):
-    kwargs.setdefault('multi_label', True)
-    kwargs.setdefault('num_labels', genres.NUM_GENRES)
-    super().__init__(curve=curve, name=name, **kwargs)
-
-  def result(self):
-    # Every count at the lowest threshold: all of a genre's posters.
-    positives = self.true_positives[0] + self.false_negatives[0]
-    negatives = self.false_positives[0] + self.true_negatives[0]
-    defined = ops.cast(ops.logical_and(positives > 0, negatives > 0), 'float32')
-    saved, self.label_weights = self.label_weights, defined
-    try:
-      return super().result()
-    finally:
-      self.label_weights = saved
-
-
-@keras.saving.register_keras_serializable(package='posternet')
-class PrecisionAtK(keras.metrics.Metric):
-  """The share of the k most probable genres that are true genres.
-
-  The tutorial shows a poster's top 3 genres, so this is the number a user of
-  its output sees: of the 3 genres printed, how many are right.
-  """
-
-  def __init__(self, k=3, name=None, **kwargs):
-    super().__init__(name=name or f'precision_at_{k}', **kwargs)
-    self.k = k
-    self.hits = self.add_variable(shape=(), initializer='zeros', name='hits')
-    self.count = self.add_variable(shape=(), initializer='zeros', name='count')
-
-  def update_state(self, y_true, y_pred, sample_weight=None):
-    del sample_weight  # every poster counts the same
-    top = ops.top_k(y_pred, self.k, sorted=False)[1]
-    hits = ops.take_along_axis(ops.cast(y_true, self.dtype), top, axis=-1)
-    self.hits.assign_add(ops.sum(hits))
-    self.count.assign_add(ops.cast(ops.size(hits), self.dtype))
-
-  def result(self):
-    return ops.divide_no_nan(self.hits, self.count)
-
-  def reset_state(self):
-    self.hits.assign(0.0)
-    self.count.assign(0.0)
-
-  def get_config(self):
-    return {**super().get_config(), 'k': self.k}
-
-
-def make_metrics() -> list:
-  """The metrics logged for train and val, besides the loss."""
-  return [
-      # The tutorial's metrics=['accuracy'], which under binary cross-entropy
-      # is binary accuracy over all 25 outputs.
-      keras.metrics.BinaryAccuracy(name='accuracy', threshold=0.5),
-      GenreAUC(curve='ROC', name='roc_auc'),
-      GenreAUC(curve='PR', name='pr_auc'),
-      # threshold explicit: F1Score(threshold=None) takes the argmax, which
-      # is wrong for multi-label.
-      keras.metrics.F1Score(average='micro', threshold=0.5, name='f1_micro'),
-      keras.metrics.F1Score(average='macro', threshold=0.5, name='f1_macro'),
-      PrecisionAtK(k=3, name='precision_at_3'),
-  ]
-
-
-def evaluate_arrays(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-  """The loss and every metric of make_metrics, on whole arrays."""
-  labels = tf.constant(labels, tf.float32)
-  probabilities = tf.constant(probabilities, tf.float32)
-  results = {'loss': float(keras.losses.binary_crossentropy(
-      labels, probabilities).numpy().mean())}
-  for metric in make_metrics():
-    metric.update_state(labels, probabilities)
-    results[metric.name] = float(metric.result())
-  return results
 
 
 # --- Callbacks. ---
@@ -337,88 +143,6 @@ class Throughput(keras.callbacks.Callback):
                  rate, seconds, '' if epoch else ', first epoch with tracing')
 
 
-class Backup(keras.callbacks.BackupAndRestore):
-  """BackupAndRestore whose backup survives kill -9 at any instant.
-
-  Keras writes the weights file in place and the epoch to a second file
-  after it, so a kill while writing leaves a torn file, and a kill between the
-  two writes leaves weights and epoch that disagree. Here each backup is a
-  folder backup/epoch-NNNN/ (weights, optimizer state included) written under
-  a temporary name and renamed when complete: the epoch is in the name, so it
-  cannot disagree with the weights, and a half-written backup is never read.
-  The newest complete folder wins; older ones are removed after it exists.
-  """
-
-  PREFIX = 'epoch-'
-  WEIGHTS = 'state.weights.h5'
-
-  def __init__(self, backup_dir: str, restore_dir: Optional[str] = None):
-    super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=True)
-    self.resumed_from_epoch = 0
-    # Multi-worker: every worker resumes from the chief's backup where it is
-    # visible, so all resume from the same epoch (as Keras 2 did).
-    self.restore_dir = restore_dir
-
-  def _completed(self, folder: Optional[str] = None) -> list:
-    """(epoch, folder) of the complete backups in folder, oldest first."""
-    found = []
-    for path in tf.io.gfile.glob(os.path.join(folder or self.backup_dir,
-                                              self.PREFIX + '*')):
-      suffix = os.path.basename(path)[len(self.PREFIX):]
-      if suffix.isdigit():
-        found.append((int(suffix), path))
-    return sorted(found)
-
-  def _load_model(self):
-    completed = self._completed(self.restore_dir) if self.restore_dir else []
-    completed = completed or self._completed()
-    if not completed:
-      return
-    epoch, folder = completed[-1]
-    if self.model.optimizer is not None and not self.model.optimizer.built:
-      self.model.optimizer.build(self.model.trainable_variables)
-    self.model.load_weights(os.path.join(folder, self.WEIGHTS))
-    self.resumed_from_epoch = epoch
-    self.model._initial_epoch = epoch  # pylint: disable=protected-access
-    logging.info('resuming from %s: %d epochs already done', folder, epoch)
-
-  def _save_model(self):
-    name = f'{self.PREFIX}{self._current_epoch:04d}'
-    final = os.path.join(self.backup_dir, name)
-    partial = final + '.partial'
-    if tf.io.gfile.exists(partial):
-      tf.io.gfile.rmtree(partial)
-    tf.io.gfile.makedirs(partial)
-    self.model.save_weights(os.path.join(partial, self.WEIGHTS))
-    tf.io.gfile.rename(partial, final, overwrite=True)
-    for _, older in self._completed()[:-1]:
-      tf.io.gfile.rmtree(older)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-  """Saves the whole model (.keras) after every epoch, atomically.
-
-  Keras' ModelCheckpoint writes the .keras zip in place; a kill mid-write
-  would leave a torn file under the final name. Keeps the last `keep`.
-  """
-
-  def __init__(self, folder: str, keep: int):
-    super().__init__()
-    self.folder, self.keep = folder, keep
-
-  def on_epoch_end(self, epoch, logs=None):
-    tf.io.gfile.makedirs(self.folder)
-    partial = os.path.join(self.folder, 'partial.keras')  # Keras needs .keras
-    self.model.save(partial, overwrite=True)
-    tf.io.gfile.rename(partial, self.path(epoch + 1), overwrite=True)
-    for old in sorted(tf.io.gfile.glob(self.path('*')))[:-self.keep]:
-      tf.io.gfile.remove(old)
-
-  def path(self, epoch) -> str:
-    name = f'epoch-{epoch:04d}.keras' if epoch != '*' else 'epoch-*.keras'
-    return os.path.join(self.folder, name)
-
-
 # --- The run. ---
 
 
@@ -439,8 +163,9 @@ def check_config(config: Config) -> None:
   if not config.learning_rate > 0:
     raise cli.UserError(f'--learning_rate must be positive, not '
                         f'{config.learning_rate}')
-  choices = {'precision': PRECISIONS, 'strategy': STRATEGIES,
-             'jit_compile': ('auto', 'true', 'false')}
+  choices = {'precision': hardware.PRECISIONS,
+             'strategy': hardware.STRATEGIES,
+             'jit_compile': hardware.JIT_COMPILE}
   for name, allowed in choices.items():
     if getattr(config, name) not in allowed:
       raise cli.UserError(f'--{name}={getattr(config, name)}: choose one of '
@@ -460,18 +185,6 @@ def check_config(config: Config) -> None:
   if config.data_service:
     data_service.parse_address(config.data_service)
     data_service.processing_mode(config.data_service_mode)
-
-
-def resolve(config: Config) -> dict:
-  """The hardware-dependent settings, each with the reason it was chosen."""
-  capabilities = gpu_compute_capabilities()
-  precision, precision_why = precision_here(config.precision)
-  jit, jit_why = choose_jit_compile(config.jit_compile, bool(capabilities))
-  strategy, strategy_why = choose_strategy(config.strategy, len(capabilities))
-  return {'precision': precision, 'precision_reason': precision_why,
-          'jit_compile': jit, 'jit_compile_reason': jit_why,
-          'strategy': strategy, 'strategy_reason': strategy_why,
-          'num_gpus': len(capabilities)}
 
 
 def run(config: Config, flags_text: Optional[str] = None) -> dict:
@@ -495,14 +208,15 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   if config.data_service:
     # A wrong address fails here within seconds; TF's client would retry.
     data_service.probe_dispatcher(config.data_service)
-  settings = resolve(config)
+  settings = dataclasses.asdict(hardware.resolve(
+      config.precision, config.jit_compile, config.strategy))
   for key in ('precision', 'jit_compile', 'strategy'):
     logging.info('%s: %s (%s)', key, settings[key], settings[f'{key}_reason'])
   # Multi-worker: TF_CONFIG checked first; only the chief writes run_dir().
   task = (multi_worker.task_from_tf_config()
           if settings['strategy'] == 'multi_worker' else None)
   folder = multi_worker.worker_folder(run_dir(config), task)
-  _prepare_run_dir(folder, config.resume)
+  checkpoints.prepare_run_dir(folder, config.resume)
   settings.update(
       steps_per_epoch=input_pipeline.steps_per_epoch(
           manifest, 'train', config.batch_size),
@@ -552,15 +266,12 @@ def warn_if_upscaled(manifest: Mapping, image_size: Sequence[int]) -> bool:
 def _train_and_export(config: Config, settings: dict) -> dict:
   """The body of run(), under the chosen precision policy."""
   keras.utils.set_random_seed(config.seed)
-  strategy = make_strategy(settings['strategy'])
+  strategy = hardware.make_strategy(settings['strategy'])
   with strategy.scope():
-    model = models.build_model(config.model, config.image_size,
-                               model_size=config.model_size,
-                               init_weights=config.init_weights)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=make_metrics(),
+    model = models.compiled_model(
+        config.model, config.image_size, model_size=config.model_size,
+        init_weights=config.init_weights,
+        learning_rate=config.learning_rate,
         jit_compile=settings['jit_compile'],
         steps_per_execution=config.steps_per_execution)
   logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
@@ -577,7 +288,7 @@ def _train_and_export(config: Config, settings: dict) -> dict:
               steps_per_epoch=settings['steps_per_epoch'],
               validation_steps=settings['val_steps'], shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
-  backup = next(c for c in callbacks if isinstance(c, Backup))
+  backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
   summary = _finish(model, config, settings, backup.resumed_from_epoch,
                     time.perf_counter() - start)
   # Multi-worker: no worker leaves while another still exports.
@@ -647,16 +358,16 @@ def _callbacks(config: Config, settings: dict,
           folder, clock, records_dir=config.records,
           image_size=config.image_size, batch_size=config.batch_size,
           hparams=dashboards.hparams_values(_config_dict(config), settings),
-          metric_names=[metric.name for metric in make_metrics()],
+          metric_names=[metric.name for metric in metrics.make_metrics()],
           log_every_steps=config.log_every_steps,
           dashboard_every_epochs=config.dashboard_every_epochs,
           profile_steps=config.profile_steps),
       keras.callbacks.CSVLogger(os.path.join(folder, 'history.csv'),
                                 append=True),
-      EpochCheckpoint(os.path.join(folder, 'checkpoints'),
-                      config.keep_checkpoints),
-      Backup(os.path.join(folder, 'backup'),
-             restore_dir=settings.get('chief_backup')),
+      checkpoints.EpochCheckpoint(os.path.join(folder, 'checkpoints'),
+                                  config.keep_checkpoints),
+      checkpoints.Backup(os.path.join(folder, 'backup'),
+                         restore_dir=settings.get('chief_backup')),
   ]
 
 
@@ -685,15 +396,15 @@ def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
   with _user_errors(config):
     labels, probabilities = predict_split(model, config, 'val')
   logging.info('scored %d val posters', len(labels))
-  metrics = evaluate_arrays(labels, probabilities)
+  val = metrics.evaluate_arrays(labels, probabilities)
   thresholds = export.tune_thresholds(labels, probabilities)
-  metrics['f1_macro_tuned'] = float(np.mean(
+  val['f1_macro_tuned'] = float(np.mean(
       export.f1_scores(labels, probabilities, thresholds.values)))
   logging.info('tuned thresholds for %d genres (%d+ val positives); the '
                'others keep %g', len(thresholds.tuned_genres),
                thresholds.min_positives, export.DEFAULT_THRESHOLD)
   summary = {
-      'val': metrics,
+      'val': val,
       # Optimizer updates applied (under mixed_float16, steps skipped for an
       # overflowing loss scale are not counted).
       'steps': int(model.optimizer.iterations.numpy()),
@@ -707,9 +418,9 @@ def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
   if settings['export_dir']:
     export.export_model(model, settings['export_dir'],
                         image_size=config.image_size, thresholds=thresholds,
-                        info={'val_metrics': metrics, 'model': config.model,
+                        info={'val_metrics': val, 'model': config.model,
                               'config': _config_dict(config)})
-  dashboards.write_final_metrics(settings['run_dir'], metrics,
+  dashboards.write_final_metrics(settings['run_dir'], val,
                                  step=config.epochs - 1)
   _write_text(os.path.join(settings['run_dir'], 'summary.json'),
               json.dumps(summary, indent=2, sort_keys=True) + '\n')
@@ -742,41 +453,6 @@ def _log_summary(summary: dict, settings: dict) -> None:
 
 
 # --- The run folder. ---
-
-
-def _prepare_run_dir(folder: str, resume: bool) -> None:
-  """Keeps an unfinished run's state to resume from; clears anything else.
-
-  An unfinished run has a backup/ folder. With resume it is continued;
-  without, or when the run had finished, the old outputs are removed so the
-  new run's logs and checkpoints do not mix with them.
-  """
-  backup = os.path.join(folder, 'backup')
-  if tf.io.gfile.exists(backup) and resume:
-    return
-  outputs = ('backup', 'checkpoints', 'train', 'validation', 'history.csv',
-             'summary.json')
-  old = [name for name in outputs
-         if tf.io.gfile.exists(os.path.join(folder, name))]
-  if old:
-    logging.warning('starting %s over: removing %s of the previous run',
-                    folder, ', '.join(old))
-  for name in old:
-    path = os.path.join(folder, name)
-    if tf.io.gfile.isdir(path):
-      tf.io.gfile.rmtree(path)
-    else:
-      tf.io.gfile.remove(path)
-  _makedirs(folder)
-
-
-def _makedirs(folder: str) -> None:
-  """Creates the run folder; a place that cannot be written is a UserError."""
-  try:
-    tf.io.gfile.makedirs(folder)
-  except (tf.errors.OpError, OSError) as e:
-    raise cli.UserError(f'cannot create the run folder {folder}: '
-                        f'{getattr(e, "message", e)}') from None
 
 
 def _config_dict(config: Config) -> dict:
@@ -841,17 +517,18 @@ def _define_flags() -> None:
   flags.DEFINE_string('export_dir', None, 'Where the trained model is '
                       'exported (model.keras, saved_model/, posternet.json); '
                       'default <run folder>/export, "" for none.')
-  flags.DEFINE_enum('precision', 'auto', PRECISIONS, 'Keras dtype policy. '
-                    'auto: mixed_bfloat16 on GPUs of compute capability >= '
-                    '8.0, mixed_float16 on older GPUs, mixed_bfloat16 on CPUs '
-                    'with amx_bf16 or avx512_bf16, float32 otherwise.')
-  flags.DEFINE_enum('jit_compile', 'auto', ('auto', 'true', 'false'),
+  flags.DEFINE_enum('precision', 'auto', hardware.PRECISIONS, 'Keras dtype '
+                    'policy. auto: mixed_bfloat16 on GPUs of compute '
+                    'capability >= 8.0, mixed_float16 on older GPUs, '
+                    'mixed_bfloat16 on CPUs with amx_bf16 or avx512_bf16, '
+                    'float32 otherwise.')
+  flags.DEFINE_enum('jit_compile', 'auto', hardware.JIT_COMPILE,
                     'XLA-compile the train step. auto: on with a GPU, off on '
                     'CPUs (slower there).')
   flags.DEFINE_integer('steps_per_execution', 1, 'Train steps per '
                        'tf.function call (fewer Python round trips on fast '
                        'accelerators).')
-  flags.DEFINE_enum('strategy', 'auto', STRATEGIES, 'tf.distribute '
+  flags.DEFINE_enum('strategy', 'auto', hardware.STRATEGIES, 'tf.distribute '
                     'strategy. auto: mirrored with several GPUs, else '
                     'default. multi_worker: MultiWorkerMirroredStrategy over '
                     'the cluster in the TF_CONFIG environment variable (run '

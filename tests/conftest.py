@@ -9,10 +9,10 @@ can be forced either way on one machine (POSTERNET_PRECISION, which
   make test PRECISION=mixed_bfloat16
 """
 
-from posternet import train
+from posternet import hardware
 
 
 def pytest_report_header(config):
   del config  # unused
-  policy, reason = train.precision_here('auto')
+  policy, reason = hardware.precision_here('auto')
   return f'posternet: --precision=auto is {policy} ({reason})'

@@ -34,6 +34,8 @@ import record_fixtures
 from posternet import cli
 from posternet import dashboards
 from posternet import genres
+from posternet import hardware
+from posternet import metrics
 from posternet import records
 from posternet import train
 
@@ -84,7 +86,7 @@ def test_genre_results_match_keras_auc_per_genre():
   labels = (rng.rand(60, genres.NUM_GENRES) < 0.2).astype(np.float32)
   labels[:, 3] = 0  # a genre without positives: NaN, not 0
   probabilities = np.clip(labels * 0.3 + rng.rand(*labels.shape) * 0.7, 0, 1)
-  metric = train.GenreAUC(curve='ROC')
+  metric = metrics.GenreAUC(curve='ROC')
   metric.update_state(labels, probabilities)
   auc, support = dashboards.genre_results(dashboards.confusion(metric))
   np.testing.assert_array_equal(support, labels.sum(axis=0))
@@ -97,7 +99,7 @@ def test_genre_results_match_keras_auc_per_genre():
 
 
 def test_pr_curve_summary_holds_the_counts():
-  metric = train.GenreAUC(curve='ROC')
+  metric = metrics.GenreAUC(curve='ROC')
   labels = np.zeros((4, genres.NUM_GENRES), np.float32)
   labels[:2, 5] = 1
   probabilities = np.full_like(labels, 0.1)
@@ -273,7 +275,7 @@ def test_hparams_and_profile(trained):
   assert start.hparams['model'].string_value == 'small_cnn'
   assert start.hparams['batch_size'].number_value == 16
   assert start.hparams['image_size'].string_value == f'{SIZE}x{SIZE}'
-  assert start.hparams['precision'].string_value in train.PRECISIONS
+  assert start.hparams['precision'].string_value in hardware.PRECISIONS
   assert 'logdir' not in start.hparams
   experiment = hparams_metadata.parse_experiment_plugin_data(
       events.SummaryMetadata(hparams_metadata.EXPERIMENT_TAG)

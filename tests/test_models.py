@@ -134,3 +134,20 @@ def test_missing_init_weights_is_a_user_error(tmp_path):
   odd.write_bytes(b'x')
   with pytest.raises(cli.UserError, match='expected a .keras or .weights.h5'):
     models.build_model('seed_cnn', (80, 80), init_weights=str(odd))
+
+
+def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
+  policy('mixed_bfloat16')  # compiled under the policy it was built with
+  model = models.compiled_model('small_cnn', (24, 24), learning_rate=3e-3,
+                                jit_compile=False, steps_per_execution=4)
+  assert isinstance(model.optimizer, keras.optimizers.Adam)
+  assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+  assert isinstance(model.loss, keras.losses.BinaryCrossentropy)
+  assert model.jit_compile is False
+  assert model.steps_per_execution == 4
+  assert model.layers[-1].dtype_policy.name == 'float32'
+  posters = np.zeros((8, 24, 24, 3), np.uint8)
+  results = model.evaluate(posters, np.zeros((8, genres.NUM_GENRES)),
+                           verbose=0, return_dict=True)
+  assert set(results) == {'loss', 'accuracy', 'roc_auc', 'pr_auc', 'f1_micro',
+                          'f1_macro', 'precision_at_3'}

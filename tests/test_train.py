@@ -1,4 +1,4 @@
-"""Tests of posternet/train.py: hardware choices, metrics, training end to end.
+"""Tests of posternet/train.py: flags, training end to end.
 
 The training runs use small_cnn on tiny synthetic records (record_fixtures),
 in-process through train.run (the test seam) or as the real command in a
@@ -25,6 +25,7 @@ import record_fixtures
 from posternet import cli
 from posternet import export
 from posternet import genres
+from posternet import hardware
 from posternet import models
 from posternet import records
 from posternet import train
@@ -37,55 +38,7 @@ LEARN = dict(model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
              epochs=4, learning_rate=3e-3, verbose=0)
 
 
-# --- Precision, XLA and strategy: pure functions of the hardware. ---
-
-
-@pytest.mark.parametrize('gpus, flags, expected', [
-    ([], {'avx2', 'fma'}, 'float32'),
-    ([], {'avx512f', 'avx512_bf16'}, 'mixed_bfloat16'),
-    ([], {'amx_bf16', 'amx_tile'}, 'mixed_bfloat16'),
-    ([(7, 0)], set(), 'mixed_float16'),
-    ([(8, 0)], {'amx_bf16'}, 'mixed_bfloat16'),
-    ([(9, 0), (7, 5)], set(), 'mixed_float16'),  # the oldest GPU decides
-    ([None], set(), 'mixed_float16'),
-])
-def test_auto_precision(gpus, flags, expected):
-  policy, reason = train.choose_precision('auto', gpus, flags)
-  assert policy == expected
-  assert reason  # logged: the reason is part of the answer
-
-
-@pytest.mark.parametrize('forced', ['float32', 'mixed_bfloat16'])
-def test_precision_env_forces_auto_only(monkeypatch, forced):
-  monkeypatch.setenv(train.PRECISION_ENV, forced)
-  assert train.precision_here('auto') == (forced,
-                                          f'set by {train.PRECISION_ENV}')
-  assert train.precision_here('mixed_float16')[0] == 'mixed_float16'
-  monkeypatch.setenv(train.PRECISION_ENV, 'bf16')
-  with pytest.raises(cli.UserError, match='POSTERNET_PRECISION=bf16'):
-    train.precision_here('auto')
-
-
-def test_explicit_precision_wins():
-  assert train.choose_precision('float32', [(9, 0)], set()) == (
-      'float32', 'set by --precision')
-
-
-def test_jit_and_strategy_choices():
-  assert train.choose_jit_compile('auto', has_gpu=True)[0] is True
-  assert train.choose_jit_compile('auto', has_gpu=False)[0] is False
-  assert train.choose_jit_compile('true', has_gpu=False)[0] is True
-  assert train.choose_strategy('auto', 2)[0] == 'mirrored'
-  assert train.choose_strategy('auto', 1)[0] == 'default'
-  assert train.choose_strategy('mirrored', 0)[0] == 'mirrored'
-
-
-def test_cpu_flags_read_from_cpuinfo(tmp_path):
-  cpuinfo = tmp_path / 'cpuinfo'
-  cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\n'
-                     'processor\t: 1\nflags\t\t: fpu avx2 amx_bf16\n')
-  assert train.cpu_flags(str(cpuinfo)) == {'fpu', 'avx2', 'amx_bf16'}
-  assert train.cpu_flags(str(tmp_path / 'missing')) == set()
+# --- Flags. ---
 
 
 def test_parse_size():
@@ -94,58 +47,6 @@ def test_parse_size():
   for bad in ('', 'x', '12x', '0', 'axb', '1x2x3'):
     with pytest.raises(cli.UserError, match='expected a size'):
       cli.parse_size(bad, 'image_size')
-
-
-# --- Metrics. ---
-
-
-def _rank_auc(positive, scores):
-  """ROC-AUC by pairwise ranking (ties count half), for one genre."""
-  pos, neg = scores[positive], scores[~positive]
-  wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (
-      pos[:, None] == neg[None, :]).sum()
-  return wins / (len(pos) * len(neg))
-
-
-def test_genre_auc_skips_genres_without_positives():
-  rng = np.random.RandomState(0)
-  labels = (rng.rand(200, genres.NUM_GENRES) < 0.3).astype(np.float32)
-  labels[:, 5] = 0  # no poster of genre 5
-  scores = np.clip(labels * 0.3 + rng.rand(*labels.shape) * 0.7, 0, 1)
-  metric = train.GenreAUC(curve='ROC')
-  metric.update_state(labels, scores)
-  expected = np.mean([_rank_auc(labels[:, g] > 0, scores[:, g])
-                      for g in range(genres.NUM_GENRES) if g != 5])
-  assert float(metric.result()) == pytest.approx(expected, abs=0.01)
-  # Keras' own AUC counts genre 5 as 0 and is pulled down by 1/25.
-  keras_auc = tf.keras.metrics.AUC(multi_label=True,
-                                   num_labels=genres.NUM_GENRES)
-  keras_auc.update_state(labels, scores)
-  assert float(keras_auc.result()) < expected - 0.02
-
-
-def test_precision_at_3_counts_true_genres_among_top3():
-  labels = np.zeros((2, genres.NUM_GENRES), np.float32)
-  scores = np.zeros((2, genres.NUM_GENRES), np.float32)
-  scores[0, [0, 1, 2]] = [0.9, 0.8, 0.7]
-  labels[0, [0, 2, 9]] = 1  # 2 of its top 3 are true
-  scores[1, [3, 4, 5]] = [0.9, 0.8, 0.7]
-  labels[1, 24] = 1  # none of its top 3
-  metric = train.PrecisionAtK(k=3)
-  metric.update_state(labels, scores)
-  assert float(metric.result()) == pytest.approx(2 / 6)
-
-
-def test_f1_metrics_use_threshold_half():
-  f1 = {m.name: m for m in train.make_metrics() if 'f1' in m.name}
-  assert set(f1) == {'f1_micro', 'f1_macro'}
-  assert all(m.threshold == 0.5 for m in f1.values())
-  labels = np.zeros((1, genres.NUM_GENRES), np.float32)
-  labels[0, [0, 1]] = 1
-  scores = np.full((1, genres.NUM_GENRES), 0.1, np.float32)
-  scores[0, [0, 1]] = 0.6  # both above 0.5: argmax would predict only one
-  f1['f1_micro'].update_state(labels, scores)
-  assert float(f1['f1_micro'].result()) == pytest.approx(1.0, abs=1e-4)
 
 
 # --- Training end to end. ---
@@ -213,7 +114,7 @@ def test_training_learns_and_shuffled_labels_do_not(learnable, tmp_path):
   assert all(float(row['images_per_sec']) > 0 for row in history)
   steps = NUM_TRAIN // LEARN['batch_size']
   assert summary['steps'] == LEARN['epochs'] * steps
-  assert summary['precision'] == train.precision_here('auto')[0]
+  assert summary['precision'] == hardware.precision_here('auto')[0]
 
 
 def test_run_folder_outputs(learnable, tmp_path):
@@ -256,37 +157,6 @@ def keras_policy(name: str):
     yield
   finally:
     keras.mixed_precision.set_global_policy(previous)
-
-
-def _compiled_small_cnn():
-  model = models.build_model('small_cnn', (SIZE, SIZE))
-  model.compile(optimizer='adam', loss='binary_crossentropy')
-  model.optimizer.build(model.trainable_variables)
-  return model
-
-
-def test_backup_ignores_a_half_written_one(tmp_path):
-  backup_dir = str(tmp_path / 'backup')
-  saved = _compiled_small_cnn()
-  saver = train.Backup(backup_dir)
-  saver.set_model(saved)
-  saver.on_epoch_end(0)  # a complete backup of epoch 1
-  assert os.listdir(backup_dir) == ['epoch-0001']
-  # A kill while epoch 2's backup was being written leaves only this:
-  torn = tmp_path / 'backup' / 'epoch-0002.partial'
-  torn.mkdir()
-  (torn / train.Backup.WEIGHTS).write_bytes(b'torn')
-  restored = _compiled_small_cnn()
-  loader = train.Backup(backup_dir)
-  loader.set_model(restored)
-  loader.on_train_begin()
-  assert loader.resumed_from_epoch == 1
-  assert restored._initial_epoch == 1  # pylint: disable=protected-access
-  for want, got in zip(saved.get_weights(), restored.get_weights()):
-    np.testing.assert_array_equal(got, want)
-  # The next backup replaces the older one once it is complete.
-  saver.on_epoch_end(1)
-  assert sorted(os.listdir(backup_dir)) == ['epoch-0002']
 
 
 def _command(*args, **kwargs):

@@ -65,12 +65,12 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import data_service
+from posternet import hardware
 from posternet import images
 from posternet import input_pipeline
 from posternet import models
 from posternet import records
 from posternet import synthetic
-from posternet import train
 from tools import make_records
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -392,16 +392,16 @@ def fit_seconds(model: keras.Model, dataset: tf.data.Dataset, warmup: int,
 
 
 def _stall_model(image_size: Sequence[int], precision: str) -> tuple:
-  """seed_cnn compiled as the trainer compiles it; (model, precision, reason)."""
-  capabilities = train.gpu_compute_capabilities()
-  policy, reason = train.precision_here(precision)
-  jit, _ = train.choose_jit_compile('auto', bool(capabilities))
-  keras.mixed_precision.set_global_policy(policy)
-  model = models.build_model('seed_cnn', image_size)
-  model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                loss=keras.losses.BinaryCrossentropy(),
-                metrics=train.make_metrics(), jit_compile=jit)
-  return model, policy, reason
+  """seed_cnn compiled as the trainer compiles it; (model, precision, reason).
+
+  The trainer's own choices (hardware.resolve) and compile
+  (models.compiled_model), at its default learning rate.
+  """
+  choices = hardware.resolve(precision)
+  keras.mixed_precision.set_global_policy(choices.precision)
+  model = models.compiled_model('seed_cnn', image_size,
+                                jit_compile=choices.jit_compile)
+  return model, choices.precision, choices.precision_reason
 
 
 def measure_stall(setup: Setup, rounds: int = 3) -> list:
@@ -955,8 +955,9 @@ def _define_flags() -> None:
                     'process, on tiny data (48 posters, 80x80, batch 8, '
                     '0.1 s per variant; flags given explicitly win). Its '
                     'numbers measure nothing: no target verdicts.')
-  flags.DEFINE_enum('precision', 'auto', train.PRECISIONS, "Keras dtype policy "
-                    "of the stall rows' seed_cnn; auto: the trainer's choice.")
+  flags.DEFINE_enum('precision', 'auto', hardware.PRECISIONS, 'Keras dtype '
+                    "policy of the stall rows' seed_cnn; auto: the trainer's "
+                    'choice.')
   flags.DEFINE_string('work_dir', 'bench/work', 'Folder for synthetic data, '
                       'the scaled records of the memory check, and posters '
                       'written out of --records; reused between runs.')

@@ -1,0 +1,138 @@
+"""A run folder's checkpoints and resume state, safe against kill -9.
+
+  checkpoints/  epoch-NNNN.keras: the whole model after each epoch
+                (EpochCheckpoint; the last --keep_checkpoints kept)
+  backup/       epoch-NNNN/: weights and optimizer state of the last finished
+                epoch (Backup), while the run is unfinished
+
+Every write is atomic (a temporary name, then a rename), so a killed run
+never leaves a torn file under a final name. prepare_run_dir decides at start
+whether a folder's state is resumed from or cleared.
+"""
+
+import os
+from typing import Optional
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from posternet import cli
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+  """BackupAndRestore whose backup survives kill -9 at any instant.
+
+  Keras writes the weights file in place and the epoch to a second file
+  after it, so a kill while writing leaves a torn file, and a kill between the
+  two writes leaves weights and epoch that disagree. Here each backup is a
+  folder backup/epoch-NNNN/ (weights, optimizer state included) written under
+  a temporary name and renamed when complete: the epoch is in the name, so it
+  cannot disagree with the weights, and a half-written backup is never read.
+  The newest complete folder wins; older ones are removed after it exists.
+  """
+
+  PREFIX = 'epoch-'
+  WEIGHTS = 'state.weights.h5'
+
+  def __init__(self, backup_dir: str, restore_dir: Optional[str] = None):
+    super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=True)
+    self.resumed_from_epoch = 0
+    # Multi-worker: every worker resumes from the chief's backup where it is
+    # visible, so all resume from the same epoch (as Keras 2 did).
+    self.restore_dir = restore_dir
+
+  def _completed(self, folder: Optional[str] = None) -> list:
+    """(epoch, folder) of the complete backups in folder, oldest first."""
+    found = []
+    for path in tf.io.gfile.glob(os.path.join(folder or self.backup_dir,
+                                              self.PREFIX + '*')):
+      suffix = os.path.basename(path)[len(self.PREFIX):]
+      if suffix.isdigit():
+        found.append((int(suffix), path))
+    return sorted(found)
+
+  def _load_model(self):
+    completed = self._completed(self.restore_dir) if self.restore_dir else []
+    completed = completed or self._completed()
+    if not completed:
+      return
+    epoch, folder = completed[-1]
+    if self.model.optimizer is not None and not self.model.optimizer.built:
+      self.model.optimizer.build(self.model.trainable_variables)
+    self.model.load_weights(os.path.join(folder, self.WEIGHTS))
+    self.resumed_from_epoch = epoch
+    self.model._initial_epoch = epoch  # pylint: disable=protected-access
+    logging.info('resuming from %s: %d epochs already done', folder, epoch)
+
+  def _save_model(self):
+    name = f'{self.PREFIX}{self._current_epoch:04d}'
+    final = os.path.join(self.backup_dir, name)
+    partial = final + '.partial'
+    if tf.io.gfile.exists(partial):
+      tf.io.gfile.rmtree(partial)
+    tf.io.gfile.makedirs(partial)
+    self.model.save_weights(os.path.join(partial, self.WEIGHTS))
+    tf.io.gfile.rename(partial, final, overwrite=True)
+    for _, older in self._completed()[:-1]:
+      tf.io.gfile.rmtree(older)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+  """Saves the whole model (.keras) after every epoch, atomically.
+
+  Keras' ModelCheckpoint writes the .keras zip in place; a kill mid-write
+  would leave a torn file under the final name. Keeps the last `keep`.
+  """
+
+  def __init__(self, folder: str, keep: int):
+    super().__init__()
+    self.folder, self.keep = folder, keep
+
+  def on_epoch_end(self, epoch, logs=None):
+    tf.io.gfile.makedirs(self.folder)
+    partial = os.path.join(self.folder, 'partial.keras')  # Keras needs .keras
+    self.model.save(partial, overwrite=True)
+    tf.io.gfile.rename(partial, self.path(epoch + 1), overwrite=True)
+    for old in sorted(tf.io.gfile.glob(self.path('*')))[:-self.keep]:
+      tf.io.gfile.remove(old)
+
+  def path(self, epoch) -> str:
+    name = f'epoch-{epoch:04d}.keras' if epoch != '*' else 'epoch-*.keras'
+    return os.path.join(self.folder, name)
+
+
+def prepare_run_dir(folder: str, resume: bool) -> None:
+  """Keeps an unfinished run's state to resume from; clears anything else.
+
+  An unfinished run has a backup/ folder. With resume it is continued;
+  without, or when the run had finished, the old outputs are removed so the
+  new run's logs and checkpoints do not mix with them.
+  """
+  backup = os.path.join(folder, 'backup')
+  if tf.io.gfile.exists(backup) and resume:
+    return
+  outputs = ('backup', 'checkpoints', 'train', 'validation', 'history.csv',
+             'summary.json')
+  old = [name for name in outputs
+         if tf.io.gfile.exists(os.path.join(folder, name))]
+  if old:
+    logging.warning('starting %s over: removing %s of the previous run',
+                    folder, ', '.join(old))
+  for name in old:
+    path = os.path.join(folder, name)
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      tf.io.gfile.remove(path)
+  _makedirs(folder)
+
+
+def _makedirs(folder: str) -> None:
+  """Creates the run folder; a place that cannot be written is a UserError."""
+  try:
+    tf.io.gfile.makedirs(folder)
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.UserError(f'cannot create the run folder {folder}: '
+                        f'{getattr(e, "message", e)}') from None
+
