@@ -64,8 +64,7 @@ _LINE = 15            # pixels per text line in a tile
 # do not change what is learned.
 _NOT_HPARAMS = ('logdir', 'run_name', 'export_dir', 'verbose', 'resume',
                 'keep_checkpoints', 'log_every_steps', 'dashboard_every_epochs',
-                'profile_steps', 'run_dir', 'chief_backup', 'val_steps',
-                'val_examples')
+                'profile_steps')
 
 # The settings that tell runs apart, listed first in the HParams dashboard.
 # It checks only its first five hparams by default (batch_size, epochs,
@@ -461,13 +460,19 @@ def hparams_values(config: Mapping, resolved: Mapping) -> dict:
 
   model_size is the size the network is built at (image_size when unset), so
   every run has the column, whichever run's experiment TensorBoard reads.
+
+  Args:
+    config: the trainer's Config fields, by name; those in _NOT_HPARAMS and
+      those left unset (None) are left out.
+    resolved: the resolved settings to show, by name (the trainer's
+      Resolved.hparams()); a resolved value replaces the config's.
   """
   settings = {**config, **resolved}
   if settings.get('model_size') is None:
     settings['model_size'] = settings.get('image_size')
   values = {}
   for name, value in settings.items():
-    if name in _NOT_HPARAMS or name.endswith('_reason') or value is None:
+    if name in _NOT_HPARAMS or value is None:
       continue
     if isinstance(value, (tuple, list)):
       value = 'x'.join(str(v) for v in value)

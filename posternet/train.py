@@ -21,6 +21,17 @@ This module is the flags and `main`; the work is `run(Config)`, which tests
 call directly.
 """
 
+# (A comment, not the docstring: the docstring is the command's --help.)
+# What a run builds on has a module each: hardware (precision, XLA,
+# strategy), models (compiled_model), metrics, checkpoints (resume state and
+# epoch checkpoints), dashboards (TensorBoard), input_pipeline and
+# data_service (the input). What stays is the run and its flags, over ~400
+# lines by: the flag list (_define_flags, ~90 lines); Throughput, the run's
+# own per-epoch report (its natural home, dashboards, is itself over size
+# and changing in parallel); and the run's input wiring
+# (_distributed_datasets, predict_split, warn_if_upscaled), which moves
+# once the records handle (issue 10) has settled how the manifest is passed.
+
 import contextlib
 import dataclasses
 import json
@@ -82,6 +93,30 @@ class Config:
   data_service: Optional[str] = None    # grpc://HOST:PORT: train input there
   data_service_mode: str = 'parallel_epochs'
   data_service_job: Optional[str] = None  # shared by trainers that give it
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved(hardware.Choices):
+  """A run's settings as resolved: config.json's 'resolved'.
+
+  The hardware choices (each with its reason), then what follows from the
+  records and the run folder.
+  """
+  steps_per_epoch: int           # train batches per epoch
+  val_steps: int                 # val batches per validation pass
+  val_examples: int
+  run_dir: str                   # this worker's run folder
+  chief_backup: Optional[str]    # multi-worker: the chief's backup/ to resume
+  export_dir: str                # '': no export
+
+  # The settings, besides Config's fields, that tell runs apart in the
+  # HParams dashboard; the rest say where files go or why.
+  HPARAMS = ('precision', 'jit_compile', 'strategy', 'num_gpus',
+             'steps_per_epoch')
+
+  def hparams(self) -> dict:
+    """The HParams dashboard's resolved values (HPARAMS), by name."""
+    return {name: getattr(self, name) for name in self.HPARAMS}
 
 
 # --- Callbacks. ---
@@ -208,16 +243,18 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   if config.data_service:
     # A wrong address fails here within seconds; TF's client would retry.
     data_service.probe_dispatcher(config.data_service)
-  settings = dataclasses.asdict(hardware.resolve(
-      config.precision, config.jit_compile, config.strategy))
+  choices = hardware.resolve(config.precision, config.jit_compile,
+                             config.strategy)
   for key in ('precision', 'jit_compile', 'strategy'):
-    logging.info('%s: %s (%s)', key, settings[key], settings[f'{key}_reason'])
+    logging.info('%s: %s (%s)', key, getattr(choices, key),
+                 getattr(choices, f'{key}_reason'))
   # Multi-worker: TF_CONFIG checked first; only the chief writes run_dir().
   task = (multi_worker.task_from_tf_config()
-          if settings['strategy'] == 'multi_worker' else None)
+          if choices.strategy == 'multi_worker' else None)
   folder = multi_worker.worker_folder(run_dir(config), task)
   checkpoints.prepare_run_dir(folder, config.resume)
-  settings.update(
+  settings = Resolved(
+      **dataclasses.asdict(choices),
       steps_per_epoch=input_pipeline.steps_per_epoch(
           manifest, 'train', config.batch_size),
       val_steps=input_pipeline.steps_per_epoch(manifest, 'val',
@@ -231,7 +268,7 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
                   else os.path.join(folder, 'export')))
   _write_run_config(folder, config, settings, flags_text)
   previous_policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(settings['precision'])
+  keras.mixed_precision.set_global_policy(settings.precision)
   try:
     summary = _train_and_export(config, settings)
   finally:
@@ -263,16 +300,16 @@ def warn_if_upscaled(manifest: Mapping, image_size: Sequence[int]) -> bool:
   return True
 
 
-def _train_and_export(config: Config, settings: dict) -> dict:
+def _train_and_export(config: Config, settings: Resolved) -> dict:
   """The body of run(), under the chosen precision policy."""
   keras.utils.set_random_seed(config.seed)
-  strategy = hardware.make_strategy(settings['strategy'])
+  strategy = hardware.make_strategy(settings.strategy)
   with strategy.scope():
     model = models.compiled_model(
         config.model, config.image_size, model_size=config.model_size,
         init_weights=config.init_weights,
         learning_rate=config.learning_rate,
-        jit_compile=settings['jit_compile'],
+        jit_compile=settings.jit_compile,
         steps_per_execution=config.steps_per_execution)
   logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
                f'{model.count_params():,}', model.input_shape[1:],
@@ -285,8 +322,8 @@ def _train_and_export(config: Config, settings: dict) -> dict:
     # shuffle=False: the pipeline shuffles. validation_steps: the val
     # split's batches, so Keras need not run into its end to find it.
     model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-              steps_per_epoch=settings['steps_per_epoch'],
-              validation_steps=settings['val_steps'], shuffle=False,
+              steps_per_epoch=settings.steps_per_epoch,
+              validation_steps=settings.val_steps, shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
   summary = _finish(model, config, settings, backup.resumed_from_epoch,
@@ -341,7 +378,7 @@ def _distributed_datasets(config: Config, strategy,
           strategy.distribute_datasets_from_function(dataset_fn('val')))
 
 
-def _callbacks(config: Config, settings: dict,
+def _callbacks(config: Config, settings: Resolved,
                clock: dashboards.InputClock) -> list:
   """The epoch's callbacks, in the order they run.
 
@@ -350,14 +387,15 @@ def _callbacks(config: Config, settings: dict,
   backup last: an epoch the backup counts as done is already in the logs
   and checkpoints (a kill before it only repeats that epoch).
   """
-  folder = settings['run_dir']
+  folder = settings.run_dir
   return [
-      Throughput(settings['steps_per_epoch'] * config.batch_size,
-                 settings['steps_per_epoch']),
+      Throughput(settings.steps_per_epoch * config.batch_size,
+                 settings.steps_per_epoch),
       *dashboards.make_callbacks(
           folder, clock, records_dir=config.records,
           image_size=config.image_size, batch_size=config.batch_size,
-          hparams=dashboards.hparams_values(_config_dict(config), settings),
+          hparams=dashboards.hparams_values(_config_dict(config),
+                                            settings.hparams()),
           metric_names=[metric.name for metric in metrics.make_metrics()],
           log_every_steps=config.log_every_steps,
           dashboard_every_epochs=config.dashboard_every_epochs,
@@ -367,7 +405,7 @@ def _callbacks(config: Config, settings: dict,
       checkpoints.EpochCheckpoint(os.path.join(folder, 'checkpoints'),
                                   config.keep_checkpoints),
       checkpoints.Backup(os.path.join(folder, 'backup'),
-                         restore_dir=settings.get('chief_backup')),
+                         restore_dir=settings.chief_backup),
   ]
 
 
@@ -388,11 +426,11 @@ def _user_errors(config: Config):
     raise user_error from None
 
 
-def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
-            seconds: float) -> dict:
+def _finish(model, config: Config, settings: Resolved,
+            resumed_from_epoch: int, seconds: float) -> dict:
   """Scores the whole val split once, tunes thresholds, exports, summarises."""
   logging.info('scoring all %d val posters, tuning thresholds',
-               settings['val_examples'])
+               settings.val_examples)
   with _user_errors(config):
     labels, probabilities = predict_split(model, config, 'val')
   logging.info('scored %d val posters', len(labels))
@@ -409,20 +447,20 @@ def _finish(model, config: Config, settings: dict, resumed_from_epoch: int,
       # overflowing loss scale are not counted).
       'steps': int(model.optimizer.iterations.numpy()),
       'epochs': config.epochs,
-      'steps_per_epoch': settings['steps_per_epoch'],
+      'steps_per_epoch': settings.steps_per_epoch,
       'resumed_from_epoch': resumed_from_epoch,
       'train_seconds': round(seconds, 1),
-      'precision': settings['precision'],
-      'export_dir': settings['export_dir'] or None,
+      'precision': settings.precision,
+      'export_dir': settings.export_dir or None,
   }
-  if settings['export_dir']:
-    export.export_model(model, settings['export_dir'],
+  if settings.export_dir:
+    export.export_model(model, settings.export_dir,
                         image_size=config.image_size, thresholds=thresholds,
                         info={'val_metrics': val, 'model': config.model,
                               'config': _config_dict(config)})
-  dashboards.write_final_metrics(settings['run_dir'], val,
+  dashboards.write_final_metrics(settings.run_dir, val,
                                  step=config.epochs - 1)
-  _write_text(os.path.join(settings['run_dir'], 'summary.json'),
+  _write_text(os.path.join(settings.run_dir, 'summary.json'),
               json.dumps(summary, indent=2, sort_keys=True) + '\n')
   _log_summary(summary, settings)
   return summary
@@ -441,15 +479,15 @@ def predict_split(model: keras.Model, config: Config, split: str) -> tuple:
   return np.concatenate(labels), np.concatenate(probabilities)
 
 
-def _log_summary(summary: dict, settings: dict) -> None:
+def _log_summary(summary: dict, settings: Resolved) -> None:
   val = summary['val']
   logging.info(
       'done: %d steps; val ROC-AUC %.3f, PR-AUC %.3f, F1 micro %.3f, '
       'precision@3 %.3f, loss %.4f', summary['steps'], val['roc_auc'],
       val['pr_auc'], val['f1_micro'], val['precision_at_3'], val['loss'])
-  logging.info('TensorBoard: tensorboard --logdir %s', settings['run_dir'])
-  if settings['export_dir']:
-    logging.info('exported model: %s', settings['export_dir'])
+  logging.info('TensorBoard: tensorboard --logdir %s', settings.run_dir)
+  if settings.export_dir:
+    logging.info('exported model: %s', settings.export_dir)
 
 
 # --- The run folder. ---
@@ -459,10 +497,11 @@ def _config_dict(config: Config) -> dict:
   return dataclasses.asdict(config)
 
 
-def _write_run_config(folder: str, config: Config, settings: Mapping,
+def _write_run_config(folder: str, config: Config, settings: Resolved,
                       flags_text: Optional[str]) -> None:
   """config.json (settings as resolved) and flags.txt (to repeat the run)."""
-  document = {'config': _config_dict(config), 'resolved': dict(settings),
+  document = {'config': _config_dict(config),
+              'resolved': dataclasses.asdict(settings),
               'tensorflow': tf.__version__, 'keras': keras.__version__}
   _write_text(os.path.join(folder, 'config.json'),
               json.dumps(document, indent=2, sort_keys=True) + '\n')

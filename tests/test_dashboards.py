@@ -160,7 +160,7 @@ def test_hparams_values_are_plain():
   values = dashboards.hparams_values(
       {'image_size': (64, 48), 'model_size': None, 'logdir': 'runs',
        'cache': False, 'learning_rate': 0.003},
-      {'precision': 'float32', 'precision_reason': 'CPU', 'num_gpus': 0})
+      {'precision': 'float32', 'num_gpus': 0})
   # model_size: the size the network is built at, image_size when unset.
   assert values == {'image_size': '64x48', 'model_size': '64x48',
                     'cache': False, 'learning_rate': 0.003,

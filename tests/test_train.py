@@ -1,4 +1,4 @@
-"""Tests of posternet/train.py: flags, training end to end.
+"""Tests of posternet/train.py: flags and settings, training end to end.
 
 The training runs use small_cnn on tiny synthetic records (record_fixtures),
 in-process through train.run (the test seam) or as the real command in a
@@ -8,6 +8,7 @@ subprocess where exit codes and kill -9 matter.
 import contextlib
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import tensorflow as tf
 
 import record_fixtures
 from posternet import cli
+from posternet import dashboards
 from posternet import export
 from posternet import genres
 from posternet import hardware
@@ -38,7 +40,33 @@ LEARN = dict(model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
              epochs=4, learning_rate=3e-3, verbose=0)
 
 
-# --- Flags. ---
+# --- Flags and settings. ---
+
+
+def test_resolved_settings_are_config_json_and_hparams():
+  choices = hardware.Choices(
+      precision='float32', precision_reason='CPU', jit_compile=False,
+      jit_compile_reason='CPU', strategy='default', strategy_reason='one',
+      num_gpus=0)
+  settings = train.Resolved(
+      **dataclasses.asdict(choices), steps_per_epoch=8, val_steps=2,
+      val_examples=40, run_dir='runs/r', chief_backup=None,
+      export_dir='runs/r/export')
+  # config.json's 'resolved', as it has always been.
+  assert set(dataclasses.asdict(settings)) == {
+      'precision', 'precision_reason', 'jit_compile', 'jit_compile_reason',
+      'strategy', 'strategy_reason', 'num_gpus', 'steps_per_epoch',
+      'val_steps', 'val_examples', 'run_dir', 'chief_backup', 'export_dir'}
+  config = train.Config(records='r', image_size=(64, 48))
+  values = dashboards.hparams_values(dataclasses.asdict(config),
+                                     settings.hparams())
+  assert set(values) == {
+      'records', 'model', 'image_size', 'model_size', 'batch_size', 'epochs',
+      'learning_rate', 'precision', 'jit_compile', 'steps_per_execution',
+      'strategy', 'shuffle_buffer', 'cache', 'ignore_errors', 'seed',
+      'data_service_mode', 'num_gpus', 'steps_per_epoch'}
+  assert values['precision'] == 'float32' and values['jit_compile'] is False
+  assert values['image_size'] == '64x48'
 
 
 def test_parse_size():
