@@ -34,6 +34,7 @@ call directly.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -63,7 +64,11 @@ from posternet import remote
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything a training run needs, as plain values (the flags' twins)."""
+  """Everything a training run needs, as plain values.
+
+  One field per flag of _define_flags, in the order flags.txt lists them
+  (FLAG_NAMES is made from these fields; a test checks the two agree).
+  """
   records: str
   logdir: str = 'runs'
   run_name: Optional[str] = None        # default: <model>_<H>x<W>
@@ -93,6 +98,10 @@ class Config:
   data_service: Optional[str] = None    # grpc://HOST:PORT: train input there
   data_service_mode: str = 'parallel_epochs'
   data_service_job: Optional[str] = None  # shared by trainers that give it
+
+
+# The flags, in the order flags.txt lists them: Config's fields.
+FLAG_NAMES = tuple(field.name for field in dataclasses.fields(Config))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,115 +533,96 @@ def _size_text(size: Sequence[int]) -> str:
   return f'{size[0]}x{size[1]}'
 
 
-def _define_flags() -> None:
+def _define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the command's flags (only when run as a command).
 
-  Tests and tools import run(); importing must not claim flag names (--model,
-  --seed, ...) that other entry points, such as posternet.predict, define.
+  One flag per field of Config, with its help text: a flag list, one call
+  each, hence longer than ~50 lines. Tests and tools import run(); importing
+  must not claim flag names (--model, --seed, ...) that other entry points,
+  such as posternet.predict, define. Tests define them into a FlagValues of
+  their own (`values`).
   """
-  flags.DEFINE_string('records', None, 'Records folder made by `make records` '
-                      '(shards and manifest.json).')
-  flags.DEFINE_string('logdir', 'runs', 'Parent folder of the run folders '
-                      '(the TensorBoard logdir).')
-  flags.DEFINE_string('run_name', None, 'The run folder under --logdir; '
-                      'default <model>_<H>x<W>. The same name resumes an '
-                      'unfinished run.')
-  flags.DEFINE_enum('model', 'seed_cnn', sorted(models.MODELS),
-                    'The network: ' + '; '.join(
-                        f'{name}: {spec.description}' for name, spec in
-                        sorted(models.MODELS.items())) + '.')
-  flags.DEFINE_string('image_size', '400', 'Poster size the pipeline '
-                      'delivers: 400 or HxW. Records stored at this size '
-                      '(make records --store_size) are not resized on the '
-                      'host.')
-  flags.DEFINE_string('model_size', None, 'Size the network is built at, '
-                      'HxW; default --image_size. When different, the model '
-                      'resizes on the device.')
-  flags.DEFINE_integer('batch_size', 64, 'Global batch size (split among '
-                       'replicas).')
-  flags.DEFINE_integer('epochs', 10, 'Passes over the train split, of '
-                       'train posters // batch_size steps each.')
-  flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning rate.')
-  flags.DEFINE_string('export_dir', None, 'Where the trained model is '
-                      'exported (model.keras, saved_model/, posternet.json); '
-                      'default <run folder>/export, "" for none.')
-  flags.DEFINE_enum('precision', 'auto', hardware.PRECISIONS, 'Keras dtype '
-                    'policy. auto: mixed_bfloat16 on GPUs of compute '
-                    'capability >= 8.0, mixed_float16 on older GPUs, '
-                    'mixed_bfloat16 on CPUs with amx_bf16 or avx512_bf16, '
-                    'float32 otherwise.')
-  flags.DEFINE_enum('jit_compile', 'auto', hardware.JIT_COMPILE,
-                    'XLA-compile the train step. auto: on with a GPU, off on '
-                    'CPUs (slower there).')
-  flags.DEFINE_integer('steps_per_execution', 1, 'Train steps per '
-                       'tf.function call (fewer Python round trips on fast '
-                       'accelerators).')
-  flags.DEFINE_enum('strategy', 'auto', hardware.STRATEGIES, 'tf.distribute '
-                    'strategy. auto: mirrored with several GPUs, else '
-                    'default. multi_worker: MultiWorkerMirroredStrategy over '
-                    'the cluster in the TF_CONFIG environment variable (run '
-                    'the same command on every worker; only the chief '
-                    'writes the run folder).')
-  flags.DEFINE_bool('resume', True, 'Continue an unfinished run in the run '
-                    'folder from its last finished epoch; --noresume starts '
-                    'it over.')
-  flags.DEFINE_integer('shuffle_buffer', 1024, 'Training examples in the '
-                       'shuffle buffer (serialized records, not pixels).')
-  flags.DEFINE_bool('cache', False, 'Keep decoded posters in RAM after the '
-                    'first epoch (only for data that fits).')
-  flags.DEFINE_integer('threadpool_size', None, 'A private tf.data thread '
-                       'pool of this size; default: TensorFlow\'s shared '
-                       'pool.')
-  flags.DEFINE_bool('ignore_errors', False, 'Skip damaged records instead of '
-                    'stopping; every skip is logged.')
-  flags.DEFINE_string('init_weights', None, 'Local weights file to start '
-                      'from: a .keras or .weights.h5 of the same model and '
-                      'size, or for efficientnetv2b0 Keras\' backbone file '
-                      '(efficientnetv2-b0_notop.h5). Never downloaded.')
-  flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation, dropout and '
-                       'the shuffles.')
-  flags.DEFINE_integer('keep_checkpoints', 2, 'How many of the latest epoch '
-                       'checkpoints to keep.')
-  flags.DEFINE_string('data_service', None, 'grpc://HOST:PORT of a tf.data '
-                      'service dispatcher (python -m posternet.data_service '
-                      'dispatcher): the training input is read and decoded '
-                      'by its workers. Validation stays local.')
-  flags.DEFINE_enum('data_service_mode', 'parallel_epochs',
-                    data_service.MODES, 'parallel_epochs: every service '
-                    'worker streams its own shuffled passes (survives a '
-                    'lost worker); distributed_epoch: shard files are '
-                    'handed out so each pass has every poster exactly once '
-                    '(a lost worker must be replaced for the pass to end).')
-  flags.DEFINE_string('data_service_job', None, 'A job name: trainers '
-                      'that give the same one share one stream (each batch '
-                      'to one of them), e.g. the workers of a multi_worker '
-                      'run; new for each launch. Default: a job per '
-                      'trainer.')
-  flags.DEFINE_enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit '
-                    'output: 1 a progress bar, 2 one line per epoch, 0 '
-                    'none; auto: 1 on a terminal, else 2.')
-  flags.DEFINE_integer('log_every_steps', 20, 'TensorBoard train scalars '
-                       '(loss, metrics, learning rate, images/s, input-wait '
-                       'share) every this many steps; 0: per epoch only.')
-  flags.DEFINE_integer('dashboard_every_epochs', 1, 'Per-genre ROC-AUC, '
-                       'support and PR curves, and the grid of validation '
-                       'posters with their top 3, every this many epochs; '
-                       '0: never.')
-  flags.DEFINE_string('profile_steps', None, 'a,b: trace steps a to b '
-                      '(from 1) for TensorBoard\'s Profile dashboard (view '
-                      'it with the optional extra: pip install '
-                      '\'.[profile]\').')
-
-
-# The flags above, in the order flags.txt lists them.
-FLAG_NAMES = ('records', 'logdir', 'run_name', 'model', 'image_size',
-              'model_size', 'batch_size', 'epochs', 'learning_rate',
-              'export_dir', 'precision', 'jit_compile', 'steps_per_execution',
-              'strategy', 'resume', 'shuffle_buffer', 'cache',
-              'threadpool_size', 'ignore_errors', 'init_weights', 'seed',
-              'keep_checkpoints', 'verbose', 'log_every_steps',
-              'dashboard_every_epochs', 'profile_steps', 'data_service',
-              'data_service_mode', 'data_service_job')
+  string, integer, enum, boolean, real = (
+      functools.partial(define, flag_values=values) for define in (
+          flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_enum,
+          flags.DEFINE_bool, flags.DEFINE_float))
+  string('records', None, 'Records folder made by `make records` (shards and '
+         'manifest.json).')
+  string('logdir', 'runs', 'Parent folder of the run folders (the '
+         'TensorBoard logdir).')
+  string('run_name', None, 'The run folder under --logdir; default '
+         '<model>_<H>x<W>. The same name resumes an unfinished run.')
+  enum('model', 'seed_cnn', sorted(models.MODELS), 'The network: ' + '; '.join(
+      f'{name}: {spec.description}' for name, spec in
+      sorted(models.MODELS.items())) + '.')
+  string('image_size', '400', 'Poster size the pipeline delivers: 400 or HxW. '
+         'Records stored at this size (make records --store_size) are not '
+         'resized on the host.')
+  string('model_size', None, 'Size the network is built at, HxW; default '
+         '--image_size. When different, the model resizes on the device.')
+  integer('batch_size', 64, 'Global batch size (split among replicas).')
+  integer('epochs', 10, 'Passes over the train split, of train posters // '
+          'batch_size steps each.')
+  real('learning_rate', 1e-3, 'Adam learning rate.')
+  string('export_dir', None, 'Where the trained model is exported '
+         '(model.keras, saved_model/, posternet.json); default <run '
+         'folder>/export, "" for none.')
+  enum('precision', 'auto', hardware.PRECISIONS, 'Keras dtype policy. auto: '
+       'mixed_bfloat16 on GPUs of compute capability >= 8.0, mixed_float16 '
+       'on older GPUs, mixed_bfloat16 on CPUs with amx_bf16 or avx512_bf16, '
+       'float32 otherwise.')
+  enum('jit_compile', 'auto', hardware.JIT_COMPILE, 'XLA-compile the train '
+       'step. auto: on with a GPU, off on CPUs (slower there).')
+  integer('steps_per_execution', 1, 'Train steps per tf.function call (fewer '
+          'Python round trips on fast accelerators).')
+  enum('strategy', 'auto', hardware.STRATEGIES, 'tf.distribute strategy. '
+       'auto: mirrored with several GPUs, else default. multi_worker: '
+       'MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG '
+       'environment variable (run the same command on every worker; only '
+       'the chief writes the run folder).')
+  boolean('resume', True, 'Continue an unfinished run in the run folder from '
+          'its last finished epoch; --noresume starts it over.')
+  integer('shuffle_buffer', 1024, 'Training examples in the shuffle buffer '
+          '(serialized records, not pixels).')
+  boolean('cache', False, 'Keep decoded posters in RAM after the first epoch '
+          '(only for data that fits).')
+  integer('threadpool_size', None, 'A private tf.data thread pool of this '
+          'size; default: TensorFlow\'s shared pool.')
+  boolean('ignore_errors', False, 'Skip damaged records instead of stopping; '
+          'every skip is logged.')
+  string('init_weights', None, 'Local weights file to start from: a .keras '
+         'or .weights.h5 of the same model and size, or for efficientnetv2b0 '
+         'Keras\' backbone file (efficientnetv2-b0_notop.h5). Never '
+         'downloaded.')
+  integer('seed', 0, 'Seeds weight initialisation, dropout and the '
+          'shuffles.')
+  integer('keep_checkpoints', 2, 'How many of the latest epoch checkpoints '
+          'to keep.')
+  string('data_service', None, 'grpc://HOST:PORT of a tf.data service '
+         'dispatcher (python -m posternet.data_service dispatcher): the '
+         'training input is read and decoded by its workers. Validation '
+         'stays local.')
+  enum('data_service_mode', 'parallel_epochs', data_service.MODES,
+       'parallel_epochs: every service worker streams its own shuffled '
+       'passes (survives a lost worker); distributed_epoch: shard files are '
+       'handed out so each pass has every poster exactly once (a lost '
+       'worker must be replaced for the pass to end).')
+  string('data_service_job', None, 'A job name: trainers that give the same '
+         'one share one stream (each batch to one of them), e.g. the workers '
+         'of a multi_worker run; new for each launch. Default: a job per '
+         'trainer.')
+  enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit output: 1 a '
+       'progress bar, 2 one line per epoch, 0 none; auto: 1 on a terminal, '
+       'else 2.')
+  integer('log_every_steps', 20, 'TensorBoard train scalars (loss, metrics, '
+          'learning rate, images/s, input-wait share) every this many steps; '
+          '0: per epoch only.')
+  integer('dashboard_every_epochs', 1, 'Per-genre ROC-AUC, support and PR '
+          'curves, and the grid of validation posters with their top 3, '
+          'every this many epochs; 0: never.')
+  string('profile_steps', None, 'a,b: trace steps a to b (from 1) for '
+         'TensorBoard\'s Profile dashboard (view it with the optional extra: '
+         'pip install \'.[profile]\').')
 
 
 def config_from_flags(values) -> Config:

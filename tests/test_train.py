@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from absl import flags
 import keras
 import numpy as np
 import pytest
@@ -41,6 +42,50 @@ LEARN = dict(model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
 
 
 # --- Flags and settings. ---
+
+
+def _flag_values(*args):
+  """The trainer's flags, defined into a FlagValues of their own and parsed."""
+  values = flags.FlagValues()
+  train._define_flags(values)  # pylint: disable=protected-access
+  values(['posternet.train', *args])
+  return values
+
+
+def test_every_config_field_has_a_flag_with_help_and_back():
+  values = _flag_values('--records=r')
+  assert set(values) == {field.name for field in dataclasses.fields(
+      train.Config)}
+  assert all(values[name].help.strip() for name in values)
+  # flags.txt lists them in this order; Config's field order decides it.
+  assert train.FLAG_NAMES == (
+      'records', 'logdir', 'run_name', 'model', 'image_size', 'model_size',
+      'batch_size', 'epochs', 'learning_rate', 'export_dir', 'precision',
+      'jit_compile', 'steps_per_execution', 'strategy', 'resume',
+      'shuffle_buffer', 'cache', 'threadpool_size', 'ignore_errors',
+      'init_weights', 'seed', 'keep_checkpoints', 'verbose',
+      'log_every_steps', 'dashboard_every_epochs', 'profile_steps',
+      'data_service', 'data_service_mode', 'data_service_job')
+
+
+def test_flag_defaults_are_config_defaults():
+  assert train.config_from_flags(_flag_values('--records=r')) == (
+      train.Config(records='r'))
+
+
+def test_flags_txt_repeats_the_run(tmp_path):
+  values = _flag_values('--records=r', '--image_size=64x48', '--noresume',
+                        '--profile_steps=2,3', '--verbose=0',
+                        '--precision=float32')
+  text = train.flags_text(values)
+  lines = text.splitlines()
+  assert lines[:3] == ['--records=r', '--logdir=runs', '--model=seed_cnn']
+  assert '--image_size=64x48' in lines and '--noresume' in lines
+  assert not any(line.startswith('--run_name') for line in lines)  # unset
+  flagfile = tmp_path / 'flags.txt'
+  flagfile.write_text(text)
+  again = _flag_values(f'--flagfile={flagfile}')
+  assert train.config_from_flags(again) == train.config_from_flags(values)
 
 
 def test_resolved_settings_are_config_json_and_hparams():
