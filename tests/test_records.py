@@ -9,6 +9,8 @@ in every command that opens a records folder (issue 12, case 8).
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +21,10 @@ from posternet import cli
 from posternet import genres
 from posternet import records
 from posternet import train
+from posternet import verify
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def test_example_round_trip():
   labels = genres.multi_hot(['Drama', 'N/A'])
@@ -190,7 +196,7 @@ def test_wrong_shape_is_one_line_naming_the_file_and_field(
     good_records, tmp_path, case):
   folder = _bad_copy(good_records, str(tmp_path / 'bad'), case)
   _, message = BAD_SHAPES[case]
-  for open_folder in (records.Manifest.read,):
+  for open_folder in (records.Manifest.read, verify.verify):
     with pytest.raises(cli.UserError) as error:
       open_folder(folder)
     text = str(error.value)
@@ -210,3 +216,19 @@ def test_train_on_a_wrong_shape_is_a_user_error(good_records, tmp_path):
     with pytest.raises(cli.UserError, match=re.escape(BAD_SHAPES[case][1])):
       train.run(config)
   assert not os.path.exists(tmp_path / 'runs')  # nothing started
+
+
+def test_verify_command_on_a_wrong_shape_exits_2_with_one_line(
+    good_records, tmp_path):
+  folder = _bad_copy(good_records, str(tmp_path / 'bad'),
+                     'split without shards')
+  result = subprocess.run(
+      [sys.executable, '-m', 'tools.make_records', '--noprogress',
+       f'--verify={folder}'], cwd=REPO, capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3'),
+      timeout=120, check=False)
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {records.manifest_path(folder)}: splits.train has no '
+      "'shards'; convert the data again with `make records`")

@@ -64,6 +64,7 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
+from posternet import convert
 from posternet import data_service
 from posternet import images
 from posternet import input_pipeline
@@ -71,7 +72,6 @@ from posternet import models
 from posternet import records
 from posternet import synthetic
 from posternet import train
-from tools import make_records
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -635,7 +635,7 @@ def synthetic_records(work_dir: str, num_posters: int,
                       image_size: Sequence[int]) -> tuple:
   """(records folder, Images folder) of synthetic posters, made or reused.
 
-  synthetic.generate (deterministic: seed 0), then make_records.convert with
+  synthetic.generate (deterministic: seed 0), then convert.convert with
   store_size = image_size, as the README tells users to make training
   records. Both are kept in work_dir for the next run.
   """
@@ -651,8 +651,8 @@ def synthetic_records(work_dir: str, num_posters: int,
   if not _reusable_records(records_dir, csv_path, image_size):
     print(f'converting them to {records_dir} (--store_size={height}x{width})',
           file=sys.stderr)
-    make_records.convert(csv_path, images_dir, records_dir,
-                         store_size=image_size, progress=False)
+    convert.convert(csv_path, images_dir, records_dir, store_size=image_size,
+                    progress=False)
   return records_dir, images_dir
 
 
