@@ -365,36 +365,3 @@ class Manifest:
       raise ValueError('this Manifest has no folder yet: write() it, or '
                        'at(records_dir)')
     return self.records_dir
-
-
-# --- The dict API of before the handle, over it; its callers move next. ---
-
-
-def write_manifest(records_dir: str, manifest: Mapping) -> None:
-  """Writes a manifest given as its JSON object (checked, then Manifest.write)."""
-  Manifest.from_dict(dict(manifest), manifest_path(records_dir)).write(
-      records_dir)
-
-
-def read_manifest(records_dir: str) -> dict:
-  """Manifest.read(records_dir), as its JSON object."""
-  return Manifest.read(records_dir).to_dict()
-
-
-def split_info(manifest: Mapping, split: str) -> dict:
-  """The manifest's entry for one split: num_examples and shards."""
-  if split not in manifest.get('splits', {}):
-    raise cli.UserError(f'the manifest has no split {split!r}; it has '
-                        f'{sorted(manifest.get("splits", {}))}')
-  return manifest['splits'][split]
-
-
-def shard_paths(records_dir: str, manifest: Mapping, split: str) -> list:
-  """Full paths of one split's shards, in order."""
-  return [os.path.join(records_dir, shard['file'])
-          for shard in split_info(manifest, split)['shards']]
-
-
-def num_examples(manifest: Mapping, split: str) -> int:
-  """How many posters one split holds, from the manifest (no pass over data)."""
-  return int(split_info(manifest, split)['num_examples'])

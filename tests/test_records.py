@@ -108,6 +108,16 @@ def test_a_manifest_without_a_folder_has_no_shard_paths():
       'gs://b/r/val-00000-of-00001.tfrecord']
 
 
+def test_fixture_manifest_reads_back_equal(tmp_path):
+  manifest = record_fixtures.write_records(str(tmp_path), num_train=5,
+                                           num_val=3, image_hw=None)
+  assert records.Manifest.read(str(tmp_path)) == manifest
+  info = manifest.split_info('train')
+  assert info.num_examples == 5 == sum(s.num_examples for s in info.shards)
+  for shard, path in zip(info.shards, manifest.shard_paths('train')):
+    assert records.size_and_sha256(path) == (shard.bytes, shard.sha256)
+
+
 def test_missing_manifest_is_a_user_error(tmp_path):
   for folder in (tmp_path, tmp_path / 'absent'):
     with pytest.raises(cli.UserError, match=str(folder)):
