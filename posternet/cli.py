@@ -1,5 +1,7 @@
 """What every posternet command shares: user errors become one line, not a traceback."""
 
+import os
+import re
 import sys
 import time
 from typing import Tuple
@@ -31,6 +33,21 @@ def run(main):
       sys.exit(130)
 
   app.run(guarded_main)
+
+
+def tf_message(error: Exception) -> str:
+  """A TensorFlow error's text on one line, without the op-name decoration."""
+  text = re.sub(r'\{\{[^}]*\}\}\s*', '', getattr(error, 'message', None)
+                or str(error))
+  text = text.split(' [Op:')[0]
+  return ' '.join(text.split())
+
+
+def usable_cores() -> int:
+  """The cores this process may use (a container's limit, not the host's)."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def parse_size(text: str, flag: str) -> Tuple[int, int]:

@@ -52,6 +52,7 @@ from tensorboard.plugins.pr_curve import summary as pr_summary
 from posternet import cli
 from posternet import genres
 from posternet import input_pipeline
+from posternet import records
 
 GRID_POSTERS = 8      # validation posters in the val_posters grid
 GRID_COLUMNS = 4
@@ -261,13 +262,13 @@ def genre_table(auc: np.ndarray, support: np.ndarray) -> str:
 # --- The validation poster grid. ---
 
 
-def first_posters(records_dir: str, image_size: Sequence[int],
+def first_posters(manifest: records.Manifest, image_size: Sequence[int],
                   count: int = GRID_POSTERS) -> tuple:
   """(images uint8 [N,H,W,3], labels [N,25], ids [N]): the first val posters.
 
   The val pass is ordered, so every epoch shows the same posters.
   """
-  dataset = input_pipeline.make_dataset(records_dir, 'val', count, image_size,
+  dataset = input_pipeline.make_dataset(manifest, 'val', count, image_size,
                                         with_ids=True)
   for images_, labels, ids in dataset.take(1):
     return (images_.numpy(), labels.numpy(),
@@ -358,16 +359,16 @@ class ValidationDashboards(keras.callbacks.Callback):
   and runs the model on GRID_POSTERS val posters for the grid.
   """
 
-  def __init__(self, validation_dir: str, records_dir: str,
+  def __init__(self, validation_dir: str, manifest: records.Manifest,
                image_size: Sequence[int], every_epochs: int = 1):
     super().__init__()
-    self.validation_dir, self.records_dir = validation_dir, records_dir
+    self.validation_dir, self.manifest = validation_dir, manifest
     self.image_size, self.every_epochs = tuple(image_size), every_epochs
     self._writer = self._posters = None
 
   def on_train_begin(self, logs=None):
     self._writer = tf.summary.create_file_writer(self.validation_dir)
-    self._posters = first_posters(self.records_dir, self.image_size)
+    self._posters = first_posters(self.manifest, self.image_size)
 
   def on_train_end(self, logs=None):
     if self._writer is not None:
@@ -573,9 +574,10 @@ def parse_profile_steps(text: Optional[str]) -> Optional[Tuple[int, int]]:
   return steps
 
 
-def make_callbacks(run_dir: str, clock: InputClock, *, records_dir: str,
-                   image_size: Sequence[int], batch_size: int,
-                   hparams: Mapping, metric_names: Sequence[str],
+def make_callbacks(run_dir: str, clock: InputClock, *,
+                   manifest: records.Manifest, image_size: Sequence[int],
+                   batch_size: int, hparams: Mapping,
+                   metric_names: Sequence[str],
                    log_every_steps: int = 20, dashboard_every_epochs: int = 1,
                    profile_steps: Optional[Tuple[int, int]] = None) -> list:
   """The TensorBoard callbacks of a run, in the order they must run.
@@ -583,7 +585,7 @@ def make_callbacks(run_dir: str, clock: InputClock, *, records_dir: str,
   Args:
     run_dir: the run folder (TensorBoard run, with train/ and validation/).
     clock: the InputClock whose wrap() timed the training dataset.
-    records_dir: the records folder (the grid's val posters come from it).
+    manifest: the records folder, opened (the grid's val posters).
     image_size: the pipeline's (height, width).
     batch_size: the global batch size (images per step).
     hparams: the settings shown in the HParams dashboard (hparams_values).
@@ -608,7 +610,7 @@ def make_callbacks(run_dir: str, clock: InputClock, *, records_dir: str,
   ]
   if dashboard_every_epochs:
     callbacks.append(ValidationDashboards(os.path.join(run_dir, 'validation'),
-                                          records_dir, image_size,
+                                          manifest, image_size,
                                           dashboard_every_epochs))
   callbacks.append(HParams(run_dir, hparams, metric_names,
                            trial_id=os.path.basename(os.path.normpath(

@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import input_pipeline
+from posternet import records
 
 MODES = ('parallel_epochs', 'distributed_epoch')
 DEFAULT_HOST = '127.0.0.1'
@@ -152,14 +153,14 @@ def distribute(dataset: tf.data.Dataset, address: str, mode: str,
       compression=None))
 
 
-def make_dataset(records_dir: str, split: str, batch_size: int,
+def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
                  image_size: Sequence[int], address: str, mode: str,
                  job_name: Optional[str] = None, repeat: bool = True,
                  **options) -> tf.data.Dataset:
   """The training pipeline of input_pipeline.make_dataset, run by the service.
 
   Args:
-    records_dir, split, batch_size, image_size: as input_pipeline.make_dataset
+    manifest, split, batch_size, image_size: as input_pipeline.make_dataset
       (batch_size is this trainer's batch: per replica under a strategy).
     address: the dispatcher, grpc://HOST:PORT.
     mode: 'parallel_epochs' or 'distributed_epoch' (see the module doc).
@@ -183,7 +184,7 @@ def make_dataset(records_dir: str, split: str, batch_size: int,
   # distributed_epoch: one pass per job, split by file among the workers.
   one_pass = mode == 'distributed_epoch' or not repeat
   dataset = input_pipeline.make_dataset(
-      records_dir, split, batch_size, image_size, distributed_pass=one_pass,
+      manifest, split, batch_size, image_size, distributed_pass=one_pass,
       **options)
   dataset = distribute(dataset, address, mode, job_name)
   if mode == 'distributed_epoch':

@@ -1,6 +1,7 @@
 """The streaming tf.data pipeline: a records folder → uint8 model batches.
 
-make_dataset reads top to bottom, one small function per stage:
+make_dataset reads top to bottom, one small function per stage, from the
+records handle the caller opened once (records.Manifest):
 
   manifest shard list → worker shard (by file) → file shuffle → interleaved
   reads, checked per shard → example shuffle → batch → batch-wise parse and
@@ -125,14 +126,13 @@ def make_options(split: str, **options) -> Options:
   return opts
 
 
-# The manifest: shard list, counts, stored sizes, steps.
+# The records handle: shard list and counts.
 
 
-def shard_list(records_dir: str, manifest: Mapping, split: str) -> tuple:
+def shard_list(manifest: records.Manifest, split: str) -> tuple:
   """(paths, counts) of a split's shards from the manifest; each must open."""
-  paths = records.shard_paths(records_dir, manifest, split)
-  counts = [int(shard['num_examples'])
-            for shard in records.split_info(manifest, split)['shards']]
+  paths = manifest.shard_paths(split)
+  counts = [shard.num_examples for shard in manifest.split_info(split).shards]
   for path in paths:
     # Opened here: a shard that cannot be opened would make the reader's
     # ignore_errors retry forever.
@@ -145,53 +145,15 @@ def shard_list(records_dir: str, manifest: Mapping, split: str) -> tuple:
           f'({e.message.strip()}); convert the data again with `make records`'
           ) from None
   if not paths or sum(counts) == 0:
-    raise cli.UserError(f'the {split} split of {records_dir} holds no posters')
+    raise cli.UserError(
+        f'the {split} split of {manifest.records_dir} holds no posters')
   return paths, counts
-
-
-def steps_per_epoch(records_dir_or_manifest, split: str, batch_size: int,
-                    drop_remainder: Optional[bool] = None) -> int:
-  """Batches in one pass over a split, from the manifest (no pass over data).
-
-  Args:
-    records_dir_or_manifest: a records folder, or its manifest dict.
-    split: 'train' or 'val'.
-    batch_size: the global batch size.
-    drop_remainder: whether the last partial batch is dropped; default: as
-      make_dataset does (train drops it, val keeps it).
-
-  Returns:
-    floor(n / batch_size) when dropping the remainder, else ceil.
-
-  Raises:
-    cli.UserError: no such split, or not even one batch.
-  """
-  manifest = records_dir_or_manifest
-  if isinstance(manifest, (str, os.PathLike)):
-    manifest = records.read_manifest(os.fspath(manifest))
-  if batch_size < 1:
-    raise cli.UserError(f'batch_size must be >= 1, not {batch_size}')
-  drop = split == 'train' if drop_remainder is None else drop_remainder
-  count = records.num_examples(manifest, split)
-  steps = count // batch_size if drop else math.ceil(count / batch_size)
-  if steps == 0:
-    raise cli.UserError(f'the {split} split has {count} posters, fewer than '
-                        f'one batch of {batch_size}; lower the batch size')
-  return steps
-
-
-def stored_size_range(manifest: Mapping, split: str) -> tuple:
-  """((min_h, min_w), (max_h, max_w)) of the split's stored posters."""
-  if manifest.get('store_size'):
-    size = tuple(int(x) for x in manifest['store_size'])
-    return size, size
-  info = records.split_info(manifest, split)
-  return ((int(info['min_height']), int(info['min_width'])),
-          (int(info['max_height']), int(info['max_width'])))
 
 
 def decode_plan(stored_range: tuple, image_size: Sequence[int]) -> dict:
   """The static decode choice, made once from the manifest's stored sizes.
+
+  stored_range: Manifest.stored_size_range(split).
 
   Returns:
     {'ratio': r, 'decoded_hw': (h, w) or None}. The ratio is the largest DCT
@@ -495,13 +457,13 @@ def _dataset_options(opts: Options, sharded: bool) -> tf.data.Options:
   return options
 
 
-def make_dataset(records_dir: str, split: str, batch_size: int,
+def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
                  image_size: Sequence[int], input_context=None,
                  **options) -> tf.data.Dataset:
   """The streaming dataset of a records folder's split.
 
   Args:
-    records_dir: folder with the shards and manifest.json.
+    manifest: the records folder, opened once (records.Manifest.read).
     split: 'train' or 'val'.
     batch_size: the global batch size (divided among replicas when an
       input_context is given).
@@ -519,17 +481,19 @@ def make_dataset(records_dir: str, split: str, batch_size: int,
     Otherwise: one ordered pass, every poster exactly once, last batch partial.
 
   Raises:
-    cli.UserError: missing folder, manifest or shard; bad option values; fewer
+    cli.UserError: a missing or unreadable shard; bad option values; fewer
       shards than input workers.
   """
+  if not isinstance(manifest, records.Manifest):
+    raise TypeError('make_dataset takes the records handle, '
+                    f'records.Manifest.read(folder), not {manifest!r}')
   opts = make_options(split, **options)
-  manifest = records.read_manifest(records_dir)
-  paths, counts = shard_list(records_dir, manifest, split)
+  paths, counts = shard_list(manifest, split)
   paths, counts = shard_for_worker(paths, counts, input_context)
   batch_size = per_replica_batch_size(batch_size, input_context)
   if batch_size < 1:
     raise cli.UserError(f'batch_size must be >= 1, not {batch_size}')
-  plan = decode_plan(stored_size_range(manifest, split), image_size)
+  plan = decode_plan(manifest.stored_size_range(split), image_size)
   per_poster = opts.cache or opts.ignore_errors
   stages = (_per_poster_stages if per_poster else _batched_stages)(
       batch_size, plan, image_size, opts)

@@ -1,30 +1,47 @@
-"""The record schema: the one place that says how a poster is stored.
+"""The records folder: its schema and its manifest, owned here and nowhere else.
 
-The converter (tools/make_records.py) writes with these functions and the
-input pipeline reads with them, so the two cannot drift apart. Paths go
-through tf.io.gfile, so records may live on any filesystem TensorFlow knows.
+The converter (posternet/convert.py) writes with these functions and classes,
+the input pipeline reads with them, and posternet/verify.py checks a folder
+against them, so none of them can drift apart. Paths go through tf.io.gfile,
+so records may live on any filesystem TensorFlow knows.
 
 A records folder holds:
   train-00000-of-00016.tfrecord …  one tf.train.Example per poster
   val-00000-of-00002.tfrecord …
   manifest.json                    shard lists, counts, checksums, provenance
+
+manifest.json is read into a `Manifest`, a typed, immutable handle (after
+TFDS's DatasetInfo): a run opens its folder once with `Manifest.read`, which
+checks the file's shape, and hands the object down (pipeline, trainer,
+benchmark); nobody else indexes the JSON. The converter and the test fixtures
+build the same class and `write` it.
 """
 
+import dataclasses
+import hashlib
 import json
+import math
 import os
-from typing import Mapping, Sequence
+import types
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from posternet import cli
 from posternet import genres
 from posternet import remote
+from posternet import typed_json
 
 # Bump when a key, dtype or manifest field changes meaning; readers refuse
 # other versions rather than misreading them.
 FORMAT_VERSION = 1
 MANIFEST_NAME = 'manifest.json'
 SPLITS = ('train', 'val')
+
+# How posternet.csv_rows.tutorial_split splits, as the manifest states it.
+SPLIT_METHOD = ('numpy RandomState(seed).permutation(n): first '
+                'ceil(val_fraction*n) are val, rest train, in permutation '
+                'order')
 
 # Feature keys, shared by writer and reader.
 IMAGE_KEY = 'image/encoded'    # JPEG bytes, RGB or grayscale, never re-encoded needlessly
@@ -40,6 +57,9 @@ FEATURES = {
     ID_KEY: tf.io.FixedLenFeature([], tf.string),
     LABELS_KEY: tf.io.FixedLenFeature([genres.NUM_GENRES], tf.float32),
 }
+
+# What a bad manifest's message tells the user to do.
+_REMAKE = 'convert the data again with `make records`'
 
 
 def make_example(image_bytes: bytes, height: int, width: int, poster_id: str,
@@ -69,65 +89,279 @@ def manifest_path(records_dir: str) -> str:
   return os.path.join(records_dir, MANIFEST_NAME)
 
 
-def write_manifest(records_dir: str, manifest: Mapping) -> None:
-  """Writes manifest.json atomically (temporary name, then rename).
+def size_and_sha256(path: str) -> tuple:
+  """(bytes, sha256 hex) of a file, as the manifest records a shard."""
+  digest, size = hashlib.sha256(), 0
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    while chunk := f.read(8 << 20):
+      digest.update(chunk)
+      size += len(chunk)
+  return size, digest.hexdigest()
 
-  Keys are sorted so the same content always gives the same bytes.
+
+# --- The manifest's parts: field names are the JSON keys (or metadata 'key'),
+# written and read by typed_json. ---
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+  """One shard file of a split, as listed in the manifest."""
+  file: str           # the file name inside the records folder
+  num_examples: int
+  bytes: int
+  sha256: str
+
+  @classmethod
+  def of_file(cls, path: str, num_examples: int) -> 'ShardInfo':
+    """The entry of a finished shard file: its name, size and checksum."""
+    size, sha256 = size_and_sha256(path)
+    return cls(os.path.basename(path), num_examples, size, sha256)
+
+  def to_dict(self) -> dict:
+    return typed_json.to_json(self)
+
+  @classmethod
+  def from_dict(cls, data, path: str = 'shard entry') -> 'ShardInfo':
+    """Reads a shard entry back (the converter's resume notes hold them)."""
+    return typed_json.from_json(data, cls, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+  """One split: its shards, poster count and stored size range."""
+  num_examples: int
+  shards: Tuple[ShardInfo, ...]
+  min_height: Optional[int] = None   # None: no poster stored
+  min_width: Optional[int] = None
+  max_height: Optional[int] = None
+  max_width: Optional[int] = None
+
+  def __post_init__(self):
+    object.__setattr__(self, 'shards', tuple(self.shards))
+
+  @classmethod
+  def build(cls, shards: Sequence[ShardInfo],
+            sizes: Iterable[Sequence[int]]) -> 'SplitInfo':
+    """A split from its shards and stored (height, width) sizes.
+
+    sizes: every poster's, or each shard's smallest and largest: only the
+    extremes count. The poster count is the shards' sum.
+    """
+    sizes = list(sizes)
+    heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
+    return cls(num_examples=sum(s.num_examples for s in shards),
+               shards=tuple(shards),
+               min_height=min(heights, default=None),
+               min_width=min(widths, default=None),
+               max_height=max(heights, default=None),
+               max_width=max(widths, default=None))
+
+  @property
+  def size_range(self) -> tuple:
+    """((min_h, min_w), (max_h, max_w)) of the stored posters."""
+    return ((self.min_height, self.min_width),
+            (self.max_height, self.max_width))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRule:
+  """How the CSV's rows were split (the tutorial's train_test_split)."""
+  seed: int = 42
+  val_fraction: float = 0.1
+  method: str = SPLIT_METHOD
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """The data the records were made from, and how its rows were counted."""
+  csv: str                  # the CSV's file name
+  csv_sha256: str
+  csv_rows: int             # data rows, duplicates included
+  unique_ids: int
+  duplicate_rows: int = 0   # identical repeats, written once
+  unlisted_images: int = 0  # files in Images/ that the CSV does not name
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  """Posters left out (--skip_bad_images): how many, why, and the report."""
+  count: int = 0
+  by_reason: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  report: Optional[str] = None   # skipped.csv, when written
+
+  def __post_init__(self):
+    object.__setattr__(self, 'by_reason',
+                       types.MappingProxyType(dict(self.by_reason)))
+
+
+# --- The manifest. ---
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+  """A records folder's manifest.json: the handle a run opens once.
+
+  Build one (the converter, the fixtures) and `write` it, or `read` a
+  folder's; either way it then knows its folder (records_dir) and answers
+  for the splits: shard paths, counts, stored sizes, steps per epoch.
   """
-  text = json.dumps(manifest, indent=2, sort_keys=True) + '\n'
-  final = manifest_path(records_dir)
-  temporary = final + '.tmp'
-  with tf.io.gfile.GFile(temporary, 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(temporary, final, overwrite=True)
+  splits: Mapping[str, SplitInfo]
+  source: Source
+  split_rule: SplitRule = dataclasses.field(default=SplitRule(),
+                                            metadata={'key': 'split'})
+  skipped: Skipped = Skipped()
+  store_size: Optional[Tuple[int, int]] = None   # --store_size, if given
+  genre_names: Tuple[str, ...] = dataclasses.field(default=genres.GENRES,
+                                                   metadata={'key': 'genres'})
+  format_version: int = FORMAT_VERSION
+  # The folder it was read from or written to: not part of the file.
+  records_dir: Optional[str] = dataclasses.field(
+      default=None, compare=False, metadata={'stored': False})
 
+  def __post_init__(self):
+    object.__setattr__(self, 'splits', types.MappingProxyType(
+        dict(self.splits)))
+    object.__setattr__(self, 'genre_names', tuple(self.genre_names))
+    if self.store_size is not None:
+      object.__setattr__(self, 'store_size',
+                         tuple(int(s) for s in self.store_size))
 
-def read_manifest(records_dir: str) -> dict:
-  """Reads and checks manifest.json.
+  # Reading and writing.
 
-  Raises:
-    cli.UserError: the folder or manifest is missing, unreadable, or of
-      another format version.
-  """
-  # s3://, hdfs://, http(s)://: say what to install, not "not implemented".
-  remote.check_path(records_dir, 'records folder')
-  path = manifest_path(records_dir)
-  if not tf.io.gfile.isdir(records_dir):
-    raise cli.UserError(f'records folder {records_dir} does not exist; '
-                        'make it with `make records`')
-  if not tf.io.gfile.exists(path):
-    raise cli.UserError(f'{path} not found: {records_dir} is not a finished '
-                        'records folder (run `make records`, or let an '
-                        'interrupted conversion finish)')
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      manifest = json.load(f)
-  except (ValueError, tf.errors.OpError) as e:
-    raise cli.UserError(f'{path} is not valid JSON: {e}') from None
-  version = manifest.get('format_version')
-  if version != FORMAT_VERSION:
-    raise cli.UserError(
-        f'{path} has format version {version}, this posternet reads version '
-        f'{FORMAT_VERSION}; convert the data again with `make records`')
-  if list(manifest.get('genres', [])) != list(genres.GENRES):
-    raise cli.UserError(f'{path} lists other genres than posternet knows')
-  return manifest
+  @classmethod
+  def read(cls, records_dir: str) -> 'Manifest':
+    """Opens a records folder: reads and checks its manifest.json, once.
 
+    Raises:
+      cli.UserError: the folder or manifest is missing or unreadable, of
+        another format version, or not shaped as a manifest (one line that
+        names manifest.json and the field).
+    """
+    # s3://, hdfs://, http(s)://: say what to install, not "not implemented".
+    remote.check_path(records_dir, 'records folder')
+    path = manifest_path(records_dir)
+    if not tf.io.gfile.isdir(records_dir):
+      raise cli.UserError(f'records folder {records_dir} does not exist; '
+                          'make it with `make records`')
+    if not tf.io.gfile.exists(path):
+      raise cli.UserError(f'{path} not found: {records_dir} is not a finished '
+                          'records folder (run `make records`, or let an '
+                          'interrupted conversion finish)')
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        data = json.load(f)
+    except (ValueError, tf.errors.OpError) as e:
+      raise cli.UserError(f'{path} is not valid JSON: {e}') from None
+    return cls.from_dict(data, path).at(records_dir)
 
-def split_info(manifest: Mapping, split: str) -> dict:
-  """The manifest's entry for one split: num_examples and shards."""
-  if split not in manifest.get('splits', {}):
-    raise cli.UserError(f'the manifest has no split {split!r}; it has '
-                        f'{sorted(manifest.get("splits", {}))}')
-  return manifest['splits'][split]
+  @classmethod
+  def from_dict(cls, data, path: str = MANIFEST_NAME) -> 'Manifest':
+    """The manifest in parsed JSON, its shape checked (path: for messages)."""
+    version = typed_json.expect(data, dict, path, advice=_REMAKE).get(
+        'format_version')
+    if type(version) is not int or version != FORMAT_VERSION:  # not True
+      raise cli.UserError(
+          f'{path} has format version {version}, this posternet reads '
+          f'version {FORMAT_VERSION}; {_REMAKE}')
+    if data.get('genres') != list(genres.GENRES):
+      raise cli.UserError(f'{path} lists other genres than posternet knows')
+    manifest = typed_json.from_json(data, cls, path, advice=_REMAKE)
+    for split, info in manifest.splits.items():
+      for index, shard in enumerate(info.shards):
+        if shard.file in ('', '.', '..') or (
+            os.path.basename(shard.file) != shard.file):
+          raise cli.UserError(
+              f'{path}: splits.{split}.shards[{index}].file {shard.file!r} is '
+              f'not a file name inside the folder; {_REMAKE}')
+    return manifest
 
+  def to_dict(self) -> dict:
+    """The manifest as the JSON object manifest.json holds."""
+    return typed_json.to_json(self)
 
-def shard_paths(records_dir: str, manifest: Mapping, split: str) -> list:
-  """Full paths of one split's shards, in order."""
-  return [os.path.join(records_dir, shard['file'])
-          for shard in split_info(manifest, split)['shards']]
+  def to_json(self) -> str:
+    """manifest.json's text: sorted keys, so equal content, equal bytes."""
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n'
 
+  def write(self, records_dir: str) -> 'Manifest':
+    """Writes manifest.json atomically (temporary name, then rename).
 
-def num_examples(manifest: Mapping, split: str) -> int:
-  """How many posters one split holds, from the manifest (no pass over data)."""
-  return int(split_info(manifest, split)['num_examples'])
+    Returns:
+      This manifest, knowing records_dir as its folder.
+    """
+    final = manifest_path(records_dir)
+    temporary = final + '.tmp'
+    with tf.io.gfile.GFile(temporary, 'w') as f:
+      f.write(self.to_json())
+    tf.io.gfile.rename(temporary, final, overwrite=True)
+    return self.at(records_dir)
+
+  def at(self, records_dir: str) -> 'Manifest':
+    """The same manifest, for the shards in records_dir."""
+    return dataclasses.replace(self, records_dir=records_dir)
+
+  @property
+  def path(self) -> str:
+    """Where manifest.json is (or goes)."""
+    return manifest_path(self._folder())
+
+  # What readers ask.
+
+  def split_info(self, split: str) -> SplitInfo:
+    """One split's entry: shards, count, stored sizes.
+
+    Raises:
+      cli.UserError: the manifest has no such split.
+    """
+    if split not in self.splits:
+      raise cli.UserError(f'the manifest has no split {split!r}; it has '
+                          f'{sorted(self.splits)}')
+    return self.splits[split]
+
+  def num_examples(self, split: str) -> int:
+    """How many posters a split holds (no pass over the data)."""
+    return self.split_info(split).num_examples
+
+  def shard_paths(self, split: str) -> list:
+    """Full paths of one split's shards, in order."""
+    folder = self._folder()
+    return [os.path.join(folder, shard.file)
+            for shard in self.split_info(split).shards]
+
+  def stored_size_range(self, split: str) -> tuple:
+    """((min_h, min_w), (max_h, max_w)) of the split's stored posters."""
+    if self.store_size:
+      return self.store_size, self.store_size
+    return self.split_info(split).size_range
+
+  def steps_per_epoch(self, split: str, batch_size: int,
+                      drop_remainder: Optional[bool] = None) -> int:
+    """Batches in one pass over a split (no pass over the data).
+
+    Args:
+      split: 'train' or 'val'.
+      batch_size: the global batch size.
+      drop_remainder: whether the last partial batch is dropped; default: as
+        the input pipeline does (train drops it, val keeps it).
+
+    Returns:
+      floor(n / batch_size) when dropping the remainder, else ceil.
+
+    Raises:
+      cli.UserError: no such split, or not even one batch.
+    """
+    if batch_size < 1:
+      raise cli.UserError(f'batch_size must be >= 1, not {batch_size}')
+    drop = split == 'train' if drop_remainder is None else drop_remainder
+    count = self.num_examples(split)
+    steps = count // batch_size if drop else math.ceil(count / batch_size)
+    if steps == 0:
+      raise cli.UserError(f'the {split} split has {count} posters, fewer than '
+                          f'one batch of {batch_size}; lower the batch size')
+    return steps
+
+  def _folder(self) -> str:
+    if self.records_dir is None:
+      raise ValueError('this Manifest has no folder yet: write() it, or '
+                       'at(records_dir)')
+    return self.records_dir

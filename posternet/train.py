@@ -247,7 +247,7 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
       take, unusable --init_weights, out of memory, a damaged shard.
   """
   check_config(config)
-  manifest = records.read_manifest(config.records)
+  manifest = records.Manifest.read(config.records)  # opened once, passed down
   warn_if_upscaled(manifest, config.image_size)
   if config.data_service:
     # A wrong address fails here within seconds; TF's client would retry.
@@ -264,11 +264,9 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   checkpoints.prepare_run_dir(folder, config.resume)
   settings = Resolved(
       **dataclasses.asdict(choices),
-      steps_per_epoch=input_pipeline.steps_per_epoch(
-          manifest, 'train', config.batch_size),
-      val_steps=input_pipeline.steps_per_epoch(manifest, 'val',
-                                               config.batch_size),
-      val_examples=records.num_examples(manifest, 'val'),
+      steps_per_epoch=manifest.steps_per_epoch('train', config.batch_size),
+      val_steps=manifest.steps_per_epoch('val', config.batch_size),
+      val_examples=manifest.num_examples('val'),
       run_dir=folder,
       chief_backup=(os.path.join(run_dir(config), 'backup')
                     if folder != run_dir(config) else None),
@@ -279,7 +277,7 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(settings.precision)
   try:
-    summary = _train_and_export(config, settings)
+    summary = _train_and_export(config, settings, manifest)
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   # A non-chief's outputs were only its share of the work: delete them.
@@ -287,7 +285,8 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   return summary
 
 
-def warn_if_upscaled(manifest: Mapping, image_size: Sequence[int]) -> bool:
+def warn_if_upscaled(manifest: records.Manifest,
+                     image_size: Sequence[int]) -> bool:
   """Warns, in one line, when the host must enlarge posters to image_size.
 
   Upscaling costs a resize per poster and adds no detail (configs/seed.cfg on
@@ -296,10 +295,10 @@ def warn_if_upscaled(manifest: Mapping, image_size: Sequence[int]) -> bool:
   Returns:
     Whether it warned.
   """
-  (min_h, min_w), _ = input_pipeline.stored_size_range(manifest, 'train')
+  (min_h, min_w), _ = manifest.stored_size_range('train')
   if min_h >= image_size[0] and min_w >= image_size[1]:
     return False
-  stored = (f'are stored at {min_h}x{min_w}' if manifest.get('store_size')
+  stored = (f'are stored at {min_h}x{min_w}' if manifest.store_size
             else f'hold posters as small as {min_h}x{min_w}')
   logging.warning(
       'the records %s, smaller than --image_size=%s: the host upscales them, '
@@ -309,7 +308,8 @@ def warn_if_upscaled(manifest: Mapping, image_size: Sequence[int]) -> bool:
   return True
 
 
-def _train_and_export(config: Config, settings: Resolved) -> dict:
+def _train_and_export(config: Config, settings: Resolved,
+                      manifest: records.Manifest) -> dict:
   """The body of run(), under the chosen precision policy."""
   keras.utils.set_random_seed(config.seed)
   strategy = hardware.make_strategy(settings.strategy)
@@ -324,8 +324,9 @@ def _train_and_export(config: Config, settings: Resolved) -> dict:
                f'{model.count_params():,}', model.input_shape[1:],
                strategy.num_replicas_in_sync)
   clock = dashboards.InputClock()  # times the train pipeline's get_next
-  train_data, val_data = _distributed_datasets(config, strategy, clock)
-  callbacks = _callbacks(config, settings, clock)
+  train_data, val_data = _distributed_datasets(config, strategy, clock,
+                                               manifest)
+  callbacks = _callbacks(config, settings, clock, manifest)
   start = time.perf_counter()
   with _user_errors(config):
     # shuffle=False: the pipeline shuffles. validation_steps: the val
@@ -335,8 +336,8 @@ def _train_and_export(config: Config, settings: Resolved) -> dict:
               validation_steps=settings.val_steps, shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
-  summary = _finish(model, config, settings, backup.resumed_from_epoch,
-                    time.perf_counter() - start)
+  summary = _finish(model, config, settings, manifest,
+                    backup.resumed_from_epoch, time.perf_counter() - start)
   # Multi-worker: no worker leaves while another still exports.
   multi_worker.wait_for_all(strategy)
   return summary
@@ -361,7 +362,8 @@ def _pipeline_options(config: Config) -> dict:
 
 
 def _distributed_datasets(config: Config, strategy,
-                          clock: dashboards.InputClock) -> tuple:
+                          clock: dashboards.InputClock,
+                          manifest: records.Manifest) -> tuple:
   """(train, val) datasets, built per input pipeline with its input context.
 
   The clock times the training steps' waits for input (the dashboards).
@@ -369,14 +371,14 @@ def _distributed_datasets(config: Config, strategy,
 
   def dataset_fn(split):
     return lambda context: input_pipeline.make_dataset(
-        config.records, split, config.batch_size, config.image_size, context,
+        manifest, split, config.batch_size, config.image_size, context,
         **_pipeline_options(config))
 
   def service_fn(context):
     # The tf.data service's workers read and decode; it splits the work, so
     # no per-worker file shard here, only this replica's batch size.
     return data_service.make_dataset(
-        config.records, 'train',
+        manifest, 'train',
         input_pipeline.per_replica_batch_size(config.batch_size, context),
         config.image_size, config.data_service, config.data_service_mode,
         config.data_service_job, **_pipeline_options(config))
@@ -388,7 +390,8 @@ def _distributed_datasets(config: Config, strategy,
 
 
 def _callbacks(config: Config, settings: Resolved,
-               clock: dashboards.InputClock) -> list:
+               clock: dashboards.InputClock,
+               manifest: records.Manifest) -> list:
   """The epoch's callbacks, in the order they run.
 
   Throughput first, so the loggers after it record images_per_sec (and the
@@ -401,7 +404,7 @@ def _callbacks(config: Config, settings: Resolved,
       Throughput(settings.steps_per_epoch * config.batch_size,
                  settings.steps_per_epoch),
       *dashboards.make_callbacks(
-          folder, clock, records_dir=config.records,
+          folder, clock, manifest=manifest,
           image_size=config.image_size, batch_size=config.batch_size,
           hparams=dashboards.hparams_values(_config_dict(config),
                                             settings.hparams()),
@@ -436,12 +439,13 @@ def _user_errors(config: Config):
 
 
 def _finish(model, config: Config, settings: Resolved,
-            resumed_from_epoch: int, seconds: float) -> dict:
+            manifest: records.Manifest, resumed_from_epoch: int,
+            seconds: float) -> dict:
   """Scores the whole val split once, tunes thresholds, exports, summarises."""
   logging.info('scoring all %d val posters, tuning thresholds',
                settings.val_examples)
   with _user_errors(config):
-    labels, probabilities = predict_split(model, config, 'val')
+    labels, probabilities = predict_split(model, config, manifest, 'val')
   logging.info('scored %d val posters', len(labels))
   val = metrics.evaluate_arrays(labels, probabilities)
   thresholds = export.tune_thresholds(labels, probabilities)
@@ -475,10 +479,11 @@ def _finish(model, config: Config, settings: Resolved,
   return summary
 
 
-def predict_split(model: keras.Model, config: Config, split: str) -> tuple:
+def predict_split(model: keras.Model, config: Config,
+                  manifest: records.Manifest, split: str) -> tuple:
   """(labels, probabilities) for every poster of a split, in one pass."""
   dataset = input_pipeline.make_dataset(
-      config.records, split, config.batch_size, config.image_size,
+      manifest, split, config.batch_size, config.image_size,
       **_pipeline_options(config))
   forward = tf.function(lambda images: model(images, training=False))
   labels, probabilities = [], []

@@ -1,8 +1,9 @@
 """Small synthetic records folders for tests (after tf-models' tfexample_utils).
 
-A folder made here looks exactly like one made by tools/make_records.py:
-shards named by records.shard_name, Examples built by records.make_example,
-JPEGs encoded by images.encode_jpeg, and manifest.json in the shared format.
+A folder made here looks exactly like one made by the converter
+(posternet/convert.py): shards named by records.shard_name, Examples built by
+records.make_example, JPEGs encoded by images.encode_jpeg, and manifest.json
+built and written by records.Manifest.
 Posters are tiny and learnable: each of a poster's genres paints one
 horizontal band in that genre's own colour, over light noise, so a small CNN
 can learn the labels in a few steps while nothing is constant across posters.
@@ -10,6 +11,7 @@ can learn the labels in a few steps while nothing is constant across posters.
 Usage in a test:
   manifest = record_fixtures.write_records(str(tmp_path), num_train=32,
                                            num_val=8, image_hw=(32, 32))
+  dataset = input_pipeline.make_dataset(manifest, 'train', 8, (32, 32))
 """
 
 import hashlib
@@ -34,11 +36,6 @@ GENRE_COLOURS = np.array(
 # Varied stored sizes when image_hw is None: poster-like, taller than wide.
 VARIED_HEIGHTS = (40, 72)
 VARIED_WIDTHS = (28, 52)
-
-SPLIT_METHOD = ('numpy RandomState(seed).permutation(n): first '
-                'ceil(val_fraction*n) are val, rest train, in permutation '
-                'order')
-
 
 def poster_id(split: str, index: int) -> str:
   """The Id of a fixture poster; train and val Ids never collide."""
@@ -86,44 +83,31 @@ def _encoded_poster(rng, labels, image_hw, store_size) -> tuple:
   return images.encode_jpeg(pixels), height, width
 
 
-def _sha256(path: str) -> str:
-  with open(path, 'rb') as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
 def _write_split(records_dir, split, count, num_shards, rng, image_hw,
-                 store_size) -> dict:
+                 store_size) -> records.SplitInfo:
   """Writes one split's shards; returns its manifest entry."""
   labels = sample_labels(rng, count)
   shards = min(num_shards, max(count, 1))
-  entry = {'num_examples': count, 'shards': []}
-  heights, widths = [], []
+  entries, sizes = [], []
   for shard, indices in enumerate(np.array_split(np.arange(count), shards)):
-    name = records.shard_name(split, shard, shards)
-    path = os.path.join(records_dir, name)
+    path = os.path.join(records_dir, records.shard_name(split, shard, shards))
     with tf.io.TFRecordWriter(path) as writer:
       for index in indices:
         encoded, height, width = _encoded_poster(rng, labels[index], image_hw,
                                                  store_size)
-        heights.append(height)
-        widths.append(width)
+        sizes.append((height, width))
         writer.write(records.make_example(
             encoded, height, width, poster_id(split, int(index)),
             labels[index]).SerializeToString())
-    entry['shards'].append({'file': name, 'num_examples': len(indices),
-                            'bytes': os.path.getsize(path),
-                            'sha256': _sha256(path)})
-  entry.update(min_height=min(heights, default=0),
-               min_width=min(widths, default=0),
-               max_height=max(heights, default=0),
-               max_width=max(widths, default=0))
-  return entry
+    entries.append(records.ShardInfo.of_file(path, len(indices)))
+  return records.SplitInfo.build(entries, sizes)
 
 
 def write_records(records_dir: str, num_train: int = 32, num_val: int = 8,
                   image_hw: Optional[Sequence[int]] = (32, 32),
                   num_shards: int = 2, seed: int = 0,
-                  store_size: Optional[Sequence[int]] = None) -> dict:
+                  store_size: Optional[Sequence[int]] = None
+                  ) -> records.Manifest:
   """Writes a complete records folder of tiny synthetic posters.
 
   Args:
@@ -138,42 +122,36 @@ def write_records(records_dir: str, num_train: int = 32, num_val: int = 8,
       as the converter's --store_size does; recorded in the manifest.
 
   Returns:
-    The manifest dict, as written to manifest.json.
+    The records handle (records.Manifest) of the folder, as written.
   """
   os.makedirs(records_dir, exist_ok=True)
   rng = np.random.RandomState(seed)
   total = num_train + num_val
-  manifest = {
-      'format_version': records.FORMAT_VERSION,
-      'genres': list(genres.GENRES),
-      'store_size': list(store_size) if store_size is not None else None,
-      'split': {'seed': 42,
-                'val_fraction': round(num_val / max(total, 1), 6),
-                'method': SPLIT_METHOD},
-      'source': {'csv': 'multi_label_train.csv',
-                 'csv_sha256': hashlib.sha256(
-                     f'fixture {seed} {total}'.encode()).hexdigest(),
-                 'csv_rows': total, 'unique_ids': total,
-                 'duplicate_rows': 0, 'unlisted_images': 0},
-      'skipped': {'count': 0, 'by_reason': {}, 'report': None},
-      'splits': {},
-  }
-  for split, count in (('train', num_train), ('val', num_val)):
-    manifest['splits'][split] = _write_split(records_dir, split, count,
-                                             num_shards, rng, image_hw,
-                                             store_size)
-  records.write_manifest(records_dir, manifest)
-  return manifest
+  splits = {split: _write_split(records_dir, split, count, num_shards, rng,
+                                image_hw, store_size)
+            for split, count in (('train', num_train), ('val', num_val))}
+  manifest = records.Manifest(
+      splits=splits,
+      source=records.Source(
+          csv='multi_label_train.csv',
+          csv_sha256=hashlib.sha256(
+              f'fixture {seed} {total}'.encode()).hexdigest(),
+          csv_rows=total, unique_ids=total),
+      split_rule=records.SplitRule(
+          val_fraction=round(num_val / max(total, 1), 6)),
+      store_size=store_size)
+  return manifest.write(records_dir)
 
 
-def read_split(records_dir: str, split: str) -> list:
+def read_split(folder, split: str) -> list:
   """Every record of a split, in shard order, as parsed numpy dicts.
 
   The ground truth tests compare the pipeline against: read directly, without
-  the pipeline.
+  the pipeline. folder: a records folder, or its records.Manifest.
   """
-  manifest = records.read_manifest(records_dir)
-  paths = records.shard_paths(records_dir, manifest, split)
+  if not isinstance(folder, records.Manifest):
+    folder = records.Manifest.read(folder)
+  paths = folder.shard_paths(split)
   serialized = list(tf.data.TFRecordDataset(paths).as_numpy_iterator())
   if not serialized:
     return []

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import data_service
+from posternet import records
 from posternet import train
 import record_fixtures
 
@@ -99,6 +100,12 @@ def records_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def manifest(records_dir):
+  """records_dir, opened: the handle the pipeline takes."""
+  return records.Manifest.read(records_dir)
+
+
+@pytest.fixture(scope='module')
 def service():
   """A dispatcher and two workers; yields (dispatcher address, workers)."""
   servers = []
@@ -128,44 +135,44 @@ def _ids(dataset) -> list:
           for poster_id in ids]
 
 
-def _train_ids(records_dir) -> list:
-  return [r['poster/id'] for r in record_fixtures.read_split(records_dir,
+def _train_ids(manifest) -> list:
+  return [r['poster/id'] for r in record_fixtures.read_split(manifest,
                                                              'train')]
 
 
-def test_distributed_epoch_delivers_each_training_poster_once(records_dir,
+def test_distributed_epoch_delivers_each_training_poster_once(manifest,
                                                               service):
   address, _ = service
   dataset = data_service.make_dataset(
-      records_dir, 'train', 8, SIZE, address, 'distributed_epoch',
+      manifest, 'train', 8, SIZE, address, 'distributed_epoch',
       repeat=False, with_ids=True, seed=1)
   ids = _ids(dataset)
-  assert collections.Counter(ids) == collections.Counter(_train_ids(records_dir))
+  assert collections.Counter(ids) == collections.Counter(_train_ids(manifest))
 
 
-def test_training_stream_has_full_batches_and_repeats_passes(records_dir,
+def test_training_stream_has_full_batches_and_repeats_passes(manifest,
                                                              service):
   address, _ = service
   dataset = data_service.make_dataset(
-      records_dir, 'train', 8, SIZE, address, 'distributed_epoch',
+      manifest, 'train', 8, SIZE, address, 'distributed_epoch',
       with_ids=True, seed=1)
   # Static batch shape: what the compiled train step needs.
   assert dataset.element_spec[0].shape.as_list() == [8, *SIZE, 3]
   # 3 passes' worth (each pass is a new job: every poster once per pass).
   counts = collections.Counter(_ids(dataset.take(3 * NUM_TRAIN // 8)))
-  assert set(counts) == set(_train_ids(records_dir))
+  assert set(counts) == set(_train_ids(manifest))
   assert sum(counts.values()) == 3 * NUM_TRAIN
 
 
-def test_parallel_epochs_streams_from_the_workers(records_dir, service):
+def test_parallel_epochs_streams_from_the_workers(manifest, service):
   address, _ = service
-  dataset = data_service.make_dataset(records_dir, 'train', 8, SIZE, address,
+  dataset = data_service.make_dataset(manifest, 'train', 8, SIZE, address,
                                       'parallel_epochs', with_ids=True)
   batches = list(dataset.take(10).as_numpy_iterator())
   assert all(images.shape == (8, *SIZE, 3) and images.dtype == 'uint8'
              for images, _, _ in batches)
   assert {i for _, _, ids in batches for i in ids} <= set(
-      _train_ids(records_dir))
+      _train_ids(manifest))
 
 
 def test_bad_address_is_a_clear_error_within_seconds(records_dir, service):
@@ -194,14 +201,14 @@ def test_worker_command_with_bad_dispatcher_exits_2(tmp_path):
   assert time.monotonic() - start < START_TIMEOUT_S
 
 
-def test_killing_a_worker_mid_epoch_does_not_stop_the_job(records_dir,
+def test_killing_a_worker_mid_epoch_does_not_stop_the_job(manifest,
                                                           service):
   """parallel_epochs: the stream goes on from the workers left.
 
   Runs after the tests that need both workers: it kills worker 1.
   """
   address, workers = service
-  dataset = data_service.make_dataset(records_dir, 'train', 4, SIZE, address,
+  dataset = data_service.make_dataset(manifest, 'train', 4, SIZE, address,
                                       'parallel_epochs', with_ids=True)
   iterator = dataset.as_numpy_iterator()
   next(iterator)
@@ -209,7 +216,7 @@ def test_killing_a_worker_mid_epoch_does_not_stop_the_job(records_dir,
   start = time.monotonic()
   ids = [i for _ in range(2 * NUM_TRAIN // 4) for i in next(iterator)[2]]
   assert time.monotonic() - start < 60
-  assert set(ids) <= set(_train_ids(records_dir)) and len(ids) == 2 * NUM_TRAIN
+  assert set(ids) <= set(_train_ids(manifest)) and len(ids) == 2 * NUM_TRAIN
 
 
 # --- The trainer through the service (after the kill: one worker left). ---
@@ -247,9 +254,9 @@ def test_trainer_with_bad_address_exits_2_within_seconds(records_dir):
   assert time.monotonic() - start < 90
 
 
-def test_benchmark_service_rows(records_dir):
+def test_benchmark_service_rows(records_dir, manifest):
   from tools import prefetch_bench  # pylint: disable=g-import-not-at-top
-  plan = prefetch_bench.decode_plan(records_dir, SIZE)
+  plan = prefetch_bench.decode_plan(manifest, SIZE)
   names = [v['name'] for v in prefetch_bench.variants(plan, service=True)]
   assert prefetch_bench.service_row(1) in names
   assert prefetch_bench.service_row(2) in names

@@ -24,30 +24,33 @@ SIZE = (32, 32)
 
 
 @pytest.fixture(scope='module')
-def fixed_dir(tmp_path_factory):
-  """30 train and 11 val posters of 32×32, 3 shards per split."""
+def fixed(tmp_path_factory):
+  """30 train and 11 val posters of 32×32, 3 shards per split (the handle)."""
   folder = str(tmp_path_factory.mktemp('fixed'))
-  record_fixtures.write_records(folder, num_train=30, num_val=11,
-                                image_hw=SIZE, num_shards=3, seed=1)
-  return folder
+  return record_fixtures.write_records(folder, num_train=30, num_val=11,
+                                       image_hw=SIZE, num_shards=3, seed=1)
 
 
 @pytest.fixture(scope='module')
-def big_dir(tmp_path_factory):
+def big(tmp_path_factory):
   """Posters stored at 64×64: room for DCT-ratio decodes."""
   folder = str(tmp_path_factory.mktemp('big'))
-  record_fixtures.write_records(folder, num_train=8, num_val=6,
-                                image_hw=(64, 64), num_shards=2, seed=2)
-  return folder
+  return record_fixtures.write_records(folder, num_train=8, num_val=6,
+                                       image_hw=(64, 64), num_shards=2, seed=2)
 
 
 @pytest.fixture(scope='module')
-def varied_dir(tmp_path_factory):
+def varied(tmp_path_factory):
   """Posters of varied sizes (heights 40–72, widths 28–52)."""
   folder = str(tmp_path_factory.mktemp('varied'))
-  record_fixtures.write_records(folder, num_train=8, num_val=9,
-                                image_hw=None, num_shards=2, seed=3)
-  return folder
+  return record_fixtures.write_records(folder, num_train=8, num_val=9,
+                                       image_hw=None, num_shards=2, seed=3)
+
+
+def copy_of(manifest, folder):
+  """A copy of a records folder, opened: for tests that damage it."""
+  shutil.copytree(manifest.records_dir, folder)
+  return records.Manifest.read(folder)
 
 
 def batches(dataset, count=None):
@@ -67,18 +70,18 @@ def by_id(dataset):
   return out
 
 
-def truth(folder, split):
+def truth(manifest, split):
   """{poster id: parsed record}, read directly, without the pipeline."""
   return {r[records.ID_KEY]: r
-          for r in record_fixtures.read_split(folder, split)}
+          for r in record_fixtures.read_split(manifest, split)}
 
 
 # Shapes, batches, completeness.
 
 
-def test_shapes_and_dtypes(fixed_dir):
+def test_shapes_and_dtypes(fixed):
   for split in ('train', 'val'):
-    dataset = input_pipeline.make_dataset(fixed_dir, split, 4, SIZE)
+    dataset = input_pipeline.make_dataset(fixed, split, 4, SIZE)
     image_spec, label_spec = dataset.element_spec
     assert image_spec.dtype == tf.uint8 and label_spec.dtype == tf.float32
     assert image_spec.shape[1:] == (32, 32, 3)
@@ -90,19 +93,19 @@ def test_shapes_and_dtypes(fixed_dir):
     assert images_.max() > 1  # uint8 pixels, not rescaled to [0, 1]
 
 
-def test_train_batches_are_full_static_and_endless(fixed_dir):
-  dataset = input_pipeline.make_dataset(fixed_dir, 'train', 8, SIZE, seed=0)
+def test_train_batches_are_full_static_and_endless(fixed):
+  dataset = input_pipeline.make_dataset(fixed, 'train', 8, SIZE, seed=0)
   assert dataset.element_spec[0].shape == (8, 32, 32, 3)  # drop_remainder
   assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
-  steps = input_pipeline.steps_per_epoch(fixed_dir, 'train', 8)
+  steps = fixed.steps_per_epoch('train', 8)
   got = batches(dataset, 3 * steps + 1)  # 30 posters: 3 epochs and more
   assert len(got) == 3 * steps + 1
   assert all(images_.shape[0] == 8 for images_, _ in got)
 
 
-def test_training_shuffles_eval_is_ordered(fixed_dir):
+def test_training_shuffles_eval_is_ordered(fixed):
   ids = lambda count=None, **kw: [i for _, _, b in batches(
-      input_pipeline.make_dataset(fixed_dir, 'val', 11, SIZE, with_ids=True,
+      input_pipeline.make_dataset(fixed, 'val', 11, SIZE, with_ids=True,
                                   **kw), count) for i in b]
   eval_order = ids()
   assert ids() == eval_order  # deterministic
@@ -110,48 +113,48 @@ def test_training_shuffles_eval_is_ordered(fixed_dir):
   assert set(shuffled) <= set(eval_order) and shuffled != eval_order
 
 
-def test_eval_sees_each_val_poster_exactly_once(fixed_dir):
-  dataset = input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
+def test_eval_sees_each_val_poster_exactly_once(fixed):
+  dataset = input_pipeline.make_dataset(fixed, 'val', 4, SIZE,
                                         with_ids=True)
   sizes = [b[0].shape[0] for b in batches(dataset)]
   assert sizes == [4, 4, 3]  # the last batch is kept, partial
-  assert int(dataset.cardinality()) == 3 == input_pipeline.steps_per_epoch(
-      fixed_dir, 'val', 4)  # known to Keras
-  assert sorted(by_id(dataset)) == sorted(truth(fixed_dir, 'val'))
+  assert int(dataset.cardinality()) == 3 == fixed.steps_per_epoch(
+      'val', 4)  # known to Keras
+  assert sorted(by_id(dataset)) == sorted(truth(fixed, 'val'))
 
 
-def test_two_workers_shards_are_disjoint_and_cover_all(fixed_dir):
+def test_two_workers_shards_are_disjoint_and_cover_all(fixed):
   seen = []
   for worker in (0, 1):
     context = tf.distribute.InputContext(
         num_input_pipelines=2, input_pipeline_id=worker,
         num_replicas_in_sync=2)
     dataset = input_pipeline.make_dataset(
-        fixed_dir, 'val', 4, SIZE, input_context=context, with_ids=True)
+        fixed, 'val', 4, SIZE, input_context=context, with_ids=True)
     assert max(b[0].shape[0] for b in batches(dataset)) == 2  # per replica
     seen.append(set(by_id(dataset)))
   assert seen[0] and seen[1] and not seen[0] & seen[1]
-  assert seen[0] | seen[1] == set(truth(fixed_dir, 'val'))
+  assert seen[0] | seen[1] == set(truth(fixed, 'val'))
 
 
-def test_more_workers_than_shards_is_a_clear_error(fixed_dir):
+def test_more_workers_than_shards_is_a_clear_error(fixed):
   context = tf.distribute.InputContext(num_input_pipelines=4,
                                        input_pipeline_id=0)
   with pytest.raises(cli.UserError,
                      match='3 shard files .* 4 input workers.*--min_shards=4'):
-    input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
+    input_pipeline.make_dataset(fixed, 'val', 4, SIZE,
                                 input_context=context)
 
 
 # Exact pixels: the decode paths.
 
 
-def test_pixels_and_labels_equal_a_direct_decode(fixed_dir):
-  expected = truth(fixed_dir, 'val')
+def test_pixels_and_labels_equal_a_direct_decode(fixed):
+  expected = truth(fixed, 'val')
   for options in ({}, {'cache': True}, {'num_parallel_calls': 1,
                                          'prefetch': 0},
                   {'num_parallel_calls': 4}):  # more than the cycle length
-    got = by_id(input_pipeline.make_dataset(fixed_dir, 'val', 4, SIZE,
+    got = by_id(input_pipeline.make_dataset(fixed, 'val', 4, SIZE,
                                             with_ids=True, **options))
     assert sorted(got) == sorted(expected)
     for poster_id, (image, labels) in got.items():
@@ -165,15 +168,13 @@ def test_pixels_and_labels_equal_a_direct_decode(fixed_dir):
 @pytest.mark.parametrize('size,ratio,resized', [
     ((32, 32), 2, False), ((16, 16), 4, False), ((8, 8), 8, False),
     ((24, 20), 2, True), ((40, 40), 1, True)])
-def test_ratio_decode_path(big_dir, size, ratio, resized):
-  manifest = records.read_manifest(big_dir)
-  plan = input_pipeline.decode_plan(
-      input_pipeline.stored_size_range(manifest, 'val'), size)
+def test_ratio_decode_path(big, size, ratio, resized):
+  plan = input_pipeline.decode_plan(big.stored_size_range('val'), size)
   assert plan['ratio'] == ratio
   assert (tuple(plan['decoded_hw']) != size) == resized
-  got = by_id(input_pipeline.make_dataset(big_dir, 'val', 4, size,
+  got = by_id(input_pipeline.make_dataset(big, 'val', 4, size,
                                           with_ids=True))
-  for poster_id, record in truth(big_dir, 'val').items():
+  for poster_id, record in truth(big, 'val').items():
     direct = tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
                                ratio=ratio, dct_method=images.DCT_METHOD)
     if resized:
@@ -181,12 +182,12 @@ def test_ratio_decode_path(big_dir, size, ratio, resized):
     np.testing.assert_array_equal(got[poster_id][0], direct.numpy())
 
 
-def test_varied_sizes_are_resized_per_poster(varied_dir):
+def test_varied_sizes_are_resized_per_poster(varied):
   size = (24, 20)  # the smallest stored poster (40×28) allows no ratio 2
-  got = by_id(input_pipeline.make_dataset(varied_dir, 'val', 4, size,
+  got = by_id(input_pipeline.make_dataset(varied, 'val', 4, size,
                                           with_ids=True))
   stored = set()
-  for poster_id, record in truth(varied_dir, 'val').items():
+  for poster_id, record in truth(varied, 'val').items():
     stored.add((record[records.HEIGHT_KEY], record[records.WIDTH_KEY]))
     direct = images.resize_uint8(
         tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
@@ -199,8 +200,8 @@ def test_store_size_in_manifest_drives_the_plan(tmp_path):
   manifest = record_fixtures.write_records(
       str(tmp_path), num_train=2, num_val=2, image_hw=None,
       store_size=(48, 40))
-  assert manifest['store_size'] == [48, 40]
-  stored = input_pipeline.stored_size_range(manifest, 'train')
+  assert manifest.store_size == (48, 40)
+  stored = manifest.stored_size_range('train')
   assert stored == ((48, 40), (48, 40))
   assert input_pipeline.decode_plan(stored, (24, 20)) == {
       'ratio': 2, 'decoded_hw': (24, 20)}
@@ -209,9 +210,9 @@ def test_store_size_in_manifest_drives_the_plan(tmp_path):
 # Stage functions, eagerly and inside tf.data.
 
 
-def test_decode_stages_agree_eagerly_and_in_tf_data(big_dir):
+def test_decode_stages_agree_eagerly_and_in_tf_data(big):
   encoded = [r[records.IMAGE_KEY] for r in record_fixtures.read_split(
-      big_dir, 'val')]
+      big, 'val')]
   plan = {'ratio': 2, 'decoded_hw': (32, 32)}
   one = input_pipeline.decode_one(plan, (24, 24))
   batch = input_pipeline.decode_batch(plan, (24, 24))
@@ -224,9 +225,8 @@ def test_decode_stages_agree_eagerly_and_in_tf_data(big_dir):
       next(inside.batch(len(encoded)).map(batch).as_numpy_iterator()), eager)
 
 
-def test_parse_agrees_eagerly_and_in_tf_data(fixed_dir):
-  paths = records.shard_paths(fixed_dir, records.read_manifest(fixed_dir),
-                              'val')
+def test_parse_agrees_eagerly_and_in_tf_data(fixed):
+  paths = fixed.shard_paths('val')
   serialized = list(tf.data.TFRecordDataset(paths).as_numpy_iterator())
   eager = input_pipeline.parse(tf.constant(serialized))
   inside = next(tf.data.Dataset.from_tensor_slices(serialized).batch(
@@ -271,37 +271,37 @@ def test_decode_for_model_matches_the_pipeline_path():
 # The manifest: steps, errors.
 
 
-def test_steps_per_epoch_from_the_manifest(fixed_dir):
-  manifest = records.read_manifest(fixed_dir)
-  assert input_pipeline.steps_per_epoch(fixed_dir, 'train', 8) == 3  # 30 // 8
-  assert input_pipeline.steps_per_epoch(manifest, 'val', 4) == 3  # ceil 11/4
-  assert input_pipeline.steps_per_epoch(manifest, 'val', 4,
-                                        drop_remainder=True) == 2
+def test_steps_per_epoch_from_the_manifest(fixed):
+  assert fixed.steps_per_epoch('train', 8) == 3  # 30 // 8
+  assert fixed.steps_per_epoch('val', 4) == 3  # ceil 11/4
+  assert fixed.steps_per_epoch('val', 4, drop_remainder=True) == 2
   with pytest.raises(cli.UserError, match='fewer than one batch of 64'):
-    input_pipeline.steps_per_epoch(manifest, 'train', 64)
+    fixed.steps_per_epoch('train', 64)
   with pytest.raises(cli.UserError, match="no split 'test'"):
-    input_pipeline.steps_per_epoch(manifest, 'test', 4)
+    fixed.steps_per_epoch('test', 4)
 
 
-def test_clear_errors_for_bad_folders_shards_and_options(fixed_dir, tmp_path):
+def test_clear_errors_for_bad_folders_shards_and_options(fixed, tmp_path):
   with pytest.raises(cli.UserError, match='does not exist'):
-    input_pipeline.make_dataset(str(tmp_path / 'nowhere'), 'val', 4, SIZE)
-  copy = str(tmp_path / 'copy')
-  shutil.copytree(fixed_dir, copy)
-  os.remove(os.path.join(copy, 'val-00001-of-00003.tfrecord'))
+    records.Manifest.read(str(tmp_path / 'nowhere'))
+  with pytest.raises(TypeError, match=r'records.Manifest.read\(folder\)'):
+    input_pipeline.make_dataset(fixed.records_dir, 'val', 4, SIZE)
+  copy = copy_of(fixed, str(tmp_path / 'copy'))
+  os.remove(os.path.join(copy.records_dir, 'val-00001-of-00003.tfrecord'))
   with pytest.raises(cli.UserError,
                      match='val-00001-of-00003.tfrecord .*cannot be read'):
     input_pipeline.make_dataset(copy, 'val', 4, SIZE)
   with pytest.raises(cli.UserError, match='shuffle_buffer must be >= 1'):
-    input_pipeline.make_dataset(fixed_dir, 'train', 4, SIZE, shuffle_buffer=0)
+    input_pipeline.make_dataset(fixed, 'train', 4, SIZE, shuffle_buffer=0)
   with pytest.raises(TypeError, match='shuffle_bufer'):
-    input_pipeline.make_dataset(fixed_dir, 'train', 4, SIZE, shuffle_bufer=8)
+    input_pipeline.make_dataset(fixed, 'train', 4, SIZE, shuffle_bufer=8)
 
 
 def test_shard_vanishing_after_the_check_is_an_error_not_a_hang(tmp_path):
   folder = str(tmp_path / 'vanishing[1]')  # glob characters in the path too
-  record_fixtures.write_records(folder, num_train=4, num_val=4, num_shards=2)
-  dataset = input_pipeline.make_dataset(folder, 'val', 2, SIZE)
+  manifest = record_fixtures.write_records(folder, num_train=4, num_val=4,
+                                           num_shards=2)
+  dataset = input_pipeline.make_dataset(manifest, 'val', 2, SIZE)
   os.remove(os.path.join(folder, 'val-00001-of-00002.tfrecord'))
   with pytest.raises(tf.errors.OpError) as raised:
     batches(dataset)
@@ -312,9 +312,9 @@ def test_shard_vanishing_after_the_check_is_an_error_not_a_hang(tmp_path):
 # Damaged data.
 
 
-def _damage_shard(folder, name, how='flip'):
+def _damage_shard(manifest, name, how='flip'):
   """Flips bytes mid-shard (a CRC error), or cuts the shard short."""
-  path = os.path.join(folder, name)
+  path = os.path.join(manifest.records_dir, name)
   data = bytearray(open(path, 'rb').read())
   if how == 'flip':
     for offset in range(len(data) // 2, len(data) // 2 + 4):
@@ -327,11 +327,10 @@ def _damage_shard(folder, name, how='flip'):
 
 @pytest.mark.parametrize('how', ['flip', 'truncate'])
 def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
-    fixed_dir, tmp_path, capfd, how):
-  folder = str(tmp_path / 'damaged')
-  shutil.copytree(fixed_dir, folder)
+    fixed, tmp_path, capfd, how):
+  folder = copy_of(fixed, str(tmp_path / 'damaged'))
   _damage_shard(folder, 'val-00002-of-00003.tfrecord', how)
-  expected = set(truth(fixed_dir, 'val'))
+  expected = set(truth(fixed, 'val'))
 
   dataset = input_pipeline.make_dataset(folder, 'val', 4, SIZE)
   with pytest.raises(tf.errors.OpError) as raised:
@@ -353,9 +352,8 @@ def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
 
 
 def test_damaged_training_shard_is_skipped_and_training_goes_on(
-    fixed_dir, tmp_path, capfd):
-  folder = str(tmp_path / 'damaged')
-  shutil.copytree(fixed_dir, folder)
+    fixed, tmp_path, capfd):
+  folder = copy_of(fixed, str(tmp_path / 'damaged'))
   _damage_shard(folder, 'train-00000-of-00003.tfrecord')
   dataset = input_pipeline.make_dataset(folder, 'train', 8, SIZE,
                                         ignore_errors=True)
@@ -364,10 +362,9 @@ def test_damaged_training_shard_is_skipped_and_training_goes_on(
 
 
 def test_undecodable_poster_fails_or_is_skipped_and_counted(
-    fixed_dir, tmp_path, capfd):
-  folder = str(tmp_path / 'bad_jpeg')
-  shutil.copytree(fixed_dir, folder)
-  path = os.path.join(folder, 'val-00000-of-00003.tfrecord')
+    fixed, tmp_path, capfd):
+  folder = copy_of(fixed, str(tmp_path / 'bad_jpeg'))
+  path = folder.shard_paths('val')[0]
   parsed = [records.parse_examples(tf.constant(s)) for s in
             tf.data.TFRecordDataset(path).as_numpy_iterator()]
   with tf.io.TFRecordWriter(path) as writer:
@@ -391,23 +388,23 @@ def test_undecodable_poster_fails_or_is_skipped_and_counted(
 # Options the trainer and the benchmark use.
 
 
-def test_cache_and_serial_options_deliver_whole_epochs(fixed_dir):
+def test_cache_and_serial_options_deliver_whole_epochs(fixed):
   # Epochs stay apart with the cache (shuffle, then repeat) and with a
   # one-record buffer; a large buffer on the endless stream blends epochs.
   for options in ({'cache': True},
                   {'num_parallel_calls': 1, 'prefetch': 0, 'threadpool_size': 1,
                    'cycle_length': 1, 'shuffle_buffer': 1}):
-    dataset = input_pipeline.make_dataset(fixed_dir, 'train', 10, SIZE,
+    dataset = input_pipeline.make_dataset(fixed, 'train', 10, SIZE,
                                           with_ids=True, seed=0, **options)
     got = batches(dataset, 6)  # two epochs of 30
     assert all(b[0].shape == (10, 32, 32, 3) for b in got)
     ids = [i for b in got for i in b[2]]
-    assert sorted(ids) == sorted(2 * list(truth(fixed_dir, 'train')))
+    assert sorted(ids) == sorted(2 * list(truth(fixed, 'train')))
 
 
-def test_stop_after_builds_each_stage(fixed_dir):
+def test_stop_after_builds_each_stage(fixed):
   build = lambda stage: input_pipeline.make_dataset(
-      fixed_dir, 'val', 4, SIZE, stop_after=stage).element_spec
+      fixed, 'val', 4, SIZE, stop_after=stage).element_spec
   assert build('read') == tf.TensorSpec([], tf.string)
   assert build('batch') == tf.TensorSpec([None], tf.string)
   assert set(build('parse')) == set(records.FEATURES)
@@ -416,13 +413,13 @@ def test_stop_after_builds_each_stage(fixed_dir):
     build('resize')
 
 
-def test_distributed_pass_is_one_shuffled_complete_pass(fixed_dir):
+def test_distributed_pass_is_one_shuffled_complete_pass(fixed):
   # The tf.data service's distributed epoch (posternet.data_service).
-  dataset = input_pipeline.make_dataset(fixed_dir, 'train', 8, SIZE,
+  dataset = input_pipeline.make_dataset(fixed, 'train', 8, SIZE,
                                         with_ids=True, seed=0,
                                         distributed_pass=True)
   got = batches(dataset)
   # The partial batch is kept (out of order: training decodes unordered).
   assert sorted(b[0].shape[0] for b in got) == [6, 8, 8, 8]
   ids = [i for b in got for i in b[2]]
-  assert sorted(ids) == sorted(truth(fixed_dir, 'train'))
+  assert sorted(ids) == sorted(truth(fixed, 'train'))

@@ -21,10 +21,14 @@ import tensorflow as tf
 
 import bad_inputs
 from posternet import cli
+from posternet import convert
+from posternet import csv_rows
 from posternet import genres
 from posternet import images
+from posternet import poster_files
 from posternet import records
-from tools import make_records
+from posternet import shard_plan
+from posternet import verify
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,8 +81,7 @@ def jpeg_set(count: int, start: int = 0) -> dict:
 
 def read_records(out_dir: str, split: str) -> list:
   """Every record of a split, in shard order, as dicts of numpy values."""
-  manifest = records.read_manifest(out_dir)
-  paths = records.shard_paths(out_dir, manifest, split)
+  paths = records.Manifest.read(out_dir).shard_paths(split)
   result = []
   for serialized in tf.data.TFRecordDataset(paths):
     parsed = records.parse_examples(tf.reshape(serialized, [1]))
@@ -115,7 +118,7 @@ def synthetic_set(tmp_path_factory):
 @pytest.fixture(scope='module')
 def converted(synthetic_set, tmp_path_factory):
   out = tmp_path_factory.mktemp('records')
-  summary = make_records.convert(*synthetic_set, str(out), workers=2,
+  summary = convert.convert(*synthetic_set, str(out), workers=2,
                                  progress=False)
   return out, summary
 
@@ -138,7 +141,7 @@ def sklearn_recipe(n: int, test_size: float, random_state: int) -> tuple:
 @pytest.mark.parametrize('n,fraction,seed', [
     (7254, 0.1, 42), (101, 0.1, 42), (10, 0.25, 0), (3, 0.5, 7)])
 def test_split_is_the_tutorials(n, fraction, seed):
-  train, val = make_records.tutorial_split(n, fraction, seed)
+  train, val = csv_rows.tutorial_split(n, fraction, seed)
   expected_train, expected_val = sklearn_recipe(n, fraction, seed)
   np.testing.assert_array_equal(train, expected_train)
   np.testing.assert_array_equal(val, expected_val)
@@ -147,10 +150,10 @@ def test_split_is_the_tutorials(n, fraction, seed):
 
 def test_split_known_values():
   # train_test_split(range(10), test_size=0.1, random_state=42) in sklearn.
-  train, val = make_records.tutorial_split(10)
+  train, val = csv_rows.tutorial_split(10)
   assert val.tolist() == [8]
   assert train.tolist() == [1, 5, 0, 7, 2, 9, 4, 3, 6]
-  assert len(make_records.tutorial_split(7254)[1]) == 726
+  assert len(csv_rows.tutorial_split(7254)[1]) == 726
 
 
 def test_records_follow_the_split_and_duplicates(tmp_path):
@@ -161,7 +164,7 @@ def test_records_follow_the_split_and_duplicates(tmp_path):
   rows.append(rows[0])
   csv_path, image_dir = write_dataset(tmp_path, files, rows)
   out = str(tmp_path / 'out')
-  summary = make_records.convert(csv_path, image_dir, out, progress=False)
+  summary = convert.convert(csv_path, image_dir, out, progress=False)
 
   row_ids = [row[0] for row in rows]
   first = [row_ids.index(poster_id) == i for i, poster_id in enumerate(row_ids)]
@@ -199,25 +202,23 @@ def test_round_trip_of_synthetic_posters(synthetic_set, converted):
                                     labels_by_id[poster_id])
   assert sorted(seen) == sorted(labels_by_id)
 
-  manifest = records.read_manifest(str(out))
-  assert manifest['source'] == {
-      'csv': 'multi_label_train.csv',
-      'csv_sha256': hashlib.sha256(open(csv_path, 'rb').read()).hexdigest(),
-      'csv_rows': 42, 'unique_ids': 40, 'duplicate_rows': 2,
-      'unlisted_images': 3}
-  assert manifest['split'] == {'seed': 42, 'val_fraction': 0.1,
-                               'method': make_records.SPLIT_METHOD}
-  assert manifest['store_size'] is None
-  assert manifest['skipped'] == {
-      'count': 0, 'by_reason': {r: 0 for r in make_records.REASONS},
-      'report': None}
+  manifest = records.Manifest.read(str(out))
+  assert manifest.source == records.Source(
+      csv='multi_label_train.csv',
+      csv_sha256=hashlib.sha256(open(csv_path, 'rb').read()).hexdigest(),
+      csv_rows=42, unique_ids=40, duplicate_rows=2, unlisted_images=3)
+  assert manifest.split_rule == records.SplitRule(
+      seed=42, val_fraction=0.1, method=records.SPLIT_METHOD)
+  assert manifest.store_size is None
+  assert manifest.skipped == records.Skipped(
+      count=0, by_reason={r: 0 for r in poster_files.REASONS}, report=None)
   for split in records.SPLITS:
-    info = manifest['splits'][split]
-    assert info['num_examples'] == summary[split]
-    for shard in info['shards']:
-      data = (out / shard['file']).read_bytes()
-      assert shard['bytes'] == len(data)
-      assert shard['sha256'] == hashlib.sha256(data).hexdigest()
+    info = manifest.split_info(split)
+    assert info.num_examples == summary[split]
+    for shard in info.shards:
+      data = (out / shard.file).read_bytes()
+      assert shard.bytes == len(data)
+      assert shard.sha256 == hashlib.sha256(data).hexdigest()
   assert summary['train'] + summary['val'] == 40
   assert sorted(os.listdir(out)) == [
       'manifest.json', 'train-00000-of-00001.tfrecord',
@@ -231,7 +232,7 @@ def test_odd_formats_are_reencoded_and_gray_jpegs_pass_through(tmp_path):
   gray = {'tt2000000': bad_inputs.gray_jpeg(1)}
   csv_path, image_dir = write_dataset(tmp_path, {**files, **odd, **gray})
   out = str(tmp_path / 'out')
-  make_records.convert(csv_path, image_dir, out, val_fraction=0.5,
+  convert.convert(csv_path, image_dir, out, val_fraction=0.5,
                        progress=False)
   stored = {r[records.ID_KEY].decode(): r for split in records.SPLITS
             for r in read_records(out, split)}
@@ -251,21 +252,21 @@ def test_store_size_resizes_every_poster(tmp_path):
   files = {**jpeg_set(6), 'tt9000000': bad_inputs.png(9)}
   csv_path, image_dir = write_dataset(tmp_path, files)
   out = str(tmp_path / 'out')
-  make_records.convert(csv_path, image_dir, out, store_size=(20, 16),
+  convert.convert(csv_path, image_dir, out, store_size=(20, 16),
                        val_fraction=0.3, progress=False)
-  manifest = records.read_manifest(out)
-  assert manifest['store_size'] == [20, 16]
+  manifest = records.Manifest.read(out)
+  assert manifest.store_size == (20, 16)
   for split in records.SPLITS:
-    info = manifest['splits'][split]
-    assert (info['min_height'], info['max_height']) == (20, 20)
-    assert (info['min_width'], info['max_width']) == (16, 16)
+    info = manifest.split_info(split)
+    assert (info.min_height, info.max_height) == (20, 20)
+    assert (info.min_width, info.max_width) == (16, 16)
     for record in read_records(out, split):
       got = tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3)
       source = files[record[records.ID_KEY].decode()]
       want = images.resize_uint8(images.decode_rgb(source), (20, 16))
       assert got.shape == (20, 16, 3)
       assert np.abs(got.numpy().astype(int) - want.numpy()).mean() < 4
-  assert make_records.verify(out) == []
+  assert verify.verify(out) == []
 
 
 # ------------------------------------------------- determinism and sharding
@@ -274,7 +275,7 @@ def test_store_size_resizes_every_poster(tmp_path):
 def test_output_is_byte_identical_whatever_the_workers(synthetic_set, converted,
                                                        tmp_path):
   out, _ = converted
-  make_records.convert(*synthetic_set, str(tmp_path), workers=1,
+  convert.convert(*synthetic_set, str(tmp_path), workers=1,
                        progress=False)
   assert folder_bytes(tmp_path) == folder_bytes(out)
 
@@ -285,9 +286,9 @@ def test_output_is_byte_identical_whatever_the_workers(synthetic_set, converted,
     (1_000_000, 100e9, 'train', 752), (40, 1e9, 'train', 8),
     (2, 1e9, 'val', 2)])
 def test_shard_rule(n, bytes_, split, expected):
-  count = make_records.num_shards(n, int(bytes_), split)
+  count = shard_plan.num_shards(n, int(bytes_), split)
   assert count == expected
-  assert int(bytes_) / count <= make_records.MAX_SHARD_BYTES or count == n
+  assert int(bytes_) / count <= shard_plan.MAX_SHARD_BYTES or count == n
 
 
 @pytest.mark.parametrize('n,split,min_shards,expected', [
@@ -295,7 +296,7 @@ def test_shard_rule(n, bytes_, split, expected):
     (6529, 'train', 4, 16)])
 def test_min_shards_raises_the_count_for_small_sets(n, split, min_shards,
                                                    expected):
-  assert make_records.num_shards(n, int(1e6), split, min_shards) == expected
+  assert shard_plan.num_shards(n, int(1e6), split, min_shards) == expected
 
 
 def test_min_shards_flag_gives_every_split_enough_shards(synthetic_set,
@@ -305,9 +306,9 @@ def test_min_shards_flag_gives_every_split_enough_shards(synthetic_set,
                         f'--out={tmp_path}', '--min_shards=3')
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 0, stderr
-  manifest = records.read_manifest(str(tmp_path))
+  manifest = records.Manifest.read(str(tmp_path))
   for split in records.SPLITS:
-    assert len(manifest['splits'][split]['shards']) == 3
+    assert len(manifest.split_info(split).shards) == 3
   bad = run_command(f'--csv={csv_path}', f'--images={image_dir}',
                     f'--out={tmp_path / "bad"}', '--min_shards=0')
   _, stderr = bad.communicate(timeout=120)
@@ -340,7 +341,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path):
   process = run_command(f'--csv={csv_path}', f'--images={image_dir}',
                         f'--out={killed}', '--store_size=256x256',
                         '--workers=1')
-  state = killed / make_records.STATE_DIR
+  state = killed / convert.STATE_DIR
   deadline = time.monotonic() + 60
   while time.monotonic() < deadline and process.poll() is None:
     if state.is_dir() and len(list(state.glob('*.tfrecord.json'))) >= 2:
@@ -351,25 +352,25 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path):
   assert process.returncode == -signal.SIGKILL, 'finished before the kill'
   assert not (killed / records.MANIFEST_NAME).exists()
 
-  summary = make_records.convert(csv_path, image_dir, str(killed),
+  summary = convert.convert(csv_path, image_dir, str(killed),
                                  store_size=(256, 256), progress=False)
   assert summary['shards_reused'] >= 2
-  make_records.convert(csv_path, image_dir, str(whole), store_size=(256, 256),
+  convert.convert(csv_path, image_dir, str(whole), store_size=(256, 256),
                        progress=False)
   assert folder_bytes(killed) == folder_bytes(whole)
-  assert not (killed / make_records.STATE_DIR).exists()
+  assert not (killed / convert.STATE_DIR).exists()
   assert summary['shards'] == {'train': 3, 'val': 1}
 
 
 def test_other_flags_start_afresh(tmp_path):
   csv_path, image_dir = write_dataset(tmp_path, jpeg_set(12))
   out = tmp_path / 'out'
-  make_records.convert(csv_path, image_dir, str(out), progress=False)
+  convert.convert(csv_path, image_dir, str(out), progress=False)
   (out / 'train-00000-of-00009.tfrecord').write_bytes(b'stale')  # ours: goes
   (out / 'notes.txt').write_bytes(b'the user\'s')
-  make_records.convert(csv_path, image_dir, str(out), val_fraction=0.5,
+  convert.convert(csv_path, image_dir, str(out), val_fraction=0.5,
                        progress=False)
-  assert records.num_examples(records.read_manifest(str(out)), 'val') == 6
+  assert records.Manifest.read(str(out)).num_examples('val') == 6
   assert sorted(os.listdir(out)) == [
       'manifest.json', 'notes.txt', 'train-00000-of-00001.tfrecord',
       'val-00000-of-00001.tfrecord']
@@ -393,15 +394,15 @@ def test_verify_passes_then_catches_a_flipped_byte(converted, tmp_path):
   copy.mkdir()
   for name, data in folder_bytes(out).items():
     (copy / name).write_bytes(data)
-  assert make_records.verify(str(copy)) == []
+  assert verify.verify(str(copy)) == []
 
-  manifest = records.read_manifest(str(copy))
-  name = manifest['splits']['train']['shards'][0]['file']
+  manifest = records.Manifest.read(str(copy))
+  name = manifest.split_info('train').shards[0].file
   data = bytearray((copy / name).read_bytes())
   position = _record_offset(bytes(data), 3) + 200
   data[position] ^= 0x40
   (copy / name).write_bytes(bytes(data))
-  problems = make_records.verify(str(copy))
+  problems = verify.verify(str(copy))
   assert any(p.startswith(f'{name}: sha256') for p in problems), problems
   assert any(p.startswith(f'{name} record 3:') for p in problems), problems
 
@@ -413,10 +414,10 @@ def test_verify_catches_a_missing_shard_and_count(converted, tmp_path):
   for name, data in folder_bytes(out).items():
     if not name.startswith('val-'):
       (copy / name).write_bytes(data)
-  problems = make_records.verify(str(copy))
+  problems = verify.verify(str(copy))
   assert problems == ['val-00000-of-00001.tfrecord: missing']
   with pytest.raises(cli.UserError, match='absent does not exist'):
-    make_records.verify(str(tmp_path / 'absent'))
+    verify.verify(str(tmp_path / 'absent'))
 
 
 # ---------------------------------------------------------------- bad input
@@ -492,7 +493,7 @@ def test_bad_csv_is_one_clear_error(case, tmp_path):
     f.write(build(rows))
   out = tmp_path / 'out'
   with pytest.raises(cli.UserError) as error:
-    make_records.convert(csv_path, image_dir, str(out), progress=False)
+    convert.convert(csv_path, image_dir, str(out), progress=False)
   assert message in str(error.value)
   assert csv_path in str(error.value)
   assert '\n' not in str(error.value)
@@ -502,10 +503,10 @@ def test_bad_csv_is_one_clear_error(case, tmp_path):
 def test_missing_csv_and_images_folder(tmp_path):
   csv_path, image_dir = write_dataset(tmp_path, jpeg_set(3))
   with pytest.raises(cli.UserError, match='CSV file .*absent.csv not found'):
-    make_records.convert(str(tmp_path / 'absent.csv'), image_dir,
+    convert.convert(str(tmp_path / 'absent.csv'), image_dir,
                          str(tmp_path / 'out'), progress=False)
   with pytest.raises(cli.UserError, match='images folder .*nowhere not found'):
-    make_records.convert(csv_path, str(tmp_path / 'nowhere'),
+    convert.convert(csv_path, str(tmp_path / 'nowhere'),
                          str(tmp_path / 'out'), progress=False)
 
 
@@ -515,7 +516,7 @@ def test_header_names_are_compared_without_spaces(tmp_path):
   text = open(csv_path).read().replace(',Sport,', ', Sport ,', 1)
   assert ' Sport ' in text
   open(csv_path, 'w').write(text)
-  summary = make_records.convert(csv_path, image_dir, str(tmp_path / 'out'),
+  summary = convert.convert(csv_path, image_dir, str(tmp_path / 'out'),
                                  val_fraction=0.25, progress=False)
   assert summary['train'] + summary['val'] == 4
 
@@ -539,7 +540,7 @@ def test_bad_image_is_one_clear_error(kind, tmp_path):
   files = {**jpeg_set(4), 'ttbad': data}
   csv_path, image_dir = write_dataset(tmp_path, files)
   with pytest.raises(cli.UserError) as error:
-    make_records.convert(csv_path, image_dir, str(tmp_path / 'out'),
+    convert.convert(csv_path, image_dir, str(tmp_path / 'out'),
                          progress=False)
   message = str(error.value)
   assert message.startswith(os.path.join(image_dir, 'ttbad.jpg') +
@@ -552,25 +553,24 @@ def test_skip_bad_images_counts_and_lists_them(tmp_path):
   files = {**jpeg_set(30), **bad}
   csv_path, image_dir = write_dataset(tmp_path, files)
   out = tmp_path / 'out'
-  summary = make_records.convert(csv_path, image_dir, str(out),
+  summary = convert.convert(csv_path, image_dir, str(out),
                                  skip_bad_images=True, val_fraction=0.3,
                                  progress=False)
   assert summary['train'] + summary['val'] == 30
   assert summary['skipped'] == len(BAD_IMAGES)
-  manifest = records.read_manifest(str(out))
+  manifest = records.Manifest.read(str(out))
   reasons = collections.Counter(reason for _, reason in BAD_IMAGES.values())
-  assert manifest['skipped'] == {
-      'count': len(BAD_IMAGES), 'report': 'skipped.csv',
-      'by_reason': {r: reasons[r] for r in make_records.REASONS}}
+  assert manifest.skipped == records.Skipped(
+      count=len(BAD_IMAGES), report='skipped.csv',
+      by_reason={r: reasons[r] for r in poster_files.REASONS})
   report = pd.read_csv(out / 'skipped.csv', dtype=str, keep_default_na=False)
   assert list(report.columns) == ['line', 'Id', 'file', 'reason', 'detail']
   assert sorted(zip(report['Id'], report['reason'])) == sorted(
       (f'ttbad{kind}', reason) for kind, (_, reason) in BAD_IMAGES.items())
-  source = manifest['source']
-  assert source['csv_rows'] == (summary['train'] + summary['val']
-                                + manifest['skipped']['count']
-                                + source['duplicate_rows'])
-  assert make_records.verify(str(out)) == []
+  source = manifest.source
+  assert source.csv_rows == (summary['train'] + summary['val']
+                             + manifest.skipped.count + source.duplicate_rows)
+  assert verify.verify(str(out)) == []
 
 
 def test_unwritable_output_folder(tmp_path):
@@ -578,7 +578,7 @@ def test_unwritable_output_folder(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_bytes(b'')
   with pytest.raises(cli.UserError, match='cannot write to .*a_file/out'):
-    make_records.convert(csv_path, image_dir, str(blocker / 'out'),
+    convert.convert(csv_path, image_dir, str(blocker / 'out'),
                          progress=False)
 
 
@@ -625,22 +625,22 @@ def test_command_exit_codes_and_one_line_errors(converted, tmp_path):
     else:
       assert text in stdout, (name, stdout)
   assert 'val-00000-of-00001.tfrecord record' in outputs['verify corrupt'][0]
-  manifest = records.read_manifest(str(tmp_path / 'ok'))
-  assert manifest['source']['csv'] == 'train.csv'
-  assert sum(records.num_examples(manifest, s) for s in records.SPLITS) == 5
+  manifest = records.Manifest.read(str(tmp_path / 'ok'))
+  assert manifest.source.csv == 'train.csv'
+  assert sum(manifest.num_examples(s) for s in records.SPLITS) == 5
 
 
 def test_a_split_with_every_poster_skipped_is_an_error(tmp_path):
   files = {**jpeg_set(9), 'ttempty': b''}
   rows = [csv_row(poster_id, _labels(i)) for i, poster_id in enumerate(files)]
   # The tutorial split of 10 rows puts row 8 alone in val: make it the bad one.
-  assert make_records.tutorial_split(10)[1].tolist() == [8]
+  assert csv_rows.tutorial_split(10)[1].tolist() == [8]
   rows[8], rows[9] = rows[9], rows[8]
   csv_path, image_dir = write_dataset(tmp_path, files, rows)
   out = tmp_path / 'out'
   with pytest.raises(cli.UserError, match='every poster of the val split was '
                      'skipped; see .*skipped.csv'):
-    make_records.convert(csv_path, image_dir, str(out), skip_bad_images=True,
+    convert.convert(csv_path, image_dir, str(out), skip_bad_images=True,
                          progress=False)
   assert 'ttempty' in (out / 'skipped.csv').read_text()
   assert not (out / records.MANIFEST_NAME).exists()

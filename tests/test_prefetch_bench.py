@@ -43,12 +43,13 @@ def tiny_records(tmp_path_factory):
 
 
 def _setup(tiny_records, tmp_path):
+  manifest = records.Manifest.read(tiny_records)
   return prefetch_bench.Setup(
       records=tiny_records,
       records_scaled=prefetch_bench.scaled_records(
-          tiny_records, str(tmp_path / 'scaled')),
+          manifest, str(tmp_path / 'scaled')),
       images=prefetch_bench.posters_from_records(
-          tiny_records, str(tmp_path / 'posters')),
+          manifest, str(tmp_path / 'posters')),
       image_size=(80, 80), batch_size=8, seconds=0.2, warmup_seconds=0.1,
       precision='float32')
 
@@ -95,7 +96,8 @@ def test_quick_run_reports_every_field(tiny_records, tmp_path):
 def test_isolated_variant_runs_in_its_own_process(tiny_records, tmp_path):
   setup = _setup(tiny_records, tmp_path)
   variant = next(v for v in prefetch_bench.variants(
-      prefetch_bench.decode_plan(tiny_records, (80, 80)))
+      prefetch_bench.decode_plan(records.Manifest.read(tiny_records),
+                                 (80, 80)))
                  if v['name'] == prefetch_bench.PIPELINE_ROW)
   rows = prefetch_bench.run_isolated(setup, variant)
   assert [row['name'] for row in rows] == [prefetch_bench.PIPELINE_ROW]
@@ -121,23 +123,22 @@ def test_time_dataset_counts_every_image(tiny_records, tmp_path):
 
 
 def test_scaled_records_list_every_shard_four_times(tiny_records, tmp_path):
-  scaled = prefetch_bench.scaled_records(tiny_records, str(tmp_path / 'x4'))
-  manifest = records.read_manifest(scaled)
-  original = records.read_manifest(tiny_records)
+  original = records.Manifest.read(tiny_records)
+  scaled = prefetch_bench.scaled_records(original, str(tmp_path / 'x4'))
+  manifest = records.Manifest.read(scaled)
   for split in records.SPLITS:
-    assert records.num_examples(manifest, split) == 4 * records.num_examples(
-        original, split)
-    paths = records.shard_paths(scaled, manifest, split)
-    assert len(paths) == 4 * len(original['splits'][split]['shards'])
+    assert manifest.num_examples(split) == 4 * original.num_examples(split)
+    paths = manifest.shard_paths(split)
+    assert len(paths) == 4 * len(original.split_info(split).shards)
     assert all(os.path.exists(path) for path in paths)
 
 
 def test_synthetic_records_made_once_then_reused(tmp_path):
   made = prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80))
   records_dir, images_dir = made
-  manifest = records.read_manifest(records_dir)
-  assert manifest['store_size'] == [80, 80]
-  assert sum(records.num_examples(manifest, s) for s in records.SPLITS) == 40
+  manifest = records.Manifest.read(records_dir)
+  assert manifest.store_size == (80, 80)
+  assert sum(manifest.num_examples(s) for s in records.SPLITS) == 40
   assert len(prefetch_bench.poster_paths(images_dir)) == 40
   stamp = os.path.getmtime(records.manifest_path(records_dir))
   assert prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80)) == made

@@ -1,12 +1,29 @@
-"""The record schema: an Example written by make_example parses back exactly."""
+"""The record schema and the records handle (records.Manifest).
+
+An Example written by make_example parses back exactly; a Manifest built and
+written reads back equal, and its file's bytes are what it writes; a
+manifest.json of the wrong shape is one line naming the file and the field,
+in every command that opens a records folder (issue 12, case 8).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import record_fixtures
 from posternet import cli
 from posternet import genres
 from posternet import records
+from posternet import train
+from posternet import verify
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_example_round_trip():
@@ -28,23 +45,201 @@ def test_shard_names_sort_in_order():
   assert names[3] == 'train-00003-of-00012.tfrecord'
 
 
-def test_manifest_round_trip_and_version_check(tmp_path):
-  manifest = {'format_version': records.FORMAT_VERSION,
-              'genres': list(genres.GENRES),
-              'splits': {'train': {'num_examples': 3, 'shards': [
-                  {'file': records.shard_name('train', 0, 1)}]}}}
-  records.write_manifest(str(tmp_path), manifest)
-  assert records.read_manifest(str(tmp_path)) == manifest
-  assert records.num_examples(manifest, 'train') == 3
-  assert records.shard_paths(str(tmp_path), manifest, 'train') == [
-      str(tmp_path / 'train-00000-of-00001.tfrecord')]
+# --- The handle: build, write, read. ---
 
-  records.write_manifest(str(tmp_path), dict(manifest, format_version=99))
+
+def _manifest(**changes) -> records.Manifest:
+  shards = [records.ShardInfo(records.shard_name('train', i, 2), 3 + i,
+                              100 + i, f'{i:064x}') for i in range(2)]
+  val = [records.ShardInfo(records.shard_name('val', 0, 1), 1, 50, 'f' * 64)]
+  fields = dict(
+      splits={'train': records.SplitInfo.build(shards, [(40, 30), (72, 52)]),
+              'val': records.SplitInfo.build(val, [(44, 28)])},
+      source=records.Source(csv='train.csv', csv_sha256='a' * 64, csv_rows=9,
+                            unique_ids=8, duplicate_rows=1),
+      skipped=records.Skipped(count=1, by_reason={'empty image': 1},
+                              report='skipped.csv'))
+  return records.Manifest(**{**fields, **changes})
+
+
+def test_manifest_round_trip_and_version_check(tmp_path):
+  manifest = _manifest()
+  written = manifest.write(str(tmp_path))
+  assert written.records_dir == str(tmp_path)
+  read = records.Manifest.read(str(tmp_path))
+  assert read == manifest and read.records_dir == str(tmp_path)
+  assert (tmp_path / 'manifest.json').read_text() == manifest.to_json()
+  assert read.num_examples('train') == 7
+  assert read.split_info('train').shards[1].num_examples == 4
+  assert read.shard_paths('train') == [
+      str(tmp_path / 'train-00000-of-00002.tfrecord'),
+      str(tmp_path / 'train-00001-of-00002.tfrecord')]
+  assert read.stored_size_range('train') == ((40, 30), (72, 52))
+  assert read.split_rule == records.SplitRule(42, 0.1, records.SPLIT_METHOD)
+  assert read.skipped.by_reason == {'empty image': 1}
+  with pytest.raises(TypeError):
+    read.skipped.by_reason['empty image'] = 0  # immutable, all the way down
+
+  data = json.loads(manifest.to_json())
+  (tmp_path / 'manifest.json').write_text(json.dumps(
+      dict(data, format_version=99)))
   with pytest.raises(cli.UserError, match='format version 99'):
-    records.read_manifest(str(tmp_path))
+    records.Manifest.read(str(tmp_path))
+
+
+def test_store_size_and_steps_per_epoch():
+  manifest = _manifest(store_size=[48, 40])
+  assert manifest.store_size == (48, 40)
+  assert manifest.to_dict()['store_size'] == [48, 40]
+  assert manifest.stored_size_range('val') == ((48, 40), (48, 40))
+  assert manifest.steps_per_epoch('train', 2) == 3  # 7 // 2
+  assert manifest.steps_per_epoch('train', 2, drop_remainder=False) == 4
+  assert manifest.steps_per_epoch('val', 4) == 1  # ceil(1 / 4)
+  with pytest.raises(cli.UserError, match='fewer than one batch of 8'):
+    manifest.steps_per_epoch('train', 8)
+  with pytest.raises(cli.UserError, match="no split 'test'"):
+    manifest.steps_per_epoch('test', 4)
+
+
+def test_a_manifest_without_a_folder_has_no_shard_paths():
+  manifest = _manifest()
+  with pytest.raises(ValueError, match='no folder'):
+    manifest.shard_paths('train')
+  assert manifest.at('gs://b/r').shard_paths('val') == [
+      'gs://b/r/val-00000-of-00001.tfrecord']
+
+
+def test_fixture_manifest_reads_back_equal(tmp_path):
+  manifest = record_fixtures.write_records(str(tmp_path), num_train=5,
+                                           num_val=3, image_hw=None)
+  assert records.Manifest.read(str(tmp_path)) == manifest
+  info = manifest.split_info('train')
+  assert info.num_examples == 5 == sum(s.num_examples for s in info.shards)
+  for shard, path in zip(info.shards, manifest.shard_paths('train')):
+    assert records.size_and_sha256(path) == (shard.bytes, shard.sha256)
 
 
 def test_missing_manifest_is_a_user_error(tmp_path):
   for folder in (tmp_path, tmp_path / 'absent'):
     with pytest.raises(cli.UserError, match=str(folder)):
-      records.read_manifest(str(folder))
+      records.Manifest.read(str(folder))
+
+
+# --- Issue 12, case 8: valid JSON of the wrong shape. ---
+
+
+def _set(*path_and_value):
+  """A change to the manifest's JSON: set the value at a path of keys."""
+  *path, key, value = path_and_value
+
+  def change(data):
+    for part in path:
+      data = data[part]
+    if value is _DELETE:
+      del data[key]
+    else:
+      data[key] = value
+
+  return change
+
+
+_DELETE = object()
+
+BAD_SHAPES = {
+    # case: (change to the JSON, what the one-line message says)
+    'top-level list': (lambda data: [data],
+                       'the top level is a list, not an object'),
+    'top-level number': (lambda data: 7, 'the top level is 7 (a number)'),
+    'split without shards': (_set('splits', 'train', 'shards', _DELETE),
+                             "splits.train has no 'shards'"),
+    'count not an integer': (
+        _set('splits', 'train', 'shards', 0, 'num_examples', '12'),
+        'splits.train.shards[0].num_examples is "12" (a string), not a whole '
+        'number'),
+    'split count a float': (_set('splits', 'val', 'num_examples', 1.5),
+                            'splits.val.num_examples is 1.5'),
+    'negative count': (_set('splits', 'val', 'num_examples', -1),
+                       'splits.val.num_examples is -1'),
+    'splits a list': (_set('splits', []), 'splits is a list, not an object'),
+    'shards an object': (_set('splits', 'val', 'shards', {}),
+                         'splits.val.shards is an object, not a list'),
+    'shard a string': (_set('splits', 'val', 'shards', 0, 'x'),
+                       'splits.val.shards[0] is "x" (a string)'),
+    'shard outside the folder': (
+        _set('splits', 'val', 'shards', 0, 'file', '../../etc/passwd'),
+        "splits.val.shards[0].file '../../etc/passwd' is not a file name"),
+    'store size a string': (_set('store_size', 'big'),
+                            'store_size is "big" (a string), not a list'),
+    'store size of three': (_set('store_size', [1, 2, 3]),
+                            'store_size has 3 values, not 2'),
+    'no source': (_set('source', _DELETE), "the top level has no 'source'"),
+    'size a bool': (_set('splits', 'train', 'min_height', True),
+                    'splits.train.min_height is true (a bool)'),
+}
+
+
+@pytest.fixture(scope='module')
+def good_records(tmp_path_factory):
+  folder = str(tmp_path_factory.mktemp('good'))
+  record_fixtures.write_records(folder, num_train=4, num_val=2)
+  return folder
+
+
+def _bad_copy(good_records, folder, case) -> str:
+  """A records folder whose manifest.json has the case's mistake."""
+  os.makedirs(folder)
+  for name in os.listdir(good_records):
+    with open(os.path.join(good_records, name), 'rb') as f:
+      data = f.read()
+    with open(os.path.join(folder, name), 'wb') as f:
+      f.write(data)
+  with open(records.manifest_path(folder)) as f:
+    data = json.load(f)
+  change, _ = BAD_SHAPES[case]
+  data = change(data) or data  # in place, or a new value
+  with open(records.manifest_path(folder), 'w') as f:
+    json.dump(data, f)
+  return folder
+
+
+@pytest.mark.parametrize('case', sorted(BAD_SHAPES))
+def test_wrong_shape_is_one_line_naming_the_file_and_field(
+    good_records, tmp_path, case):
+  folder = _bad_copy(good_records, str(tmp_path / 'bad'), case)
+  _, message = BAD_SHAPES[case]
+  for open_folder in (records.Manifest.read, verify.verify):
+    with pytest.raises(cli.UserError) as error:
+      open_folder(folder)
+    text = str(error.value)
+    assert text.startswith(records.manifest_path(folder) + ': '), text
+    assert message in text and '\n' not in text, text
+    assert 'make records' in text
+
+
+def test_train_on_a_wrong_shape_is_a_user_error(good_records, tmp_path):
+  for case in ('top-level list', 'split without shards',
+               'count not an integer'):
+    folder = _bad_copy(good_records, str(tmp_path / case.replace(' ', '_')),
+                       case)
+    config = train.Config(records=folder, logdir=str(tmp_path / 'runs'),
+                          model='small_cnn', image_size=(32, 32),
+                          batch_size=2, epochs=1)
+    with pytest.raises(cli.UserError, match=re.escape(BAD_SHAPES[case][1])):
+      train.run(config)
+  assert not os.path.exists(tmp_path / 'runs')  # nothing started
+
+
+def test_verify_command_on_a_wrong_shape_exits_2_with_one_line(
+    good_records, tmp_path):
+  folder = _bad_copy(good_records, str(tmp_path / 'bad'),
+                     'split without shards')
+  result = subprocess.run(
+      [sys.executable, '-m', 'tools.make_records', '--noprogress',
+       f'--verify={folder}'], cwd=REPO, capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3'),
+      timeout=120, check=False)
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: {records.manifest_path(folder)}: splits.train has no '
+      "'shards'; convert the data again with `make records`")

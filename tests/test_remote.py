@@ -39,7 +39,7 @@ def test_gs_reaches_tensorflows_gcs_filesystem():
 def test_shard_paths_under_gs_stay_urls(tmp_path):
   manifest = record_fixtures.write_records(str(tmp_path), num_train=4,
                                            num_val=2)
-  paths = records.shard_paths('gs://bucket/records', manifest, 'train')
+  paths = manifest.at('gs://bucket/records').shard_paths('train')
   assert paths == ['gs://bucket/records/train-00000-of-00002.tfrecord',
                    'gs://bucket/records/train-00001-of-00002.tfrecord']
   assert records.manifest_path('gs://b/r') == 'gs://b/r/manifest.json'
@@ -64,9 +64,10 @@ def test_unknown_scheme_lists_the_known_ones():
 
 def test_every_reader_and_the_trainer_check_the_scheme(tmp_path):
   with pytest.raises(cli.UserError, match='tensorflow-io'):
-    records.read_manifest('s3://bucket/records')
+    records.Manifest.read('s3://bucket/records')
   with pytest.raises(cli.UserError, match='tensorflow-io'):
-    input_pipeline.make_dataset('hdfs://nn/records', 'train', 4, (32, 32))
+    input_pipeline.make_dataset(records.Manifest.read('hdfs://nn/records'),
+                                'train', 4, (32, 32))
   local = str(tmp_path / 'records')
   record_fixtures.write_records(local, num_train=4, num_val=2)
   with pytest.raises(cli.UserError, match='--logdir s3://b/runs'):

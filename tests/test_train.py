@@ -6,10 +6,8 @@ subprocess where exit codes and kill -9 matter.
 """
 
 import contextlib
-import copy
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -130,27 +128,28 @@ def _shuffled_copy(source, target, seed=0):
 
   What a pipeline that misaligns labels and images would feed the model.
   """
-  manifest = copy.deepcopy(records.read_manifest(source))
+  manifest = records.Manifest.read(source)
   rng = np.random.RandomState(seed)
   os.makedirs(target)
+  splits = {}
   for split in records.SPLITS:
-    examples = record_fixtures.read_split(source, split)
+    examples = record_fixtures.read_split(manifest, split)
     order = rng.permutation(len(examples))
-    start = 0
-    for shard in records.split_info(manifest, split)['shards']:
-      path = os.path.join(target, shard['file'])
+    start, shards = 0, []
+    for shard in manifest.split_info(split).shards:
+      path = os.path.join(target, shard.file)
       with tf.io.TFRecordWriter(path) as writer:
-        for i in range(start, start + shard['num_examples']):
+        for i in range(start, start + shard.num_examples):
           ex = examples[i]
           writer.write(records.make_example(
               ex[records.IMAGE_KEY], int(ex[records.HEIGHT_KEY]),
               int(ex[records.WIDTH_KEY]), ex[records.ID_KEY].decode(),
               examples[order[i]][records.LABELS_KEY]).SerializeToString())
-      start += shard['num_examples']
-      with open(path, 'rb') as f:
-        data = f.read()
-      shard.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-  records.write_manifest(target, manifest)
+      start += shard.num_examples
+      shards.append(records.ShardInfo.of_file(path, shard.num_examples))
+    splits[split] = dataclasses.replace(manifest.split_info(split),
+                                        shards=shards)
+  dataclasses.replace(manifest, splits=splits).write(target)
 
 
 @pytest.fixture(scope='module')
@@ -310,7 +309,7 @@ def test_demo_config_parses(tmp_path):
 
 
 def test_upscaling_records_warns(learnable):
-  manifest = records.read_manifest(learnable['real'])
+  manifest = records.Manifest.read(learnable['real'])
   assert not train.warn_if_upscaled(manifest, (SIZE, SIZE))
   assert not train.warn_if_upscaled(manifest, (SIZE - 8, SIZE))
   assert train.warn_if_upscaled(manifest, (SIZE, SIZE + 1))
@@ -339,10 +338,8 @@ def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path):
   with pytest.raises(cli.UserError, match='manifest.json not found'):
     train.run(train.Config(records=str(empty), **base))
   old = tmp_path / 'old'
-  record_fixtures.write_records(str(old), num_train=4, num_val=2)
-  manifest = json.loads((old / 'manifest.json').read_text())
-  manifest['format_version'] = 0
-  (old / 'manifest.json').write_text(json.dumps(manifest))
+  manifest = record_fixtures.write_records(str(old), num_train=4, num_val=2)
+  dataclasses.replace(manifest, format_version=0).write(str(old))
   with pytest.raises(cli.UserError, match='format version 0'):
     train.run(train.Config(records=str(old), **base))
   with pytest.raises(cli.UserError, match='seed_cnn needs .* at least 76x76'):
@@ -353,8 +350,7 @@ def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path):
 def test_damaged_shard_names_the_shard(learnable, tmp_path):
   damaged = str(tmp_path / 'damaged')
   _shuffled_copy(learnable['real'], damaged)
-  shard = records.shard_paths(damaged, records.read_manifest(damaged),
-                              'train')[0]
+  shard = records.Manifest.read(damaged).shard_paths('train')[0]
   with open(shard, 'r+b') as f:
     f.truncate(os.path.getsize(shard) // 2)
   with pytest.raises(cli.UserError, match=os.path.basename(shard)):

@@ -64,6 +64,7 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
+from posternet import convert
 from posternet import data_service
 from posternet import hardware
 from posternet import images
@@ -71,7 +72,6 @@ from posternet import input_pipeline
 from posternet import models
 from posternet import records
 from posternet import synthetic
-from tools import make_records
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -244,20 +244,20 @@ def _batched_for_counting(dataset: tf.data.Dataset,
 # --- The ceiling: in-memory decode of the records' bytes. ---
 
 
-def load_encoded(records_dir: str, split: str = 'train') -> tf.Tensor:
+def load_encoded(manifest: records.Manifest,
+                 split: str = 'train') -> tf.Tensor:
   """The JPEG bytes of a split's posters, as one string tensor in memory."""
-  manifest = records.read_manifest(records_dir)
-  paths = records.shard_paths(records_dir, manifest, split)
+  paths = manifest.shard_paths(split)
   dataset = tf.data.TFRecordDataset(paths).batch(256).map(
       lambda s: records.parse_examples(s)[records.IMAGE_KEY])
   return tf.concat(list(dataset), axis=0)
 
 
-def decode_plan(records_dir: str, image_size: Sequence[int]) -> dict:
+def decode_plan(manifest: records.Manifest,
+                image_size: Sequence[int]) -> dict:
   """The pipeline's static decode choice (DCT ratio, resize) for these records."""
-  manifest = records.read_manifest(records_dir)
-  return input_pipeline.decode_plan(
-      input_pipeline.stored_size_range(manifest, 'train'), image_size)
+  return input_pipeline.decode_plan(manifest.stored_size_range('train'),
+                                    image_size)
 
 
 def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
@@ -292,8 +292,9 @@ def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
 
 def measure_ceiling(setup: Setup, dct_method: str, batched: bool) -> list:
   """One ceiling row: in-memory parallel decode of the train split's bytes."""
-  plan = decode_plan(setup.records, setup.image_size)
-  dataset = ceiling_dataset(load_encoded(setup.records), plan,
+  manifest = records.Manifest.read(setup.records)
+  plan = decode_plan(manifest, setup.image_size)
+  dataset = ceiling_dataset(load_encoded(manifest), plan,
                             setup.batch_size, dct_method, batched)
   row = time_dataset(dataset, setup.seconds, setup.warmup_seconds)
   row.update(dct_method=dct_method, ratio=plan['ratio'])
@@ -305,12 +306,13 @@ def measure_ceiling(setup: Setup, dct_method: str, batched: bool) -> list:
 
 def measure_pipeline(setup: Setup, options: Mapping) -> list:
   """One pipeline row: make_dataset(**options) on the train split, endless."""
+  manifest = records.Manifest.read(setup.records)
   dataset = input_pipeline.make_dataset(
-      setup.records, 'train', setup.batch_size, setup.image_size, **options)
+      manifest, 'train', setup.batch_size, setup.image_size, **options)
   dataset = _batched_for_counting(dataset, setup.batch_size)
   # A cache is filled during the first epoch: time the epochs after it.
-  warmup_images = (records.num_examples(records.read_manifest(setup.records),
-                                        'train') if options.get('cache') else 0)
+  warmup_images = (manifest.num_examples('train') if options.get('cache')
+                   else 0)
   row = time_dataset(dataset, setup.seconds, setup.warmup_seconds,
                      warmup_images)
   row['options'] = dict(options)
@@ -349,8 +351,8 @@ def measure_seed_loop(setup: Setup) -> list:
   x = np.array(train_image)
   elapsed = time.perf_counter() - start
   peak = peak_rss()
-  total = sum(records.num_examples(records.read_manifest(setup.records), s)
-              for s in records.SPLITS)
+  manifest = records.Manifest.read(setup.records)
+  total = sum(manifest.num_examples(split) for split in records.SPLITS)
   scaled = rss_start + (peak - rss_start) * total / len(x)
   return [{'images_per_sec': len(x) / elapsed, 'images': len(x),
            'seconds': elapsed, 'peak_rss_bytes': peak,
@@ -417,7 +419,8 @@ def measure_stall(setup: Setup, rounds: int = 3) -> list:
   previous_policy = keras.mixed_precision.global_policy()
   model, policy, reason = _stall_model(setup.image_size, setup.precision)
   streaming = input_pipeline.make_dataset(
-      setup.records, 'train', setup.batch_size, setup.image_size)
+      records.Manifest.read(setup.records), 'train', setup.batch_size,
+      setup.image_size)
   one_batch = next(iter(streaming))
   in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
   quick = setup.quick  # one short round: it only has to run
@@ -455,10 +458,10 @@ def measure_stall(setup: Setup, rounds: int = 3) -> list:
 def measure_epoch(setup: Setup, scale: int) -> list:
   """One full training epoch of the default pipeline, from a cold start."""
   folder = setup.records if scale == 1 else setup.records_scaled
-  manifest = records.read_manifest(folder)
-  steps = input_pipeline.steps_per_epoch(manifest, 'train', setup.batch_size)
+  manifest = records.Manifest.read(folder)
+  steps = manifest.steps_per_epoch('train', setup.batch_size)
   rss_start = current_rss()
-  dataset = input_pipeline.make_dataset(folder, 'train', setup.batch_size,
+  dataset = input_pipeline.make_dataset(manifest, 'train', setup.batch_size,
                                         setup.image_size)
   start, cpu = time.perf_counter(), cpu_seconds()
   counted = batch_counter(dataset)(steps)
@@ -466,7 +469,7 @@ def measure_epoch(setup: Setup, scale: int) -> list:
   return [{'images_per_sec': counted / elapsed, 'images': counted,
            'seconds': elapsed, 'rss_start_bytes': rss_start,
            'cpu_ms_per_image': 1e3 * (cpu_seconds() - cpu) / counted,
-           'posters': records.num_examples(manifest, 'train'),
+           'posters': manifest.num_examples('train'),
            'scale': scale}]
 
 
@@ -487,8 +490,8 @@ def measure_service(setup: Setup, workers: int) -> list:
   """
   with data_service.LocalService(workers) as address:
     dataset = data_service.make_dataset(
-        setup.records, 'train', setup.batch_size, setup.image_size, address,
-        'parallel_epochs')
+        records.Manifest.read(setup.records), 'train', setup.batch_size,
+        setup.image_size, address, 'parallel_epochs')
     row = time_dataset(dataset, setup.seconds, setup.warmup_seconds)
     del dataset
     gc.collect()  # the iterator lets go of the workers before they stop
@@ -624,18 +627,18 @@ def _reusable_records(folder: str, csv_path: str,
                       image_size: Sequence[int]) -> bool:
   """Whether `folder` holds finished records of this CSV at this store size."""
   try:
-    manifest = records.read_manifest(folder)
+    manifest = records.Manifest.read(folder)
   except cli.UserError:
     return False
-  return (manifest.get('store_size') == list(image_size) and
-          manifest['source']['csv_sha256'] == _file_sha256(csv_path))
+  return (manifest.store_size == tuple(image_size) and
+          manifest.source.csv_sha256 == _file_sha256(csv_path))
 
 
 def synthetic_records(work_dir: str, num_posters: int,
                       image_size: Sequence[int]) -> tuple:
   """(records folder, Images folder) of synthetic posters, made or reused.
 
-  synthetic.generate (deterministic: seed 0), then make_records.convert with
+  synthetic.generate (deterministic: seed 0), then convert.convert with
   store_size = image_size, as the README tells users to make training
   records. Both are kept in work_dir for the next run.
   """
@@ -651,17 +654,16 @@ def synthetic_records(work_dir: str, num_posters: int,
   if not _reusable_records(records_dir, csv_path, image_size):
     print(f'converting them to {records_dir} (--store_size={height}x{width})',
           file=sys.stderr)
-    make_records.convert(csv_path, images_dir, records_dir,
-                         store_size=image_size, progress=False)
+    convert.convert(csv_path, images_dir, records_dir, store_size=image_size,
+                    progress=False)
   return records_dir, images_dir
 
 
-def posters_from_records(records_dir: str, out_dir: str) -> str:
+def posters_from_records(manifest: records.Manifest, out_dir: str) -> str:
   """Writes the records' posters as <Id>.jpg files (baselines need files)."""
-  manifest = records.read_manifest(records_dir)
   os.makedirs(out_dir, exist_ok=True)
   for split in records.SPLITS:
-    paths = records.shard_paths(records_dir, manifest, split)
+    paths = manifest.shard_paths(split)
     for batch in tf.data.TFRecordDataset(paths).batch(256).map(
         records.parse_examples):
       for poster_id, data in zip(batch[records.ID_KEY].numpy(),
@@ -672,54 +674,61 @@ def posters_from_records(records_dir: str, out_dir: str) -> str:
   return out_dir
 
 
-def scaled_records(records_dir: str, out_dir: str, scale: int = SCALE) -> str:
+def scaled_records(manifest: records.Manifest, out_dir: str,
+                   scale: int = SCALE) -> str:
   """A records folder listing every shard `scale` times (as symbolic links).
 
   To the pipeline it is a data set `scale` times larger: more files, more
   records, more bytes read per epoch; only the pixels repeat.
   """
-  manifest = records.read_manifest(records_dir)
   if os.path.isdir(out_dir):
     for name in os.listdir(out_dir):
       os.remove(os.path.join(out_dir, name))
   os.makedirs(out_dir, exist_ok=True)
-  scaled = json.loads(json.dumps(manifest))
+  splits = {}
   for split in records.SPLITS:
-    info = records.split_info(manifest, split)
-    total = scale * len(info['shards'])
+    info = manifest.split_info(split)
+    total = scale * len(info.shards)
     shards = []
     for copy in range(scale):
-      for index, shard in enumerate(info['shards']):
-        name = records.shard_name(split, copy * len(info['shards']) + index,
+      for index, shard in enumerate(info.shards):
+        name = records.shard_name(split, copy * len(info.shards) + index,
                                   total)
-        os.symlink(os.path.abspath(os.path.join(records_dir, shard['file'])),
+        os.symlink(os.path.abspath(os.path.join(manifest.records_dir,
+                                                shard.file)),
                    os.path.join(out_dir, name))
-        shards.append({**shard, 'file': name})
-    scaled['splits'][split].update(shards=shards,
-                                   num_examples=scale * info['num_examples'])
-  records.write_manifest(out_dir, scaled)
+        shards.append(dataclasses.replace(shard, file=name))
+    splits[split] = dataclasses.replace(
+        info, shards=shards, num_examples=scale * info.num_examples)
+  dataclasses.replace(manifest, splits=splits).write(out_dir)
   return out_dir
 
 
 def prepare(records_dir: Optional[str], images_dir: Optional[str],
             work_dir: str, num_posters: int,
             image_size: Sequence[int]) -> tuple:
-  """(records, images): the data measured, made or checked; clear errors."""
+  """(records, images): the data measured, made or checked; clear errors.
+
+  Returns:
+    (records.Manifest of the records folder, opened; images folder).
+  """
   os.makedirs(work_dir, exist_ok=True)
   if records_dir is None:
     if images_dir is not None:
       raise cli.UserError('--images is for the baselines of --records made '
                           'from that folder; give --records too, or neither')
-    return synthetic_records(work_dir, num_posters, image_size)
-  records.read_manifest(records_dir)  # A clear error if it is not records.
+    records_dir, images_dir = synthetic_records(work_dir, num_posters,
+                                                image_size)
+    return records.Manifest.read(records_dir), images_dir
+  manifest = records.Manifest.read(records_dir)  # A clear error if not.
   if images_dir is None:
     images_dir = posters_from_records(
-        records_dir, os.path.join(work_dir, 'posters-from-records'))
+        manifest, os.path.join(work_dir, 'posters-from-records'))
   elif not os.path.isdir(images_dir):
     raise cli.UserError(f'--images={images_dir} is not a folder')
   if not poster_paths(images_dir):
     raise cli.UserError(f'{images_dir} holds no .jpg posters for the baselines')
-  return records_dir, images_dir
+  return manifest, images_dir
 
 
 # --- The report. ---
@@ -886,18 +895,19 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
   image_size = tuple(int(s) for s in image_size)
   models.check_input('seed_cnn', image_size)
   load_start = os.getloadavg()
-  records_dir, images_dir = prepare(records_dir, images_dir, work_dir,
-                                    num_posters, image_size)
+  manifest, images_dir = prepare(records_dir, images_dir, work_dir,
+                                 num_posters, image_size)
+  records_dir = manifest.records_dir
   setup = Setup(
       records=records_dir, images=images_dir, image_size=image_size,
-      records_scaled=scaled_records(records_dir, os.path.join(
+      records_scaled=scaled_records(manifest, os.path.join(
           work_dir, f'{os.path.basename(os.path.normpath(records_dir))}-'
           f'{SCALE}x')),
       batch_size=batch_size, seconds=seconds,
       warmup_seconds=(QUICK_WARMUP_SECONDS if quick
                       else min(3.0, max(0.2, seconds / 2))),
       precision=precision, quick=quick)
-  plan = decode_plan(records_dir, image_size)
+  plan = decode_plan(manifest, image_size)
   todo = variants(plan, service)
   runs = []
   for repeat in range(repeats):
@@ -991,9 +1001,9 @@ def _image_size() -> tuple:
   if FLAGS.quick:
     return QUICK['image_size']
   if FLAGS.records:
-    store_size = records.read_manifest(FLAGS.records).get('store_size')
+    store_size = records.Manifest.read(FLAGS.records).store_size
     if store_size:
-      return tuple(int(s) for s in store_size)
+      return store_size
   return DEFAULT_IMAGE_SIZE
 
 

@@ -1,0 +1,382 @@
+"""The converter: the tutorial's CSV and Images/ folder → sharded TFRecords.
+
+The work behind `make records` (tools/make_records.py is its flags and
+main), a library the benchmark and the tests call too. In order:
+
+  posternet/csv_rows.py      read and check the CSV; the tutorial's split
+  posternet/shard_plan.py    which poster goes into which shard (shard rule)
+  posternet/poster_files.py  each poster file → JPEG bytes to store
+  here                       write the shards, then the manifest
+                             (posternet/records.py's Manifest), last
+
+What it writes under --out:
+  train-00000-of-000NN.tfrecord …, val-…
+                       one tf.train.Example per poster
+  manifest.json        written last: counts, checksums, provenance
+  skipped.csv          with skip_bad_images: what was left out, and why
+
+Identical duplicate rows are written once, the first row deciding the split;
+the same Id with other labels is an error.
+
+Resume: the plan is keyed (shard_plan.make_plan) and kept in `.make_records/`
+under --out, with one note per finished shard. Each shard is written under
+a temporary name and renamed when complete; the manifest comes last, then
+the notes go. A rerun with the same key reuses finished shards; any other
+plan starts afresh. Output is byte-identical whatever the worker count,
+interrupted or not. All record and manifest I/O goes through tf.io.gfile.
+"""
+
+import collections
+import concurrent.futures
+import csv
+import functools
+import io
+import itertools
+import json
+import os
+import re
+import time
+from typing import Iterable, Iterator, Optional, Sequence
+
+import tensorflow as tf
+
+from posternet import cli
+from posternet import csv_rows
+from posternet import poster_files
+from posternet import records
+from posternet import remote
+from posternet import shard_plan
+
+SKIPPED_REPORT = 'skipped.csv'
+STATE_DIR = '.make_records'
+
+_SHARD_FILE = re.compile(r'^(train|val)-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$')
+
+
+def convert(csv_path: str, images_dir: str, out_dir: str, *,
+            val_fraction: float = 0.1, seed: int = 42,
+            workers: Optional[int] = None, skip_bad_images: bool = False,
+            store_size: Optional[Sequence[int]] = None,
+            max_pixels: int = poster_files.DEFAULT_MAX_PIXELS,
+            min_shards: int = 1, progress: bool = True) -> dict:
+  """Converts the tutorial's CSV + Images/ to shards and manifest.json.
+
+  Args:
+    csv_path: the tutorial's CSV (Id, Genre, 25 genre columns).
+    images_dir: the folder of <Id>.jpg posters.
+    out_dir: where shards, manifest.json (and skipped.csv) go; created.
+    val_fraction: validation share of the tutorial's split.
+    seed: the split's seed (the tutorial's random_state).
+    workers: threads decoding posters; None means all cores.
+    skip_bad_images: leave bad images out (counted, listed in skipped.csv)
+      instead of stopping at the first.
+    store_size: (height, width) to resize every poster to, or None.
+    max_pixels: images larger than this are refused from their header.
+    min_shards: at least this many shards per split (at most one a poster),
+      for that many input workers on a small data set.
+    progress: show a progress line on stderr.
+
+  Returns:
+    The summary: posters written per split, skipped by reason, duplicate
+    rows, unlisted images, shards (and how many were reused), bytes, seconds.
+
+  Raises:
+    cli.UserError: bad CSV, bad image (without skip_bad_images), or an
+      output folder that cannot be written.
+  """
+  start = time.monotonic()
+  # s3://, hdfs://, http(s)://: say what to install, before any work.
+  for path, what in ((csv_path, '--csv'), (images_dir, '--images'),
+                     (out_dir, '--out')):
+    remote.check_path(path, what)
+  workers = workers or cli.usable_cores()
+  store_size = tuple(int(s) for s in store_size) if store_size else None
+  options = shard_plan.Options(
+      val_fraction=val_fraction, seed=seed, skip_bad_images=skip_bad_images,
+      store_size=store_size, max_pixels=max_pixels, min_shards=min_shards)
+  table = csv_rows.read_csv(csv_path)
+  unlisted = shard_plan.count_unlisted(images_dir, table)
+  shards, key = shard_plan.make_plan(table, images_dir, options, workers)
+  done = _prepare_output(out_dir, shards, key)
+  pending = [s for s in shards if s.file not in done]
+  try:
+    _write_pending(out_dir, pending, table, images_dir, options, workers,
+                   progress, done)
+    manifest = _finish(out_dir, table, options, unlisted, shards, done)
+  except tf.errors.OpError as e:
+    raise _unwritable(out_dir, e) from None
+  return _summary(manifest, len(shards) - len(pending),
+                  time.monotonic() - start)
+
+
+def format_summary(summary: dict) -> str:
+  """The summary as the few lines a person reads at the end of a run."""
+  s = summary
+  rate = (s['train'] + s['val']) / max(s['seconds'], 1e-9)
+  reasons = ', '.join(f'{n} {r}' for r, n in s['skipped_by_reason'].items())
+  lines = [
+      f'wrote {s["train"]:,} train + {s["val"]:,} val posters to '
+      f'{s["out_dir"]} ({s["shards"]["train"]} + {s["shards"]["val"]} shards, '
+      f'{s["bytes"] / 1e6:,.1f} MB) in {s["seconds"]:.1f} s '
+      f'({rate:,.0f} posters/s)',
+      f'skipped {s["skipped"]} poster(s)' + (f': {reasons}' if reasons else ''),
+      f'CSV rows {s["csv_rows"]:,} = written {s["train"] + s["val"]:,} + '
+      f'skipped {s["skipped"]} + duplicate rows {s["duplicate_rows"]}; '
+      f'{s["unlisted_images"]} image(s) not in the CSV ignored',
+  ]
+  if s['shards_reused']:
+    lines.append(f'resumed: {s["shards_reused"]} shard(s) from an '
+                 'interrupted run reused')
+  return '\n'.join(lines)
+
+
+# --- Resumable state on disk: the plan, and one note per finished shard. ---
+# A note: {'shard': its records.ShardInfo, 'skipped_rows': [[line, Id, file,
+# reason, detail], …], 'stored_sizes': [[min_h, min_w], [max_h, max_w]]}.
+
+
+def _json_bytes(value) -> bytes:
+  return (json.dumps(value, indent=2, sort_keys=True) + '\n').encode()
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+  temporary = path + '.tmp'
+  with tf.io.gfile.GFile(temporary, 'wb') as f:
+    f.write(data)
+  tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _read_json(path: str):
+  """The JSON in path, or None when absent or unreadable (half-written)."""
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return json.loads(f.read())
+  except (tf.errors.OpError, ValueError):
+    return None
+
+
+def _clear_outputs(out_dir: str) -> None:
+  """Removes what an earlier conversion wrote here; nothing else is touched."""
+  for name in tf.io.gfile.listdir(out_dir):
+    name = name.rstrip('/')
+    if (_SHARD_FILE.match(name) or name in (records.MANIFEST_NAME,
+                                            SKIPPED_REPORT)):
+      tf.io.gfile.remove(os.path.join(out_dir, name))
+  state = os.path.join(out_dir, STATE_DIR)
+  if tf.io.gfile.exists(state):
+    tf.io.gfile.rmtree(state)
+
+
+def _prepare_output(out_dir: str, shards: Sequence[shard_plan.Shard],
+                    key: str) -> dict:
+  """Creates --out (a clear error when impossible); resumes a same-key run."""
+  plan = {'key': key, 'files': [s.file for s in shards]}
+  try:
+    tf.io.gfile.makedirs(out_dir)
+    return _start_or_resume(out_dir, plan)
+  except tf.errors.OpError as e:
+    raise _unwritable(out_dir, e) from None
+
+
+def _start_or_resume(out_dir: str, plan: dict) -> dict:
+  """Keeps finished shards of the same plan, else starts afresh.
+
+  Returns:
+    {shard file: its note} for shards finished by an earlier run.
+  """
+  state = os.path.join(out_dir, STATE_DIR)
+  plan_file = os.path.join(state, 'plan.json')
+  old = _read_json(plan_file)
+  if not old or old.get('key') != plan['key']:
+    _clear_outputs(out_dir)
+    tf.io.gfile.makedirs(state)
+    _write_atomic(plan_file, _json_bytes(plan))
+    return {}
+  notes = {}
+  for shard_file in plan['files']:
+    note = _read_json(os.path.join(state, shard_file + '.json'))
+    path = os.path.join(out_dir, shard_file)
+    if (note and tf.io.gfile.exists(path)
+        and tf.io.gfile.stat(path).length == _noted_shard(note).bytes):
+      notes[shard_file] = note
+  return notes
+
+
+def _noted_shard(note: dict) -> records.ShardInfo:
+  return records.ShardInfo.from_dict(note['shard'])
+
+
+def _unwritable(out_dir: str, error: tf.errors.OpError) -> cli.UserError:
+  return cli.UserError(f'cannot write to {out_dir}: {cli.tf_message(error)}')
+
+
+# --- Writing the shards. ---
+
+
+def _write_pending(out_dir: str, pending: Sequence[shard_plan.Shard],
+                   table: csv_rows.Table, images_dir: str,
+                   options: shard_plan.Options, workers: int, progress: bool,
+                   done: dict) -> None:
+  """Writes the shards not finished yet, noting each as it is renamed."""
+  bar = cli.Progress(sum(len(s.rows) for s in pending),
+                     f'converting to {out_dir}', enabled=progress)
+  try:
+    for note in _write_shards(out_dir, pending, table, images_dir, options,
+                              workers, bar):
+      shard_file = _noted_shard(note).file
+      _write_atomic(os.path.join(out_dir, STATE_DIR, shard_file + '.json'),
+                    _json_bytes(note))
+      done[shard_file] = note
+  finally:
+    bar.close()
+
+
+def _write_shards(out_dir: str, shards: Sequence[shard_plan.Shard],
+                  table: csv_rows.Table, images_dir: str,
+                  options: shard_plan.Options, workers: int,
+                  bar: cli.Progress) -> Iterator:
+  """Converts posters on a thread pool, writing shards in order; yields notes.
+
+  TF's decode and encode ops release the GIL, so threads use every core; the
+  results come back in input order, which makes the bytes independent of
+  the worker count.
+  """
+  load = functools.partial(poster_files.load_poster,
+                           max_pixels=options.max_pixels,
+                           store_size=options.store_size)
+  paths = (shard_plan.image_path(images_dir, table.ids[row])
+           for shard in shards for row in shard.rows)
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    futures = _ordered(pool, load, paths, window=4 * workers)
+    try:
+      for shard in shards:
+        yield _write_shard(out_dir, shard, futures, table, images_dir,
+                           options.skip_bad_images, bar)
+    finally:
+      pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ordered(pool, function, items: Iterable, window: int) -> Iterator:
+  """Futures of function(item) in input order, at most `window` in flight."""
+  items = iter(items)
+  pending = collections.deque(
+      pool.submit(function, item) for item in itertools.islice(items, window))
+  while pending:
+    future = pending.popleft()
+    pending.extend(pool.submit(function, item)
+                   for item in itertools.islice(items, 1))
+    yield future
+
+
+def _write_shard(out_dir: str, shard: shard_plan.Shard, futures: Iterator,
+                 table: csv_rows.Table, images_dir: str,
+                 skip_bad_images: bool, bar: cli.Progress) -> dict:
+  """Writes one shard under a temporary name, renames it, returns its note."""
+  path = os.path.join(out_dir, shard.file)
+  sizes, skipped = [], []
+  with tf.io.TFRecordWriter(path + '.tmp') as writer:
+    for row in shard.rows:
+      poster_id = table.ids[row]
+      try:
+        poster = next(futures).result()
+      except poster_files.BadImage as e:
+        if not skip_bad_images:
+          raise cli.UserError(
+              f'{shard_plan.image_path(images_dir, poster_id)} (line '
+              f'{csv_rows.line_of(row)}, Id {poster_id}): {e}; fix or remove '
+              'the row, or pass --skip_bad_images to leave such posters '
+              'out') from None
+        skipped.append([csv_rows.line_of(row), poster_id,
+                        poster_id + csv_rows.IMAGE_SUFFIX, e.reason, e.detail])
+      else:
+        example = records.make_example(poster.data, poster.height,
+                                       poster.width, poster_id,
+                                       table.labels[row])
+        # deterministic: map order otherwise differs between processes, and
+        # a resumed run must write the very bytes of an uninterrupted one.
+        writer.write(example.SerializeToString(deterministic=True))
+        sizes.append((poster.height, poster.width))
+      bar.update()
+  size, sha256 = records.size_and_sha256(path + '.tmp')
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  heights, widths = zip(*sizes) if sizes else ((), ())
+  return {'shard': records.ShardInfo(shard.file, len(sizes), size,
+                                     sha256).to_dict(),
+          'skipped_rows': skipped,
+          'stored_sizes': ([[min(heights), min(widths)],
+                            [max(heights), max(widths)]] if sizes else [])}
+
+
+# --- The end: skipped.csv, the manifest (last), the summary. ---
+
+
+def _finish(out_dir: str, table: csv_rows.Table, options: shard_plan.Options,
+            unlisted: int, shards: Sequence[shard_plan.Shard],
+            done: dict) -> records.Manifest:
+  """Writes skipped.csv, the manifest (last), then drops the resume state."""
+  notes_by_split = {split: [done[s.file] for s in shards if s.split == split]
+                    for split in records.SPLITS}
+  skipped = [entry for s in shards for entry in done[s.file]['skipped_rows']]
+  if options.skip_bad_images:
+    _write_atomic(os.path.join(out_dir, SKIPPED_REPORT),
+                  _skipped_report(skipped))
+  manifest = _manifest(table, options, unlisted, notes_by_split, skipped)
+  for split in records.SPLITS:
+    if not manifest.num_examples(split):
+      raise cli.UserError(f'every poster of the {split} split was skipped; '
+                          f'see {os.path.join(out_dir, SKIPPED_REPORT)}')
+  manifest = manifest.write(out_dir)
+  tf.io.gfile.rmtree(os.path.join(out_dir, STATE_DIR))
+  return manifest
+
+
+def _manifest(table: csv_rows.Table, options: shard_plan.Options,
+              unlisted: int, notes_by_split: dict,
+              skipped: Sequence) -> records.Manifest:
+  """The manifest of a finished conversion, built from the shards' notes."""
+  by_reason = collections.Counter(entry[3] for entry in skipped)
+  unique = int(table.first.sum())
+  return records.Manifest(
+      splits={split: records.SplitInfo.build(
+          [_noted_shard(note) for note in notes],
+          [hw for note in notes for hw in note['stored_sizes']])
+              for split, notes in notes_by_split.items()},
+      source=records.Source(
+          csv=table.name, csv_sha256=table.sha256, csv_rows=table.num_rows,
+          unique_ids=unique, duplicate_rows=table.num_rows - unique,
+          unlisted_images=unlisted),
+      split_rule=records.SplitRule(seed=options.seed,
+                                   val_fraction=options.val_fraction),
+      skipped=records.Skipped(
+          count=len(skipped),
+          by_reason={r: by_reason[r] for r in poster_files.REASONS},
+          report=SKIPPED_REPORT if options.skip_bad_images else None),
+      store_size=options.store_size)
+
+
+def _skipped_report(skipped: Sequence) -> bytes:
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator='\n')
+  writer.writerow(['line', 'Id', 'file', 'reason', 'detail'])
+  writer.writerows(sorted(skipped))
+  return text.getvalue().encode()
+
+
+def _summary(manifest: records.Manifest, reused: int, seconds: float) -> dict:
+  splits = manifest.splits
+  return {
+      'out_dir': manifest.records_dir,
+      'train': manifest.num_examples('train'),
+      'val': manifest.num_examples('val'),
+      'shards': {split: len(info.shards) for split, info in splits.items()},
+      'shards_reused': reused,
+      'csv_rows': manifest.source.csv_rows,
+      'skipped': manifest.skipped.count,
+      'skipped_by_reason': {reason: count for reason, count in
+                            manifest.skipped.by_reason.items() if count},
+      'duplicate_rows': manifest.source.duplicate_rows,
+      'unlisted_images': manifest.source.unlisted_images,
+      'bytes': sum(shard.bytes for info in splits.values()
+                   for shard in info.shards),
+      'seconds': seconds,
+  }

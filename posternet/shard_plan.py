@@ -1,0 +1,170 @@
+"""Which poster goes into which shard: the converter's plan, and its resume key.
+
+Shard rule: a split of n posters whose stored bytes are estimated at B gets
+  k = max(m, ceil(B / 128 MiB)), rounded up to a multiple of m,
+  then at most n // 128 (no shard of fewer than 128 posters), at least 1,
+  and never fewer than ceil(B / 128 MiB) or --min_shards (one shard a poster
+  at most),
+with m = 16 for train (2 hosts x 8 parallel readers all get whole shards) and
+m = 2 for val. Posters fill shards in split order, in contiguous runs of equal
+size (±1). The tutorial's 7,254 posters give 16 train shards of ~408 posters
+(~14 MB each) and 2 val shards.
+
+The plan's key (a sha256) covers everything that decides the output bytes:
+the CSV, the listed images' sizes and mtimes, the options and the shards. A
+resumed conversion (posternet/convert.py) reuses finished shards only under
+the same key.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from posternet import cli
+from posternet import csv_rows
+from posternet import poster_files
+from posternet import records
+from posternet import remote
+
+# The shard rule (module docstring).
+MAX_SHARD_BYTES = 128 * 2**20
+MIN_SHARDS = {'train': 16, 'val': 2}
+# Every shard pass costs the reader ~1 ms to set up: 32-poster shards cost
+# ~15-25 µs of CPU per poster, against ~150-200 µs to decode a 128x128 one
+# (BUILD_NOTES, Benchmark).
+MIN_POSTERS_PER_SHARD = 128
+
+# Bump when a change to the converter changes the output bytes, or the
+# resume notes' format (posternet/convert.py): older state is then ignored.
+PLAN_VERSION = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What a conversion was asked for (posternet.convert.convert's keywords).
+
+  All of it goes into the plan's key: other options, other output.
+  """
+  val_fraction: float = 0.1
+  seed: int = 42
+  skip_bad_images: bool = False
+  store_size: Optional[Tuple[int, int]] = None
+  max_pixels: int = poster_files.DEFAULT_MAX_PIXELS
+  min_shards: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+  split: str
+  file: str
+  rows: tuple   # CSV row indices, in split order
+
+
+def num_shards(num_posters: int, estimated_bytes: int, split: str,
+               min_shards: int = 1) -> int:
+  """How many shards a split gets: the rule in the module docstring.
+
+  min_shards lets a small data set be shared among that many input workers
+  (each reads whole shards), below the 128-poster minimum.
+  """
+  if num_posters == 0:
+    return 0
+  minimum = MIN_SHARDS[split]
+  by_bytes = -(-estimated_bytes // MAX_SHARD_BYTES)
+  wanted = -(-max(minimum, by_bytes) // minimum) * minimum
+  wanted = min(wanted, num_posters // MIN_POSTERS_PER_SHARD)
+  return min(num_posters, max(1, by_bytes, wanted, min_shards))
+
+
+def plan_shards(split: str, rows: np.ndarray, estimated_bytes: int,
+                min_shards: int = 1) -> list:
+  """Cuts a split's rows (in order) into contiguous, equal-size shards."""
+  count = num_shards(len(rows), estimated_bytes, split, min_shards)
+  bounds = [len(rows) * i // count for i in range(count + 1)]
+  return [Shard(split, records.shard_name(split, i, count),
+                tuple(int(r) for r in rows[bounds[i]:bounds[i + 1]]))
+          for i in range(count)]
+
+
+def image_path(images_dir: str, poster_id: str) -> str:
+  """Where a poster's file is: Images/<Id>.jpg."""
+  return os.path.join(images_dir, poster_id + csv_rows.IMAGE_SUFFIX)
+
+
+def count_unlisted(images_dir: str, table: csv_rows.Table) -> int:
+  """Entries in --images that the CSV does not name (ignored, counted)."""
+  if not tf.io.gfile.isdir(images_dir):
+    raise cli.UserError(f'images folder {images_dir} not found')
+  listed = {poster_id + csv_rows.IMAGE_SUFFIX for poster_id in table.ids}
+  return sum(1 for name in tf.io.gfile.listdir(images_dir)
+             if name.rstrip('/') not in listed)
+
+
+def make_plan(table: csv_rows.Table, images_dir: str, options: Options,
+              workers: int) -> tuple:
+  """The shards (which rows, in which order) and the key a resume must match.
+
+  Args:
+    table: the checked CSV.
+    images_dir: the posters' folder.
+    options: the conversion's options; all of them go into the key.
+    workers: threads for the conversion (the stat calls use more).
+
+  Raises:
+    cli.UserError: a split would be empty.
+  """
+  train, val = csv_rows.tutorial_split(table.num_rows, options.val_fraction,
+                                       options.seed)
+  paths = [image_path(images_dir, poster_id) for poster_id in table.ids]
+  stats = _stat_images(paths, max(workers, 16))  # I/O-bound: more threads
+  shards = []
+  for split, rows in (('train', train), ('val', val)):
+    rows = rows[table.first[rows]]  # a repeated Id goes with its first row
+    if not len(rows):
+      raise cli.UserError(f'the {split} split is empty: {table.num_rows} CSV '
+                          f'rows with val_fraction={options.val_fraction}')
+    shards += plan_shards(split, rows,
+                          _estimated_bytes(rows, stats, options.store_size),
+                          options.min_shards)
+  key_source = [PLAN_VERSION, records.FORMAT_VERSION, table.sha256,
+                _absolute(images_dir), stats, dataclasses.asdict(options),
+                [(s.file, s.rows) for s in shards]]
+  key = hashlib.sha256(json.dumps(key_source).encode()).hexdigest()
+  return shards, key
+
+
+def _stat_images(paths: Sequence[str], workers: int) -> list:
+  """(bytes, mtime_ns) per file, (-1, -1) when missing: for the plan's key."""
+
+  def stat(path):
+    try:
+      info = tf.io.gfile.stat(path)
+      return int(info.length), int(info.mtime_nsec)
+    except tf.errors.OpError:
+      return -1, -1
+
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return list(pool.map(stat, paths))
+
+
+def _estimated_bytes(rows: np.ndarray, sizes: Sequence[tuple],
+                     store_size: Optional[Sequence[int]]) -> int:
+  """Stored bytes of a split, guessed before converting (for the shard count).
+
+  Source sizes when bytes pass through; otherwise 3/4 byte per stored pixel,
+  a generous guess for a q95 JPEG of a poster.
+  """
+  if store_size is not None:
+    return len(rows) * store_size[0] * store_size[1] * 3 // 4
+  return sum(max(sizes[r][0], 0) for r in rows)
+
+
+def _absolute(path: str) -> str:
+  """An absolute local path; a URL (gs://...) as it is (abspath mangles it)."""
+  return path if remote.scheme(path) else os.path.abspath(path)

@@ -1,0 +1,196 @@
+"""Reads a records folder back completely and checks it against its manifest.
+
+`make verify`, or `python -m tools.make_records --verify=records/`. Beside
+the schema (posternet/records.py), whose handle it checks: every shard's
+size and sha256 as listed, every record's TFRecord CRCs, that it parses as a
+posternet Example, a JPEG that decodes to the stored height x width, 0/1
+labels with at least one genre, and an Id seen once in the whole folder;
+per split, that the shards add up and the stored size range is as listed.
+"""
+
+import concurrent.futures
+import dataclasses
+import itertools
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from posternet import cli
+from posternet import images
+from posternet import records
+
+
+def verify(records_dir: str, *, workers: Optional[int] = None,
+           progress: bool = False) -> list:
+  """Reads a records folder back completely and checks it against its manifest.
+
+  Returns:
+    The problems found, each naming the shard (and record index); [] when
+    all is well.
+
+  Raises:
+    cli.UserError: the folder or its manifest is missing or unreadable.
+  """
+  return check(records.Manifest.read(records_dir), workers=workers,
+               progress=progress)
+
+
+def check(manifest: records.Manifest, *, workers: Optional[int] = None,
+          progress: bool = False) -> list:
+  """verify() for a folder already opened: the problems, [] when none."""
+  jobs = [(manifest, shard) for split in records.SPLITS
+          for shard in manifest.split_info(split).shards]
+  bar = cli.Progress(len(jobs), f'verifying {manifest.records_dir} (shards)',
+                     enabled=progress)
+  with concurrent.futures.ThreadPoolExecutor(
+      workers or cli.usable_cores()) as pool:
+    results = []
+    for result in pool.map(lambda job: _verify_shard(*job), jobs):
+      results.append(result)
+      bar.update()
+  bar.close()
+  problems = [p for result in results for p in result.problems]
+  problems += _duplicate_ids(results)
+  problems += _check_split_totals(manifest, results)
+  return problems
+
+
+@dataclasses.dataclass
+class _ShardCheck:
+  file: str
+  problems: list
+  ids: list     # (Id, record index)
+  sizes: list   # (height, width)
+
+
+def _verify_shard(manifest: records.Manifest,
+                  shard: records.ShardInfo) -> _ShardCheck:
+  name = shard.file
+  check = _ShardCheck(name, [], [], [])
+  path = os.path.join(manifest.records_dir, name)
+  if not tf.io.gfile.exists(path):
+    check.problems.append(f'{name}: missing')
+    return check
+  size, sha256 = records.size_and_sha256(path)
+  if size != shard.bytes:
+    check.problems.append(f'{name}: {size} bytes, the manifest says '
+                          f'{shard.bytes}')
+  if sha256 != shard.sha256:
+    check.problems.append(f'{name}: sha256 {sha256} differs from the '
+                          f'manifest\'s {shard.sha256}')
+  count = _verify_records(path, check, manifest.store_size)
+  if count != shard.num_examples:
+    check.problems.append(f'{name}: {count} records read, the manifest says '
+                          f'{shard.num_examples}')
+  return check
+
+
+def _verify_records(path: str, check: _ShardCheck,
+                    store_size: Optional[Sequence[int]]) -> int:
+  """Checks every record; returns how many could be read.
+
+  A tf.data pass first (fast); when a record does not read, parse or decode,
+  a record-by-record pass finds which one.
+  """
+  try:
+    facts = list(tf.data.TFRecordDataset(path).map(
+        _record_facts, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator())
+  except tf.errors.OpError:
+    return _verify_records_one_by_one(path, check, store_size)
+  for index, record in enumerate(facts):
+    _check_facts(record, index, check, store_size)
+  return len(facts)
+
+
+def _verify_records_one_by_one(path: str, check: _ShardCheck,
+                               store_size: Optional[Sequence[int]]) -> int:
+  iterator = iter(tf.data.TFRecordDataset(path))
+  for index in itertools.count():
+    try:
+      serialized = next(iterator)
+    except StopIteration:
+      return index
+    except tf.errors.OpError as e:  # DataLossError: CRC mismatch, truncation
+      check.problems.append(f'{check.file} record {index}: unreadable '
+                            f'({cli.tf_message(e)})')
+      return index
+    try:
+      record = {k: v.numpy() for k, v in _record_facts(serialized).items()}
+    except tf.errors.OpError as e:
+      check.problems.append(f'{check.file} record {index}: does not parse or '
+                            f'decode ({cli.tf_message(e)})')
+      continue
+    _check_facts(record, index, check, store_size)
+
+
+def _record_facts(serialized: tf.Tensor) -> dict:
+  """Parses one record and decodes its image: what _check_facts looks at."""
+  example = tf.io.parse_single_example(serialized, records.FEATURES)
+  encoded = example[records.IMAGE_KEY]
+  return {'id': example[records.ID_KEY],
+          'height': example[records.HEIGHT_KEY],
+          'width': example[records.WIDTH_KEY],
+          'labels': example[records.LABELS_KEY],
+          'magic': tf.strings.substr(encoded, 0, 2),
+          'shape': tf.shape(images.decode_jpeg(encoded))}
+
+
+def _check_facts(record: dict, index: int, check: _ShardCheck,
+                 store_size: Optional[Sequence[int]]) -> None:
+  """Notes the record's Id and size, and what is wrong with it, if anything."""
+  poster_id = record['id'].decode('utf-8', 'replace')
+  height, width = int(record['height']), int(record['width'])
+  shape = tuple(int(d) for d in record['shape'])
+  labels = record['labels']
+  check.ids.append((poster_id, index))
+  check.sizes.append((height, width))
+  problem = None
+  if not poster_id:
+    problem = 'empty Id'
+  elif record['magic'] != b'\xff\xd8':
+    problem = f'Id {poster_id}: the image is not a JPEG'
+  elif shape != (height, width, 3):
+    problem = (f'Id {poster_id}: the image decodes to {shape}, the record '
+               f'says {height}x{width}')
+  elif store_size and (height, width) != tuple(store_size):
+    problem = (f'Id {poster_id}: {height}x{width}, not the store size '
+               f'{list(store_size)}')
+  elif not np.isin(labels, (0.0, 1.0)).all() or not labels.any():
+    problem = f'Id {poster_id}: labels {labels.tolist()} are not multi-hot'
+  if problem:
+    check.problems.append(f'{check.file} record {index}: {problem}')
+
+
+def _duplicate_ids(results: Sequence[_ShardCheck]) -> list:
+  seen, problems = {}, []
+  for result in results:
+    for poster_id, index in result.ids:
+      where = f'{result.file} record {index}'
+      if poster_id in seen:
+        problems.append(f'{where}: Id {poster_id} already in {seen[poster_id]}')
+      else:
+        seen[poster_id] = where
+  return problems
+
+
+def _check_split_totals(manifest: records.Manifest,
+                        results: Sequence[_ShardCheck]) -> list:
+  """Per split: the shards add up to its count; stored sizes as listed."""
+  problems = []
+  for split in records.SPLITS:
+    info = manifest.split_info(split)
+    files = {shard.file for shard in info.shards}
+    if sum(s.num_examples for s in info.shards) != info.num_examples:
+      problems.append(f'manifest: the {split} shards do not add up to '
+                      f'num_examples={info.num_examples}')
+    sizes = [hw for r in results if r.file in files for hw in r.sizes]
+    if sizes:
+      found = records.SplitInfo.build((), sizes)
+      for field in ('min_height', 'max_height', 'min_width', 'max_width'):
+        listed, seen = getattr(info, field), getattr(found, field)
+        if listed != seen:
+          problems.append(f'manifest: {split} {field} is {listed}, the '
+                          f'records say {seen}')
+  return problems
