@@ -1,0 +1,153 @@
+"""Training augmentation: named ops on uint8 batches, seeded, train split only.
+
+Each op takes a batch of posters (float32 [B, H, W, 3], 0–255) and a stateless
+seed, and returns the batch transformed, one random draw per poster. They run
+inside tf.data after decode (and after the cache, so cached posters are still
+augmented differently every epoch), on whole batches: one call per batch costs
+far less host time than one per poster. `augment_batch` chains the chosen ops
+and gives uint8 back, so the model still gets what validation and prediction
+give it, which never pass through here.
+
+The ops, and why each is there (BUILD_NOTES.md, "Real posters", measured):
+  crop   random resized crop: a random part of the poster (an area share and
+         an aspect change around the poster's own shape: posters are tall, so
+         the crop box is drawn in the poster's own coordinates, not square),
+         resized back to the batch's size. A title block, a face or a colour
+         field, anywhere in the frame, must mean the same genre.
+  flip   left-right mirror: a mirrored poster has the same genres.
+  color  brightness, contrast and saturation scaled by 1 ± `color`: print and
+         scan differences, not genre, change these a little.
+
+The random numbers come from stateless ops seeded by (seed, batch index): the
+same seed repeats the same augmentations, and every batch of every epoch gets
+new ones.
+"""
+
+import dataclasses
+import math
+from typing import Tuple
+
+import tensorflow as tf
+
+OPS = ('crop', 'flip', 'color')
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Which ops run, and how strongly.
+
+  Attributes:
+    ops: names from OPS, applied in OPS order.
+    crop_area: (min, max) share of the poster's area a crop keeps.
+    crop_aspect: (min, max) change of the crop's aspect ratio against the
+      poster's own (1.0: the poster's shape).
+    color: brightness, contrast and saturation vary by a factor in 1 ± color.
+    seed: with the batch index, seeds every draw.
+  """
+  ops: Tuple[str, ...] = OPS
+  crop_area: Tuple[float, float] = (0.35, 1.0)
+  crop_aspect: Tuple[float, float] = (3 / 4, 4 / 3)
+  color: float = 0.2
+  seed: int = 0
+
+  def __post_init__(self):
+    unknown = sorted(set(self.ops) - set(OPS))
+    if unknown:
+      raise ValueError(f'unknown augmentation {", ".join(unknown)}; choose '
+                       f'from {", ".join(OPS)}')
+    low, high = self.crop_area
+    if not 0 < low <= high <= 1:
+      raise ValueError(f'crop area {self.crop_area}: need 0 < min <= max <= 1')
+    if not 0 <= self.color < 1:
+      raise ValueError(f'color {self.color}: need 0 <= color < 1')
+
+
+def parse_ops(text: str) -> Tuple[str, ...]:
+  """'crop,flip' → ('crop', 'flip'); '' or 'none' → (). Order: OPS order."""
+  names = {name.strip() for name in text.split(',') if name.strip()}
+  names.discard('none')
+  unknown = sorted(names - set(OPS))
+  if unknown:
+    raise ValueError(f'unknown augmentation {", ".join(unknown)}; choose from '
+                     f'{", ".join(OPS)} (or none)')
+  return tuple(name for name in OPS if name in names)
+
+
+def random_crop(images: tf.Tensor, seed: tf.Tensor, area: Tuple[float, float],
+                aspect: Tuple[float, float]) -> tf.Tensor:
+  """A random part of each poster, resized back to the batch's size."""
+  batch = tf.shape(images)[0]
+  size = tf.shape(images)[1:3]
+  seeds = tf.random.experimental.stateless_split(seed, 4)
+  share = tf.random.stateless_uniform([batch], seeds[0], area[0], area[1])
+  log_aspect = tf.random.stateless_uniform(
+      [batch], seeds[1], math.log(aspect[0]), math.log(aspect[1]))
+  # Box sides as shares of the poster's height and width: aspect 1 keeps the
+  # poster's own shape, whatever it is.
+  height = tf.minimum(tf.sqrt(share / tf.exp(log_aspect)), 1.0)
+  width = tf.minimum(tf.sqrt(share * tf.exp(log_aspect)), 1.0)
+  top = tf.random.stateless_uniform([batch], seeds[2]) * (1.0 - height)
+  left = tf.random.stateless_uniform([batch], seeds[3]) * (1.0 - width)
+  # Box [0, 0, 1, 1] samples the poster's own pixels: (0, 0) to (H-1, W-1).
+  boxes = tf.stack([top, left, top + height, left + width], axis=1)
+  return tf.image.crop_and_resize(images, boxes, tf.range(batch), size)
+
+
+def random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Mirrors a random half of the posters left to right."""
+  batch = tf.shape(images)[0]
+  flip = tf.random.stateless_uniform([batch, 1, 1, 1], seed) < 0.5
+  return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+def random_color(images: tf.Tensor, seed: tf.Tensor,
+                 strength: float) -> tf.Tensor:
+  """Scales saturation, contrast and brightness by 1 ± strength each."""
+  batch = tf.shape(images)[0]
+  factors = 1.0 + strength * tf.random.stateless_uniform(
+      [batch, 1, 1, 3], seed, -1.0, 1.0)
+  saturation, contrast, brightness = tf.unstack(factors, axis=-1)
+  saturation, contrast, brightness = (
+      f[..., None] for f in (saturation, contrast, brightness))
+  gray = tf.reduce_mean(images, axis=-1, keepdims=True)
+  images = gray + (images - gray) * saturation
+  mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+  images = mean + (images - mean) * contrast
+  return images * brightness
+
+
+def augment_batch(images: tf.Tensor, augment: Augment,
+                  batch_index: tf.Tensor) -> tf.Tensor:
+  """The augmented batch: uint8 [B, H, W, 3] in, uint8 of the same shape out.
+
+  Args:
+    images: a batch of posters, uint8.
+    augment: the ops and their strengths.
+    batch_index: int64 scalar, the batch's position in the stream: with
+      augment.seed it seeds this batch's draws.
+  """
+  if not augment.ops:
+    return images
+  seed = tf.stack([tf.constant(augment.seed, tf.int64),
+                   tf.cast(batch_index, tf.int64)])
+  seeds = tf.random.experimental.stateless_split(seed, len(OPS))
+  result = tf.cast(images, tf.float32)
+  if 'crop' in augment.ops:
+    result = random_crop(result, seeds[0], augment.crop_area,
+                         augment.crop_aspect)
+  if 'flip' in augment.ops:
+    result = random_flip(result, seeds[1])
+  if 'color' in augment.ops and augment.color > 0:
+    result = random_color(result, seeds[2], augment.color)
+  result = tf.cast(tf.clip_by_value(tf.round(result), 0.0, 255.0), tf.uint8)
+  return tf.ensure_shape(result, images.shape)
+
+
+def apply(dataset: tf.data.Dataset, augment: Augment) -> tf.data.Dataset:
+  """Augments a dataset of (uint8 images, labels, ...) batches, in parallel."""
+
+  def one_batch(index, batch):
+    return (augment_batch(batch[0], augment, index), *batch[1:])
+
+  return dataset.enumerate().map(one_batch,
+                                 num_parallel_calls=tf.data.AUTOTUNE)
