@@ -4,12 +4,15 @@
                 (EpochCheckpoint; the last --keep_checkpoints kept)
   backup/       epoch-NNNN/: weights and optimizer state of the last finished
                 epoch (Backup), while the run is unfinished
+  best/         the weights of the epoch with the best validation score so
+                far, and best.json saying which epoch and score (BestEpoch)
 
 Every write is atomic (a temporary name, then a rename), so a killed run
 never leaves a torn file under a final name. prepare_run_dir decides at start
 whether a folder's state is resumed from or cleared.
 """
 
+import json
 import os
 from typing import Optional
 
@@ -102,6 +105,61 @@ class EpochCheckpoint(keras.callbacks.Callback):
     return os.path.join(self.folder, name)
 
 
+class BestEpoch(keras.callbacks.Callback):
+  """Keeps the weights of the epoch with the best validation score.
+
+  A model trained from scratch on a few thousand posters often peaks before
+  its last epoch; the export should be that peak, and say which epoch it was.
+  Each best epoch's weights are written as best/epoch-NNNN.weights.h5, then
+  best.json (epoch, score, file) is replaced atomically: the record is the
+  commit point, so a kill at any instant leaves a record that names complete
+  weights. A resumed run picks the record up.
+  """
+
+  RECORD = 'best.json'
+
+  def __init__(self, folder: str, monitor: str = 'val_roc_auc'):
+    super().__init__()
+    self.folder, self.monitor = folder, monitor
+    self.best = self.read_record(folder)
+
+  @classmethod
+  def read_record(cls, folder: str) -> Optional[dict]:
+    """{'epoch': N (from 1), 'monitor', 'value', 'weights': file} or None."""
+    path = os.path.join(folder, cls.RECORD)
+    if not tf.io.gfile.exists(path):
+      return None
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None or (self.best and not value > self.best['value']):
+      return
+    tf.io.gfile.makedirs(self.folder)
+    weights = f'epoch-{epoch + 1:04d}.weights.h5'
+    partial = os.path.join(self.folder, 'partial.weights.h5')  # Keras' suffix
+    self.model.save_weights(partial, overwrite=True)
+    tf.io.gfile.rename(partial, os.path.join(self.folder, weights),
+                       overwrite=True)
+    self.best = {'epoch': epoch + 1, 'monitor': self.monitor,
+                 'value': float(value), 'weights': weights}
+    record = os.path.join(self.folder, self.RECORD)
+    with tf.io.gfile.GFile(record + '.partial', 'w') as f:
+      f.write(json.dumps(self.best, sort_keys=True) + '\n')
+    tf.io.gfile.rename(record + '.partial', record, overwrite=True)
+    for old in tf.io.gfile.glob(os.path.join(self.folder, 'epoch-*.h5')):
+      if os.path.basename(old) != weights:
+        tf.io.gfile.remove(old)
+
+  def restore(self, model: keras.Model) -> Optional[dict]:
+    """Loads the best epoch's weights into model; its record, or None."""
+    if self.best is None:
+      return None
+    model.load_weights(os.path.join(self.folder, self.best['weights']))
+    return self.best
+
+
 def prepare_run_dir(folder: str, resume: bool) -> None:
   """Keeps an unfinished run's state to resume from; clears anything else.
 
@@ -112,8 +170,8 @@ def prepare_run_dir(folder: str, resume: bool) -> None:
   backup = os.path.join(folder, 'backup')
   if tf.io.gfile.exists(backup) and resume:
     return
-  outputs = ('backup', 'checkpoints', 'train', 'validation', 'history.csv',
-             'summary.json')
+  outputs = ('backup', 'best', 'checkpoints', 'train', 'validation',
+             'history.csv', 'summary.json')
   old = [name for name in outputs
          if tf.io.gfile.exists(os.path.join(folder, name))]
   if old:

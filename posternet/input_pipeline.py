@@ -29,6 +29,7 @@ from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from posternet import augment as augment_lib
 from posternet import cli
 from posternet import images
 from posternet import records
@@ -36,7 +37,7 @@ from posternet import records
 AUTOTUNE = tf.data.AUTOTUNE
 
 # The stages make_dataset can stop after, in order (for the benchmark).
-STAGES = ('read', 'batch', 'parse', 'decode', 'prefetch')
+STAGES = ('read', 'batch', 'parse', 'decode', 'augment', 'prefetch')
 
 # Damaged-shard errors raised inside tf.data carry this tag; as_user_error
 # finds it and returns the one-line message for the user.
@@ -71,6 +72,9 @@ class Options:
       tests; Keras would read a third element as sample weights).
     seed: seeds the file and example shuffles (reproducible tests).
     stop_after: the last stage to build, one of STAGES (benchmark only).
+    augment: the training augmentation (posternet.augment), applied to
+      uint8 batches after decode and after the cache; None for none.
+      Ignored unless training: validation and prediction never see it.
     distributed_pass: with training, one shuffled pass instead of endless
       repetition, its last partial batch kept, and no length assertion: the
       pass is split by file among tf.data service workers
@@ -92,6 +96,7 @@ class Options:
   seed: Optional[int] = None
   stop_after: str = 'prefetch'
   distributed_pass: bool = False
+  augment: Optional[augment_lib.Augment] = None
 
   @property
   def repeats(self) -> bool:
@@ -366,7 +371,15 @@ def _batched_stages(batch_size, plan, image_size, opts: Options):
           lambda f: to_output(f, decode(f[records.IMAGE_KEY]), opts.with_ids),
           num_parallel_calls=opts.num_parallel_calls,
           deterministic=opts.ordered)),
+      _augment_stage(opts),
   ]
+
+
+def _augment_stage(opts: Options) -> tuple:
+  """('augment', stage): uint8 batches in and out; training only."""
+  if opts.augment is None or not opts.training:
+    return ('augment', lambda ds: ds)
+  return ('augment', lambda ds: augment_lib.apply(ds, opts.augment))
 
 
 def _per_poster_stages(batch_size, plan, image_size, opts: Options):
@@ -399,6 +412,8 @@ def _per_poster_stages(batch_size, plan, image_size, opts: Options):
       ('decode', decode_stage),
       # drop_remainder when training: static shapes for the compiled step.
       ('batch', lambda ds: ds.batch(batch_size, drop_remainder=opts.repeats)),
+      # After the cache: cached posters still change every epoch.
+      _augment_stage(opts),
   ]
 
 

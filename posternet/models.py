@@ -1,4 +1,5 @@
-"""The models: the tutorial's CNN and one stronger keras.applications network.
+"""The models: the tutorial's CNN, a narrow ResNet for small data, and
+EfficientNetV2-B0 (keras.applications) for GPUs.
 
 Every model takes the pipeline's uint8 posters [B, H, W, 3] and does the float
 work itself, on the device: cast + Rescaling(1/255), a Resizing layer when the
@@ -8,7 +9,7 @@ under mixed precision. The host never materialises float pixels.
 
 The resize rule: the pipeline delivers `image_size`; the network is built at
 `model_size`, which defaults to the model's fixed native size if it has one,
-else to `image_size`. A Resizing layer is added only when the two differ. Both
+else to `image_size`. A Resizing layer is added only when the two differ. The
 built-in networks accept any size at or above their minimum (seed_cnn's
 Flatten makes its Dense layer depend on the size, EfficientNetV2 pools
 globally), so by default they are built at the pipeline's size and never
@@ -109,6 +110,47 @@ def _small_cnn_body(x, backbone_weights=None):
   return layers.GlobalAveragePooling2D()(x)
 
 
+def _basic_block(x, filters: int, stride: int):
+  """ResNet's basic block: two 3×3 convolutions with batch norm, plus x.
+
+  The second batch norm starts at zero (gamma 0), so each block starts as
+  the identity: a deep-enough net trains from scratch without warm tricks.
+  """
+  shortcut = x
+  y = layers.Conv2D(filters, 3, strides=stride, padding='same',
+                    use_bias=False)(x)
+  y = layers.BatchNormalization()(y)
+  y = layers.ReLU()(y)
+  y = layers.Conv2D(filters, 3, padding='same', use_bias=False)(y)
+  y = layers.BatchNormalization(gamma_initializer='zeros')(y)
+  if stride != 1 or shortcut.shape[-1] != filters:
+    shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(x)
+    shortcut = layers.BatchNormalization()(shortcut)
+  return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def _resnet_small_body(x, backbone_weights=None,
+                       widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1)):
+  """A narrow ResNet for training from scratch on a few thousand posters.
+
+  Stem: a strided 3×3 convolution and a max-pool (a quarter of the input's
+  side), so 2 CPU cores train it at ~150x100 px (BUILD_NOTES.md, "Real
+  posters"). Then one basic block per stage, widths 32 to 256, each stage
+  after the first halving the side; batch norm throughout; global average
+  pooling, so any input size and the posters' tall shape work.
+  """
+  del backbone_weights
+  x = layers.Conv2D(widths[0], 3, strides=2, padding='same', use_bias=False)(x)
+  x = layers.BatchNormalization()(x)
+  x = layers.ReLU()(x)
+  x = layers.MaxPooling2D(3, strides=2, padding='same')(x)
+  for stage, (filters, count) in enumerate(zip(widths, blocks)):
+    for index in range(count):
+      x = _basic_block(x, filters, 2 if stage and not index else 1)
+  x = layers.GlobalAveragePooling2D()(x)
+  return layers.Dropout(0.2)(x)
+
+
 MODELS = {
     'seed_cnn': ModelSpec(
         body=_seed_cnn_body, min_size=76,
@@ -119,6 +161,10 @@ MODELS = {
     'small_cnn': ModelSpec(
         body=_small_cnn_body, min_size=16,
         description='a small, fast CNN for demos and smoke tests on CPUs'),
+    'resnet_small': ModelSpec(
+        body=_resnet_small_body, min_size=32,
+        description='a narrow ResNet with batch norm for training from '
+        'scratch on small data (configs/real.cfg)'),
 }
 
 
@@ -167,18 +213,23 @@ def compiled_model(name: str, image_size: Sequence[int], *,
                    model_size: Optional[Sequence[int]] = None,
                    init_weights: Optional[str] = None,
                    learning_rate: float = 1e-3, jit_compile: bool = False,
-                   steps_per_execution: int = 1) -> keras.Model:
+                   steps_per_execution: int = 1,
+                   optimizer: Optional[keras.optimizers.Optimizer] = None,
+                   loss: Optional[keras.losses.Loss] = None) -> keras.Model:
   """build_model, compiled as the trainer trains it.
 
-  Adam, binary cross-entropy (the tutorial's) and metrics.make_metrics().
+  By default Adam and binary cross-entropy (the tutorial's); the trainer
+  passes its recipe's (posternet.optim). Metrics: metrics.make_metrics().
   Call it under the distribution strategy's scope and the dtype policy the
   model is to train with.
 
   Args:
     name, image_size, model_size, init_weights: as for build_model.
-    learning_rate: Adam's learning rate.
+    learning_rate: Adam's learning rate, when no optimizer is given.
     jit_compile: XLA-compile the train step (hardware.choose_jit_compile).
     steps_per_execution: train steps per tf.function call.
+    optimizer: the optimizer; default Adam(learning_rate).
+    loss: the loss; default binary cross-entropy.
 
   Returns:
     The compiled keras.Model.
@@ -188,8 +239,8 @@ def compiled_model(name: str, image_size: Sequence[int], *,
   """
   model = build_model(name, image_size, model_size=model_size,
                       init_weights=init_weights)
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                loss=keras.losses.BinaryCrossentropy(),
+  model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate),
+                loss=loss or keras.losses.BinaryCrossentropy(),
                 metrics=metrics.make_metrics(), jit_compile=jit_compile,
                 steps_per_execution=steps_per_execution)
   return model

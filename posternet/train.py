@@ -48,6 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from posternet import augment as augment_lib
 from posternet import checkpoints
 from posternet import cli
 from posternet import dashboards
@@ -58,6 +59,7 @@ from posternet import input_pipeline
 from posternet import metrics
 from posternet import models
 from posternet import multi_worker
+from posternet import optim
 from posternet import records
 from posternet import remote
 
@@ -98,7 +100,42 @@ class Config:
   data_service: Optional[str] = None    # grpc://HOST:PORT: train input there
   data_service_mode: str = 'parallel_epochs'
   data_service_job: Optional[str] = None  # shared by trainers that give it
+  # How the weights are fitted (posternet.optim.Recipe's fields).
+  optimizer: str = 'adam'
+  weight_decay: float = 0.0
+  schedule: str = 'constant'
+  warmup_epochs: float = 0.0
+  loss: str = 'bce'
+  label_smoothing: float = 0.0
+  # Training augmentation (posternet.augment): ops, crop area, colour.
+  augment: str = 'none'
+  crop_area: float = 0.35
+  color_jitter: float = 0.2
+  export_epoch: str = 'best'            # 'best' (val ROC-AUC) or 'last'
 
+  def recipe(self) -> optim.Recipe:
+    """The optimizer, schedule and loss settings."""
+    return optim.Recipe(**{field.name: getattr(self, field.name)
+                           for field in dataclasses.fields(optim.Recipe)
+                           if hasattr(self, field.name)})
+
+  def augmentation(self) -> Optional[augment_lib.Augment]:
+    """The training augmentation, or None.
+
+    Raises:
+      cli.UserError: an unknown op or a value out of range.
+    """
+    try:
+      ops = augment_lib.parse_ops(self.augment)
+      if not ops:
+        return None
+      return augment_lib.Augment(ops=ops, crop_area=(self.crop_area, 1.0),
+                             color=self.color_jitter, seed=self.seed)
+    except ValueError as e:
+      raise cli.UserError(f'--augment={self.augment}: {e}') from None
+
+
+EXPORT_EPOCHS = ('best', 'last')
 
 # The flags, in the order flags.txt lists them: Config's fields.
 FLAG_NAMES = tuple(field.name for field in dataclasses.fields(Config))
@@ -204,9 +241,12 @@ def check_config(config: Config) -> None:
     if getattr(config, name) < 1:
       raise cli.UserError(f'--{name} must be at least 1, not '
                           f'{getattr(config, name)}')
-  if not config.learning_rate > 0:
-    raise cli.UserError(f'--learning_rate must be positive, not '
-                        f'{config.learning_rate}')
+  for name, problem in optim.check(config.recipe()):
+    raise cli.UserError(f'--{name}={getattr(config, name)}: {problem}')
+  config.augmentation()  # raises on a bad --augment
+  if config.export_epoch not in EXPORT_EPOCHS:
+    raise cli.UserError(f'--export_epoch={config.export_epoch}: choose one '
+                        f'of {", ".join(EXPORT_EPOCHS)}')
   choices = {'precision': hardware.PRECISIONS,
              'strategy': hardware.STRATEGIES,
              'jit_compile': hardware.JIT_COMPILE}
@@ -317,7 +357,10 @@ def _train_and_export(config: Config, settings: Resolved,
     model = models.compiled_model(
         config.model, config.image_size, model_size=config.model_size,
         init_weights=config.init_weights,
-        learning_rate=config.learning_rate,
+        optimizer=optim.make_optimizer(config.recipe(),
+                                       settings.steps_per_epoch,
+                                       config.epochs),
+        loss=optim.make_loss(config.recipe()),
         jit_compile=settings.jit_compile,
         steps_per_execution=config.steps_per_execution)
   logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
@@ -336,11 +379,30 @@ def _train_and_export(config: Config, settings: Resolved,
               validation_steps=settings.val_steps, shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
+  exported_epoch = _choose_export_epoch(model, config, callbacks)
   summary = _finish(model, config, settings, manifest,
-                    backup.resumed_from_epoch, time.perf_counter() - start)
+                    backup.resumed_from_epoch, time.perf_counter() - start,
+                    exported_epoch)
   # Multi-worker: no worker leaves while another still exports.
   multi_worker.wait_for_all(strategy)
   return summary
+
+
+def _choose_export_epoch(model: keras.Model, config: Config,
+                         callbacks: Sequence) -> int:
+  """Loads the best epoch's weights (--export_epoch=best); its number.
+
+  The final scoring, thresholds, export and summary are then all of that
+  epoch. With --export_epoch=last, or no validation score, the last epoch.
+  """
+  best = next(c for c in callbacks if isinstance(c, checkpoints.BestEpoch))
+  if config.export_epoch == 'best' and best.best is not None:
+    record = best.restore(model)
+    logging.info('exporting epoch %d of %d: the best %s (%.4f)',
+                 record['epoch'], config.epochs, record['monitor'],
+                 record['value'])
+    return record['epoch']
+  return config.epochs
 
 
 def _fit_verbosity(verbose):
@@ -358,7 +420,9 @@ def _pipeline_options(config: Config) -> dict:
   """The input pipeline's keyword options, from the config."""
   return {'shuffle_buffer': config.shuffle_buffer, 'cache': config.cache,
           'threadpool_size': config.threadpool_size,
-          'ignore_errors': config.ignore_errors, 'seed': config.seed}
+          'ignore_errors': config.ignore_errors, 'seed': config.seed,
+          # Used by the train split only (make_dataset ignores it elsewhere).
+          'augment': config.augmentation()}
 
 
 def _distributed_datasets(config: Config, strategy,
@@ -416,6 +480,7 @@ def _callbacks(config: Config, settings: Resolved,
                                 append=True),
       checkpoints.EpochCheckpoint(os.path.join(folder, 'checkpoints'),
                                   config.keep_checkpoints),
+      checkpoints.BestEpoch(os.path.join(folder, 'best')),
       checkpoints.Backup(os.path.join(folder, 'backup'),
                          restore_dir=settings.chief_backup),
   ]
@@ -440,8 +505,11 @@ def _user_errors(config: Config):
 
 def _finish(model, config: Config, settings: Resolved,
             manifest: records.Manifest, resumed_from_epoch: int,
-            seconds: float) -> dict:
-  """Scores the whole val split once, tunes thresholds, exports, summarises."""
+            seconds: float, exported_epoch: int) -> dict:
+  """Scores the whole val split once, tunes thresholds, exports, summarises.
+
+  The model holds the weights of exported_epoch (the best, or the last).
+  """
   logging.info('scoring all %d val posters, tuning thresholds',
                settings.val_examples)
   with _user_errors(config):
@@ -460,6 +528,7 @@ def _finish(model, config: Config, settings: Resolved,
       # overflowing loss scale are not counted).
       'steps': int(model.optimizer.iterations.numpy()),
       'epochs': config.epochs,
+      'exported_epoch': exported_epoch,
       'steps_per_epoch': settings.steps_per_epoch,
       'resumed_from_epoch': resumed_from_epoch,
       'train_seconds': round(seconds, 1),
@@ -470,6 +539,7 @@ def _finish(model, config: Config, settings: Resolved,
     export.export_model(model, settings.export_dir,
                         image_size=config.image_size, thresholds=thresholds,
                         info={'val_metrics': val, 'model': config.model,
+                              'epoch': exported_epoch,
                               'config': _config_dict(config)})
   dashboards.write_final_metrics(settings.run_dir, val,
                                  step=config.epochs - 1)
@@ -628,6 +698,31 @@ def _define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
   string('profile_steps', None, 'a,b: trace steps a to b (from 1) for '
          'TensorBoard\'s Profile dashboard (view it with the optional extra: '
          'pip install \'.[profile]\').')
+  enum('optimizer', 'adam', optim.OPTIMIZERS, 'adam (the tutorial\'s) or '
+       'adamw (decoupled --weight_decay).')
+  real('weight_decay', 0.0, 'AdamW\'s decoupled weight decay (needs '
+       '--optimizer=adamw).')
+  enum('schedule', 'constant', optim.SCHEDULES, 'Learning rate over the run: '
+       'constant (the tutorial\'s), or cosine: linear warm-up for '
+       '--warmup_epochs, then cosine decay to 1%% of --learning_rate.')
+  real('warmup_epochs', 0.0, 'Epochs of linear learning-rate warm-up from 0 '
+       '(--schedule=cosine).')
+  enum('loss', 'bce', optim.LOSSES, 'bce: binary cross-entropy (the '
+       'tutorial\'s); focal: binary focal cross-entropy (gamma 2), which '
+       'weighs easy negatives down.')
+  real('label_smoothing', 0.0, 'Pulls the 0/1 targets towards 0.5 by this '
+       'much.')
+  string('augment', 'none', 'Training augmentation, comma-separated: crop '
+         '(random resized crop in the poster\'s own shape), flip (left-'
+         'right), color (brightness, contrast, saturation); none for none. '
+         'On uint8 batches after decode and --cache, train split only.')
+  real('crop_area', 0.35, 'The smallest share of a poster\'s area a random '
+       'crop keeps (--augment=crop).')
+  real('color_jitter', 0.2, 'Brightness, contrast and saturation vary by a '
+       'factor in 1 +- this (--augment=color).')
+  enum('export_epoch', 'best', EXPORT_EPOCHS, 'Which epoch\'s weights are '
+       'scored, exported and summarised: best (highest validation ROC-AUC) '
+       'or last.')
 
 
 def config_from_flags(values) -> Config:

@@ -79,3 +79,30 @@ def test_run_folder_resumed_only_when_unfinished_and_asked(tmp_path):
     assert os.listdir(folder) == ['config.json'], name
   checkpoints.prepare_run_dir(str(tmp_path / 'new' / 'run'), resume=True)
   assert os.path.isdir(tmp_path / 'new' / 'run')
+
+
+def test_best_epoch_keeps_the_best_weights_across_restarts(tmp_path):
+  folder = str(tmp_path / 'best')
+  model = _compiled_small_cnn()
+  keeper = checkpoints.BestEpoch(folder)
+  keeper.set_model(model)
+  scores = {0: 0.61, 1: 0.72, 2: 0.69}  # epoch 2 (from 1) is the best
+  weights = {}
+  for epoch, score in scores.items():
+    model.set_weights([w + epoch + 1 for w in model.get_weights()])
+    weights[epoch] = model.get_weights()
+    keeper.on_epoch_end(epoch, {'val_roc_auc': score, 'loss': 0.3})
+  assert keeper.best['epoch'] == 2 and keeper.best['value'] == 0.72
+  assert sorted(os.listdir(folder)) == ['best.json', 'epoch-0002.weights.h5']
+  # A resumed run reads the record; a worse epoch does not replace it.
+  again = checkpoints.BestEpoch(folder)
+  again.set_model(model)
+  again.on_epoch_end(3, {'val_roc_auc': 0.70})
+  assert again.restore(model)['epoch'] == 2
+  for want, got in zip(weights[1], model.get_weights()):
+    np.testing.assert_array_equal(got, want)
+  # No score (no validation), no record.
+  empty = checkpoints.BestEpoch(str(tmp_path / 'none'))
+  empty.set_model(model)
+  empty.on_epoch_end(0, {'loss': 0.3})
+  assert empty.best is None and empty.restore(model) is None

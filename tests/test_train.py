@@ -63,7 +63,10 @@ def test_every_config_field_has_a_flag_with_help_and_back():
       'shuffle_buffer', 'cache', 'threadpool_size', 'ignore_errors',
       'init_weights', 'seed', 'keep_checkpoints', 'verbose',
       'log_every_steps', 'dashboard_every_epochs', 'profile_steps',
-      'data_service', 'data_service_mode', 'data_service_job')
+      'data_service', 'data_service_mode', 'data_service_job',
+      'optimizer', 'weight_decay', 'schedule', 'warmup_epochs', 'loss',
+      'label_smoothing', 'augment', 'crop_area', 'color_jitter',
+      'export_epoch')
 
 
 def test_flag_defaults_are_config_defaults():
@@ -107,7 +110,9 @@ def test_resolved_settings_are_config_json_and_hparams():
       'records', 'model', 'image_size', 'model_size', 'batch_size', 'epochs',
       'learning_rate', 'precision', 'jit_compile', 'steps_per_execution',
       'strategy', 'shuffle_buffer', 'cache', 'ignore_errors', 'seed',
-      'data_service_mode', 'num_gpus', 'steps_per_epoch'}
+      'data_service_mode', 'num_gpus', 'steps_per_epoch', 'optimizer',
+      'weight_decay', 'schedule', 'warmup_epochs', 'loss', 'label_smoothing',
+      'augment', 'crop_area', 'color_jitter', 'export_epoch'}
   assert values['precision'] == 'float32' and values['jit_compile'] is False
   assert values['image_size'] == '64x48'
 
@@ -189,9 +194,36 @@ def test_training_learns_and_shuffled_labels_do_not(learnable, tmp_path):
   assert summary['precision'] == hardware.precision_here('auto')[0]
 
 
+# configs/real.cfg's recipe, at the tests' size: the ResNet built at 32x32
+# (its smallest), AdamW, warm-up + cosine, augmentation after the cache.
+RECIPE = dict(LEARN, model='resnet_small', model_size=(32, 32), epochs=5,
+              optimizer='adamw', weight_decay=0.05, schedule='cosine',
+              warmup_epochs=1, augment='crop,flip,color', cache=True)
+
+
+def test_resnet_recipe_learns_and_exports_its_best_epoch(learnable, tmp_path):
+  logdir = str(tmp_path / 'runs')
+  summary = train.run(train.Config(records=learnable['real'], logdir=logdir,
+                                   run_name='real', **RECIPE))
+  control = train.run(train.Config(records=learnable['shuffled'],
+                                   logdir=logdir, run_name='shuffled',
+                                   export_dir='', **RECIPE))
+  assert summary['val']['roc_auc'] > 0.75, summary['val']
+  assert control['val']['roc_auc'] < 0.62, control['val']
+  # The export is the epoch with the best validation ROC-AUC, and scores it.
+  history = _history(os.path.join(logdir, 'real'))
+  scores = [float(row['val_roc_auc']) for row in history]
+  best = int(np.argmax(scores)) + 1
+  assert summary['exported_epoch'] == best
+  assert summary['val']['roc_auc'] == pytest.approx(scores[best - 1],
+                                                    abs=0.01)
+  info = export.read_info(os.path.join(logdir, 'real', 'export'))
+  assert info['info']['epoch'] == best
+
+
 def test_run_folder_outputs(learnable, tmp_path):
   config = train.Config(records=learnable['real'], logdir=str(tmp_path),
-                        run_name='r', keep_checkpoints=2,
+                        run_name='r', keep_checkpoints=2, export_epoch='last',
                         **{**LEARN, 'epochs': 3})
   train.run(config)
   folder = str(tmp_path / 'r')
