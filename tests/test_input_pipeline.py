@@ -13,6 +13,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from posternet import augment
 from posternet import cli
 from posternet import genres
 from posternet import images
@@ -423,3 +424,43 @@ def test_distributed_pass_is_one_shuffled_complete_pass(fixed):
   assert sorted(b[0].shape[0] for b in got) == [6, 8, 8, 8]
   ids = [i for b in got for i in b[2]]
   assert sorted(ids) == sorted(truth(fixed, 'train'))
+
+
+def _augmented_epochs(manifest, seed, cache, epochs=2):
+  """Per epoch, {poster id: pixels} of a deterministic, augmented stream."""
+  steps = manifest.steps_per_epoch('train', 10)
+  dataset = input_pipeline.make_dataset(
+      manifest, 'train', 10, SIZE, cache=cache, deterministic=True, seed=0,
+      with_ids=True, augment=augment.Augment(seed=seed))
+  stream = batches(dataset, steps * epochs)
+  return [{poster_id: image
+           for images, _, ids in stream[e * steps:(e + 1) * steps]
+           for image, poster_id in zip(images, ids)}
+          for e in range(epochs)]
+
+
+@pytest.mark.parametrize('cache', [False, True])
+def test_augmentation_is_seeded_and_new_every_epoch(fixed, cache):
+  first, second = _augmented_epochs(fixed, seed=1, cache=cache)
+  image = next(iter(first.values()))
+  assert image.dtype == np.uint8 and image.shape == SIZE + (3,)
+  again, _ = _augmented_epochs(fixed, seed=1, cache=cache)
+  assert first.keys() == again.keys()
+  for poster_id, pixels in first.items():  # the same seed repeats
+    np.testing.assert_array_equal(again[poster_id], pixels)
+  other, _ = _augmented_epochs(fixed, seed=2, cache=cache)
+  assert any(not np.array_equal(other[i], first[i]) for i in first)
+  # The same poster looks different in the next epoch (even from the cache).
+  both = first.keys() & second.keys()
+  assert len(both) >= 10
+  changed = [not np.array_equal(first[i], second[i]) for i in both]
+  assert np.mean(changed) > 0.8
+
+
+def test_validation_never_sees_augmentation(fixed):
+  plain = batches(input_pipeline.make_dataset(fixed, 'val', 4, SIZE))
+  asked = batches(input_pipeline.make_dataset(
+      fixed, 'val', 4, SIZE, augment=augment.Augment(seed=1)))
+  for (want, want_labels), (got, got_labels) in zip(plain, asked):
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_labels, want_labels)
