@@ -532,6 +532,24 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
   return dataset.with_options(options)
 
 
+def read_labels(manifest: records.Manifest, split: str) -> tf.Tensor:
+  """A split's label rows, float32 [N, 25], in shard order; no poster decoded.
+
+  The same checked reads as make_dataset (a damaged shard is named, see
+  as_user_error), then only the label feature is parsed: base rates for a
+  split of thousands of posters cost a second, not a decode pass.
+  """
+  paths, counts = shard_list(manifest, split)
+  label_feature = {records.LABELS_KEY: records.FEATURES[records.LABELS_KEY]}
+  dataset = read_records(paths, counts, make_options(split, training=False))
+  dataset = dataset.batch(1024).map(
+      lambda serialized: tf.io.parse_example(
+          serialized, label_feature)[records.LABELS_KEY])
+  rows = [tf.zeros([0, len(manifest.genre_names)], tf.float32)]
+  rows.extend(dataset)
+  return tf.concat(rows, axis=0)
+
+
 def as_user_error(error: Exception) -> Optional[cli.UserError]:
   """The one-line UserError for a damaged-shard error raised inside tf.data.
 
