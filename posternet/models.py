@@ -22,9 +22,11 @@ trainer trains with (optimizer, loss, metrics); the trainer and the prefetch
 benchmark both build their model with it.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
+import socket
 from typing import Callable, Optional, Sequence, Tuple
 
 import keras
@@ -39,6 +41,36 @@ from posternet import metrics
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_VARIANCE = (0.229**2, 0.224**2, 0.225**2)
 
+# --init_weights=imagenet: Keras' own ImageNet weights for the backbone.
+IMAGENET = 'imagenet'
+
+# A download that stalls (a network that drops packets) fails after this
+# long without data, instead of hanging.
+DOWNLOAD_TIMEOUT_S = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasWeights:
+  """A backbone's weights file as keras.applications downloads and caches it.
+
+  Attributes:
+    file_name: its name in Keras' cache, <KERAS_HOME or ~/.keras>/models/.
+    origin: the URL Keras downloads it from.
+    file_hash: the hash Keras checks a download against (md5).
+  """
+  file_name: str
+  origin: str
+  file_hash: str
+
+
+# keras/src/applications/efficientnet_v2.py: BASE_WEIGHTS_PATH + the notop
+# file name, WEIGHTS_HASHES['b0'][1] (tests/test_models.py checks they agree).
+EFFICIENTNETV2B0_IMAGENET = KerasWeights(
+    file_name='efficientnetv2-b0_notop.h5',
+    origin='https://storage.googleapis.com/tensorflow/keras-applications/'
+    'efficientnet_v2/efficientnetv2-b0_notop.h5',
+    file_hash='893217f2bb855e2983157299931e43ff')
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -52,12 +84,15 @@ class ModelSpec:
     backbone_weights: whether a plain `.h5` --init_weights file is the
       backbone's (keras.applications' own weights files), not a whole model's.
     description: one line for --help and error messages.
+    imagenet: the backbone's ImageNet weights file (--init_weights=imagenet),
+      or None if it has none.
   """
   body: Callable
   min_size: int
   native_size: Optional[Tuple[int, int]] = None
   backbone_weights: bool = False
   description: str = ''
+  imagenet: Optional[KerasWeights] = None
 
 
 def _seed_cnn_body(x, backbone_weights=None):
@@ -157,7 +192,9 @@ MODELS = {
         description="the tutorial's CNN (3,790,457 parameters at 400x400)"),
     'efficientnetv2b0': ModelSpec(
         body=_efficientnetv2b0_body, min_size=32, backbone_weights=True,
-        description='EfficientNetV2-B0 from keras.applications (weights=None)'),
+        imagenet=EFFICIENTNETV2B0_IMAGENET,
+        description='EfficientNetV2-B0 from keras.applications (random '
+        'init, or --init_weights=imagenet)'),
     'small_cnn': ModelSpec(
         body=_small_cnn_body, min_size=16,
         description='a small, fast CNN for demos and smoke tests on CPUs'),
@@ -178,22 +215,26 @@ def build_model(name: str, image_size: Sequence[int], *,
     image_size: (height, width) of the pipeline's uint8 posters.
     model_size: (height, width) the network itself is built at; default: its
       native size if fixed, else image_size. A Resizing layer bridges the two.
-    init_weights: a local weights file to start from (never downloaded):
-      `.keras` or `.weights.h5` holds a whole posternet model of the same
-      architecture and size; another `.h5` file holds the backbone's weights
-      (e.g. Keras' efficientnetv2-b0_notop.h5), for models with a backbone.
+    init_weights: the weights to start from. A local file: `.keras` or
+      `.weights.h5` holds a whole posternet model of the same architecture
+      and size; another `.h5` file holds the backbone's weights (e.g. Keras'
+      efficientnetv2-b0_notop.h5), for models with a backbone. Or
+      'imagenet': Keras' ImageNet backbone weights, from Keras' cache or
+      downloaded into it (imagenet_weights).
 
   Returns:
     An uncompiled keras.Model: uint8 [B, H, W, 3] → float32 [B, 25].
 
   Raises:
-    cli.UserError: unknown name, a size the network cannot take, or an
-      init_weights file that is missing or does not fit.
+    cli.UserError: unknown name, a size the network cannot take, an
+      init_weights file that is missing or does not fit, or ImageNet weights
+      that cannot be downloaded.
   """
   spec = _spec(name)
   image_size = _pair(image_size)
   model_size = check_input(name, image_size, model_size)
-  whole_model_weights, backbone_weights = _split_weights(spec, init_weights)
+  whole_model_weights, backbone_weights = _split_weights(name, spec,
+                                                         init_weights)
   inputs = keras.Input((*image_size, 3), dtype='uint8', name='image')
   # float32: scaling and resizing are cheap and exact; the network's first
   # layer casts to the mixed compute dtype itself.
@@ -283,13 +324,15 @@ def _check_size(name: str, spec: ModelSpec, size: Tuple[int, int]) -> None:
         '--model_size to resize on the device)')
 
 
-def _split_weights(spec: ModelSpec, path: Optional[str]) -> tuple:
+def _split_weights(name: str, spec: ModelSpec, path: Optional[str]) -> tuple:
   """(whole-model weights file, backbone weights file); at most one is set."""
   if not path:
     return None, None
+  if path == IMAGENET:
+    return None, imagenet_weights(name)
   if not os.path.isfile(path):
-    raise cli.UserError(f'--init_weights file {path} does not exist (weights '
-                        'are never downloaded; copy the file there first)')
+    raise cli.UserError(f'--init_weights file {path} does not exist (a file '
+                        'is never downloaded; copy it there first)')
   if path.endswith(('.keras', '.weights.h5')):
     return path, None
   if spec.backbone_weights and path.endswith('.h5'):
@@ -299,15 +342,86 @@ def _split_weights(spec: ModelSpec, path: Optional[str]) -> tuple:
                                             if spec.backbone_weights else ''))
 
 
+def imagenet_weights(name: str) -> str:
+  """The local file of a model's ImageNet backbone weights, in Keras' cache.
+
+  Keras' own file, fetched Keras' own way: a file already in Keras' cache
+  (keras_cache_dir()) is used as it is, and the network is not touched;
+  otherwise keras.utils.get_file downloads it there, checked against Keras'
+  hash. A cached file is not re-checked, so one copied in by hand is used.
+
+  Raises:
+    cli.UserError: the model has no ImageNet weights, or the download fails
+      (one line naming the file and the local --init_weights=PATH instead).
+  """
+  weights = _spec(name).imagenet
+  if weights is None:
+    pretrained = sorted(n for n, spec in MODELS.items() if spec.imagenet)
+    raise cli.UserError(
+        f'--init_weights=imagenet: {name} has no ImageNet weights (only '
+        f'{", ".join(pretrained)} has); train it from scratch or pass a '
+        'local weights file')
+  cached = os.path.join(keras_cache_dir(), weights.file_name)
+  if os.path.isfile(cached):
+    return cached
+  return _download(name, weights)
+
+
+def keras_cache_dir() -> str:
+  """Where keras.utils.get_file keeps weights files, by Keras' own rule.
+
+  $KERAS_HOME/models, else ~/.keras/models (/tmp/.keras/models when the home
+  folder is not writable); read when called, so a test can point it away.
+  """
+  home = os.environ.get('KERAS_HOME')
+  if home is None:
+    base = os.path.expanduser('~')
+    home = os.path.join(base if os.access(base, os.W_OK) else '/tmp',
+                        '.keras')
+  return os.path.join(os.path.expanduser(home), 'models')
+
+
+def _download(name: str, weights: KerasWeights) -> str:
+  """keras.utils.get_file into keras_cache_dir(); a failure is one line."""
+  try:
+    with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+      return keras.utils.get_file(
+          weights.file_name, weights.origin, file_hash=weights.file_hash,
+          cache_dir=os.path.dirname(keras_cache_dir()), cache_subdir='models')
+  except Exception as e:  # pylint: disable=broad-except
+    # get_file raises a bare Exception for network errors: 'URL fetch
+    # failure on <url>: <errno> -- <reason>'; the reason is what matters.
+    reason = _first_line(e).split(' -- ', 1)[-1]
+    raise cli.UserError(
+        f'cannot download {weights.file_name} (ImageNet weights for {name}) '
+        f'from {weights.origin}: {reason}; download it where you have '
+        'internet and pass --init_weights=/path/to/'
+        f'{weights.file_name}') from None
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+  """Sets the default socket timeout (urlretrieve has none) for a block."""
+  previous = socket.getdefaulttimeout()
+  socket.setdefaulttimeout(seconds)
+  try:
+    yield
+  finally:
+    socket.setdefaulttimeout(previous)
+
+
 def _call_body(spec: ModelSpec, x, backbone_weights: Optional[str]):
   """Runs spec.body; a backbone weights file that does not fit is a UserError."""
   try:
     return spec.body(x, backbone_weights)
-  except ValueError as e:
+  except (ValueError, OSError) as e:  # OSError: h5py on a damaged file
     if backbone_weights is None:
       raise
-    raise cli.UserError(f'--init_weights {backbone_weights} does not fit the '
-                        f'backbone: {_first_line(e)}') from None
+    cached = os.path.dirname(backbone_weights) == keras_cache_dir()
+    raise cli.UserError(
+        f'--init_weights {backbone_weights} does not fit the backbone: '
+        f'{_first_line(e)}' + ('; delete it (Keras\' cache) to download it '
+                               'again' if cached else '')) from None
 
 
 def load_weights(model: keras.Model, path: str) -> None:

@@ -665,10 +665,10 @@ def _define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
           'size; default: TensorFlow\'s shared pool.')
   boolean('ignore_errors', False, 'Skip damaged records instead of stopping; '
           'every skip is logged.')
-  string('init_weights', None, 'Local weights file to start from: a .keras '
-         'or .weights.h5 of the same model and size, or for efficientnetv2b0 '
-         'Keras\' backbone file (efficientnetv2-b0_notop.h5). Never '
-         'downloaded.')
+  string('init_weights', None, 'Weights to start from: a .keras or '
+         '.weights.h5 of the same model and size; for efficientnetv2b0 also '
+         'Keras\' backbone file (efficientnetv2-b0_notop.h5), or imagenet: '
+         'that file from Keras\' cache, downloaded into it if missing.')
   integer('seed', 0, 'Seeds weight initialisation, dropout and the '
           'shuffles.')
   integer('keep_checkpoints', 2, 'How many of the latest epoch checkpoints '

@@ -1,12 +1,25 @@
-"""Tests of posternet/models.py: architectures, dtypes, resize rule, weights."""
+"""Tests of posternet/models.py: architectures, dtypes, resize rule, weights.
+
+--init_weights=imagenet is tested without the network: Keras' cache is a
+temporary KERAS_HOME holding a random backbone's weights, and the offline
+failure runs the real trainer with proxies on a closed loopback port.
+"""
+
+import os
+import subprocess
+import sys
 
 import keras
+from keras.src.applications import efficientnet_v2
 import numpy as np
 import pytest
 
+import record_fixtures
 from posternet import cli
 from posternet import genres
 from posternet import models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The tutorial's CNN, layer by layer after the input: (class, settings).
 SEED_CNN_LAYERS = (
@@ -151,3 +164,94 @@ def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
                            verbose=0, return_dict=True)
   assert set(results) == {'loss', 'accuracy', 'roc_auc', 'pr_auc', 'f1_micro',
                           'f1_macro', 'precision_at_3'}
+
+
+# --init_weights=imagenet.
+
+
+def test_imagenet_file_is_keras_own():
+  weights = models.MODELS['efficientnetv2b0'].imagenet
+  file_name = 'efficientnetv2-b0_notop.h5'
+  assert weights == models.KerasWeights(
+      file_name, efficientnet_v2.BASE_WEIGHTS_PATH + file_name,
+      efficientnet_v2.WEIGHTS_HASHES['b0'][1])
+
+
+def _fake_keras_cache(home) -> keras.Model:
+  """A random EfficientNetV2-B0 backbone saved as Keras' cached notop file."""
+  keras.utils.set_random_seed(3)
+  backbone = keras.applications.EfficientNetV2B0(
+      include_top=False, weights=None, input_shape=(64, 64, 3),
+      pooling='avg', include_preprocessing=False)
+  os.makedirs(home / 'models')
+  backbone.save(str(home / 'models' / 'efficientnetv2-b0_notop.h5'))
+  return backbone
+
+
+def test_imagenet_weights_come_from_keras_cache(tmp_path, monkeypatch):
+  saved = _fake_keras_cache(tmp_path)
+  monkeypatch.setenv('KERAS_HOME', str(tmp_path))
+
+  def no_network(*args, **kwargs):
+    raise AssertionError('the cached file must be used, not downloaded')
+
+  monkeypatch.setattr(keras.utils, 'get_file', no_network)
+  assert models.imagenet_weights('efficientnetv2b0') == str(
+      tmp_path / 'models' / 'efficientnetv2-b0_notop.h5')
+  model = models.build_model('efficientnetv2b0', (64, 64),
+                             init_weights='imagenet')
+  backbone = next(l for l in model.layers if isinstance(l, keras.Model))
+  assert len(backbone.weights) == len(saved.weights)
+  for want, got in zip(saved.weights, backbone.weights):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_a_damaged_cached_file_is_a_user_error(tmp_path, monkeypatch):
+  (tmp_path / 'models').mkdir()
+  cached = tmp_path / 'models' / 'efficientnetv2-b0_notop.h5'
+  cached.write_bytes(b'\x89HDF\r\n\x1a\n' + b'\0' * 100)  # cut short
+  monkeypatch.setenv('KERAS_HOME', str(tmp_path))
+  with pytest.raises(cli.UserError, match=(
+      rf'^--init_weights {cached} does not fit the backbone: .*; delete it '
+      r"\(Keras' cache\) to download it again$")):
+    models.build_model('efficientnetv2b0', (64, 64), init_weights='imagenet')
+
+
+def test_imagenet_for_a_model_without_it_is_a_user_error():
+  with pytest.raises(cli.UserError, match=r'^--init_weights=imagenet: '
+                     r'seed_cnn has no ImageNet weights \(only '
+                     r'efficientnetv2b0 has\)'):
+    models.build_model('seed_cnn', (80, 80), init_weights='imagenet')
+
+
+def test_imagenet_offline_is_one_line_and_downloads_nothing(tmp_path):
+  records_dir = str(tmp_path / 'records')
+  record_fixtures.write_records(records_dir, num_train=8, num_val=4,
+                                image_hw=(64, 64), num_shards=1)
+  home = tmp_path / 'keras_home'
+  home.mkdir()
+  env = {key: value for key, value in os.environ.items()
+         if key.lower() not in ('http_proxy', 'https_proxy', 'no_proxy',
+                                'all_proxy')}
+  # Port 9 on loopback is closed: the download is refused at once, and no
+  # request leaves the machine.
+  env.update(KERAS_HOME=str(home), HTTPS_PROXY='http://127.0.0.1:9',
+             HTTP_PROXY='http://127.0.0.1:9', PYTHONPATH=REPO,
+             TF_CPP_MIN_LOG_LEVEL='3')
+  run = subprocess.run(
+      [sys.executable, '-m', 'posternet.train', f'--records={records_dir}',
+       f'--logdir={tmp_path / "runs"}', '--model=efficientnetv2b0',
+       '--image_size=64', '--batch_size=4', '--epochs=1',
+       '--init_weights=imagenet'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert run.returncode == cli.EXIT_USER_ERROR, run.stderr
+  assert 'Traceback' not in run.stderr
+  errors = [l for l in run.stderr.splitlines() if l.startswith('error:')]
+  assert errors == [run.stderr.strip().splitlines()[-1]]
+  assert errors[0].startswith(
+      'error: cannot download efficientnetv2-b0_notop.h5 (ImageNet weights '
+      'for efficientnetv2b0) from https://storage.googleapis.com/')
+  assert errors[0].endswith(
+      '; download it where you have internet and pass '
+      '--init_weights=/path/to/efficientnetv2-b0_notop.h5')
+  assert not os.listdir(home / 'models')
