@@ -305,13 +305,8 @@ def load_keras_model(export_dir: str) -> keras.Model:
   try:
     return keras.saving.load_model(path, safe_mode=True, compile=False)
   except (ValueError, OSError) as e:
-    raise cli.UserError(f'{path} cannot be loaded: {_first_line(e)}') from None
-
-
-def _first_line(error: Exception) -> str:
-  """The first line of an error message, for one-line user errors."""
-  text = getattr(error, 'message', None) or str(error) or type(error).__name__
-  return text.strip().splitlines()[0]
+    raise cli.UserError(
+        f'{path} cannot be loaded: {cli.tf_message(e)}') from None
 
 
 class Predictor:
@@ -338,7 +333,7 @@ class Predictor:
       serve = loaded.signatures[SIGNATURE]
     except (OSError, KeyError, ValueError, tf.errors.OpError) as e:
       raise cli.UserError(f'{path} is not a usable SavedModel: '
-                          f'{_first_line(e)}') from None
+                          f'{cli.tf_message(e)}') from None
     predictor = cls(serve, info)
     predictor._loaded = loaded  # keeps the signature's variables alive
     return predictor

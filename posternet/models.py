@@ -256,7 +256,7 @@ def _call_body(spec: ModelSpec, x, backbone_weights: Optional[str]):
     if backbone_weights is None:
       raise
     raise cli.UserError(f'--init_weights {backbone_weights} does not fit the '
-                        f'backbone: {_first_line(e)}') from None
+                        f'backbone: {cli.tf_message(e)}') from None
 
 
 def load_weights(model: keras.Model, path: str) -> None:
@@ -276,9 +276,4 @@ def _shape_mismatch(error: Exception) -> str:
   if found and value:
     return (f'{found.group(1)} has shape {found.group(2)} here, '
             f'{value.group(1)} in the file')
-  return _first_line(error)
-
-
-def _first_line(error: Exception) -> str:
-  text = str(error).strip() or type(error).__name__
-  return text.splitlines()[0]
+  return cli.tf_message(error)

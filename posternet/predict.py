@@ -91,7 +91,7 @@ def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
     images.decode_for_model(data, predictor.image_size)
     return Result(path, predictor.predict_bytes([data])[0], None)
   except tf.errors.InvalidArgumentError as e:
-    return Result(path, None, f'not a readable image: {_tf_message(e)}')
+    return Result(path, None, f'not a readable image: {cli.tf_message(e)}')
 
 
 def _read(path: str):
@@ -104,16 +104,7 @@ def _read(path: str):
     with tf.io.gfile.GFile(path, 'rb') as f:
       return f.read()
   except tf.errors.OpError as e:
-    return OSError(f'cannot read it: {_tf_message(e)}')
-
-
-def _tf_message(error: tf.errors.OpError) -> str:
-  """A TensorFlow error's reason without its node names and op tags."""
-  for line in error.message.splitlines():
-    text = line.split('}}')[-1].split(' [Op:')[0].strip()
-    if text and not text.startswith(('Graph execution', 'Detected at', '<')):
-      return text
-  return type(error).__name__
+    return OSError(f'cannot read it: {cli.tf_message(e)}')
 
 
 def parse_threshold(value: Optional[str]):
