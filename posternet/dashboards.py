@@ -41,9 +41,6 @@ from absl import logging
 import keras
 from keras import ops
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
-from PIL import ImageFont
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -53,13 +50,9 @@ from posternet import cli
 from posternet import genres
 from posternet import input_pipeline
 from posternet import records
+from posternet import render
 
 GRID_POSTERS = 8      # validation posters in the val_posters grid
-GRID_COLUMNS = 4
-TILE_WIDTH = 200      # pixels per poster tile in the grid
-TOP_K = 3             # predictions shown per poster, as the tutorial does
-_FONT_SIZE = 12
-_LINE = 15            # pixels per text line in a tile
 
 # Config fields left out of HParams: where files go and how loud it is; they
 # do not change what is learned.
@@ -276,68 +269,6 @@ def first_posters(manifest: records.Manifest, image_size: Sequence[int],
   return np.zeros((0, *image_size, 3), np.uint8), np.zeros((0, 25)), []
 
 
-def top_genres(probabilities: np.ndarray, k: int = TOP_K) -> list:
-  """[(genre index, probability)] of the k most probable genres."""
-  order = np.argsort(-probabilities, kind='stable')[:k]
-  return [(int(i), float(probabilities[i])) for i in order]
-
-
-def poster_grid(images_: np.ndarray, labels: np.ndarray,
-                probabilities: np.ndarray, ids: Sequence[str]) -> np.ndarray:
-  """uint8 [H, W, 3]: each poster with its Id, true genres and top 3.
-
-  A predicted genre that is a true genre is drawn green, others red.
-  """
-  font = ImageFont.load_default(size=_FONT_SIZE)
-  tiles = [_tile(image, label, prob, poster_id, font) for image, label, prob,
-           poster_id in zip(images_, labels, probabilities, ids)]
-  if not tiles:
-    return np.full((_LINE, TILE_WIDTH, 3), 255, np.uint8)
-  height = max(tile.height for tile in tiles)
-  columns = min(GRID_COLUMNS, len(tiles))
-  rows = -(-len(tiles) // columns)
-  grid = Image.new('RGB', (columns * TILE_WIDTH, rows * height), 'white')
-  for i, tile in enumerate(tiles):
-    grid.paste(tile, ((i % columns) * TILE_WIDTH, (i // columns) * height))
-  return np.asarray(grid)
-
-
-def _tile(image, label, probabilities, poster_id, font) -> Image.Image:
-  """One poster, scaled to TILE_WIDTH, above its caption lines."""
-  poster = Image.fromarray(image)
-  poster_height = max(1, round(TILE_WIDTH * poster.height / poster.width))
-  poster = poster.resize((TILE_WIDTH, poster_height),
-                         Image.Resampling.BILINEAR)
-  probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
-  true_lines = _wrap(probe, font, 'true: ' + (
-      ', '.join(genres.names_of(label)) or '(none)'))
-  lines = [(poster_id, 'black')] + [(line, 'black') for line in true_lines]
-  for index, probability in top_genres(probabilities):
-    hit = label[index] > 0.5
-    lines.append((f'{genres.GENRES[index]} {probability:.2f}',
-                  'darkgreen' if hit else 'firebrick'))
-  tile = Image.new('RGB', (TILE_WIDTH, poster_height + _LINE * len(lines) + 6),
-                   'white')
-  tile.paste(poster, (0, 0))
-  draw = ImageDraw.Draw(tile)
-  for i, (text, colour) in enumerate(lines):
-    draw.text((4, poster_height + 3 + i * _LINE), text, fill=colour,
-              font=font)
-  return tile
-
-
-def _wrap(draw, font, text: str) -> list:
-  """Splits text at spaces into lines that fit a tile's width."""
-  lines, line = [], ''
-  for word in text.split(' '):
-    candidate = f'{line} {word}'.strip()
-    if line and draw.textlength(candidate, font=font) > TILE_WIDTH - 8:
-      lines.append(line)
-      candidate = word
-    line = candidate
-  return lines + [line]
-
-
 def grid_table(labels: np.ndarray, probabilities: np.ndarray,
                ids: Sequence[str]) -> str:
   """The grid as a Markdown table (✓ marks a predicted genre that is true)."""
@@ -345,7 +276,7 @@ def grid_table(labels: np.ndarray, probabilities: np.ndarray,
   for label, prob, poster_id in zip(labels, probabilities, ids):
     top = ', '.join(f'{genres.GENRES[i]} {p:.2f}' +
                     (' ✓' if label[i] > 0.5 else '')
-                    for i, p in top_genres(prob))
+                    for i, p in genres.top_k(prob))
     rows.append(f'| {poster_id} | {", ".join(genres.names_of(label))} | '
                 f'{top} |')
   return '\n'.join(rows)
@@ -406,7 +337,7 @@ class ValidationDashboards(keras.callbacks.Callback):
       return
     probabilities = ops.convert_to_numpy(ops.cast(
         self.model(images_, training=False), 'float32'))
-    grid = poster_grid(images_, labels, probabilities, ids)
+    grid = render.poster_grid(images_, labels, probabilities, ids)
     tf.summary.image('val_posters', grid[None], step=step)
     tf.summary.text('val_posters_table',
                     grid_table(labels, probabilities, ids), step=step)

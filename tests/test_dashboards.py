@@ -37,6 +37,7 @@ from posternet import genres
 from posternet import hardware
 from posternet import metrics
 from posternet import records
+from posternet import render
 from posternet import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,18 +126,17 @@ def test_pr_curve_summary_holds_the_counts():
 
 def test_top_genres_and_grid():
   probabilities = np.linspace(0, 1, genres.NUM_GENRES)
-  assert [i for i, _ in dashboards.top_genres(probabilities)] == [24, 23, 22]
+  assert [i for i, _ in genres.top_k(probabilities)] == [24, 23, 22]
   images = np.zeros((5, 40, 30, 3), np.uint8)
   labels = np.zeros((5, genres.NUM_GENRES), np.float32)
   labels[:, 24] = 1  # the top prediction is right (green)...
   labels[0, 0] = 1   # ...and a true genre not predicted
-  grid = dashboards.poster_grid(images, labels,
-                                np.tile(probabilities, (5, 1)),
-                                [f'tt{i}' for i in range(5)])
-  columns = min(dashboards.GRID_COLUMNS, 5)
+  grid = render.poster_grid(images, labels, np.tile(probabilities, (5, 1)),
+                            [f'tt{i}' for i in range(5)])
+  columns = min(render.GRID_COLUMNS, 5)
   assert grid.dtype == np.uint8 and grid.shape[2] == 3
-  assert grid.shape[1] == columns * dashboards.TILE_WIDTH
-  tile_poster_height = round(dashboards.TILE_WIDTH * 40 / 30)
+  assert grid.shape[1] == columns * render.TILE_WIDTH
+  tile_poster_height = round(render.TILE_WIDTH * 40 / 30)
   assert grid.shape[0] > 2 * tile_poster_height  # two rows, with captions
   red, green = grid[..., 0].astype(int), grid[..., 1].astype(int)
   assert np.any(green - red > 60)   # a right prediction
@@ -253,8 +253,8 @@ def test_validation_dashboards(trained):
   grid = events.Tensors('val_posters')
   assert [e.step for e in grid] == [0, 1]
   width, height = (int(x) for x in tf.make_ndarray(grid[-1].tensor_proto)[:2])
-  assert width == dashboards.GRID_COLUMNS * dashboards.TILE_WIDTH
-  assert height > 2 * dashboards.TILE_WIDTH
+  assert width == render.GRID_COLUMNS * render.TILE_WIDTH
+  assert height > 2 * render.TILE_WIDTH
   table = tf.make_ndarray(events.Tensors('val_posters_table')[-1]
                           .tensor_proto).item().decode()
   assert table.count('\n| tt') == dashboards.GRID_POSTERS
