@@ -52,7 +52,7 @@ _ROW_STYLE = Style(font_size=18, line_height=18 + 18,
 
 def scaled(image, *, width: Optional[int] = None,
            height: Optional[int] = None) -> Image.Image:
-  """The poster (uint8 [H, W, 3] or PIL) at this width or height, same aspect."""
+  """The poster (uint8 [H, W, 3] or PIL) at a width or height, same aspect."""
   poster = image if isinstance(image, Image.Image) else Image.fromarray(image)
   if width is not None:
     height = max(1, round(width * poster.height / poster.width))
@@ -89,7 +89,7 @@ def tile(poster: Image.Image, lines: Sequence[Line], style: Style, *,
 
 
 def arrange(tiles: Sequence[Image.Image], columns: int) -> Image.Image:
-  """The tiles in rows of `columns`, each in a cell of the largest tile's size."""
+  """The tiles in rows of `columns`, in cells of the largest tile's size."""
   width = max(t.width for t in tiles)
   height = max(t.height for t in tiles)
   rows = -(-len(tiles) // columns)

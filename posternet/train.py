@@ -54,12 +54,14 @@ from posternet import dashboards
 from posternet import data_service
 from posternet import export
 from posternet import hardware
+from posternet import hparams_dashboard
 from posternet import input_pipeline
 from posternet import metrics
 from posternet import models
 from posternet import multi_worker
 from posternet import records
 from posternet import remote
+from posternet import step_scalars
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +325,7 @@ def _train_and_export(config: Config, settings: Resolved,
   logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
                f'{model.count_params():,}', model.input_shape[1:],
                strategy.num_replicas_in_sync)
-  clock = dashboards.InputClock()  # times the train pipeline's get_next
+  clock = step_scalars.InputClock()  # times the train pipeline's get_next
   train_data, val_data = _distributed_datasets(config, strategy, clock,
                                                manifest)
   callbacks = _callbacks(config, settings, clock, manifest)
@@ -362,7 +364,7 @@ def _pipeline_options(config: Config) -> dict:
 
 
 def _distributed_datasets(config: Config, strategy,
-                          clock: dashboards.InputClock,
+                          clock: step_scalars.InputClock,
                           manifest: records.Manifest) -> tuple:
   """(train, val) datasets, built per input pipeline with its input context.
 
@@ -390,7 +392,7 @@ def _distributed_datasets(config: Config, strategy,
 
 
 def _callbacks(config: Config, settings: Resolved,
-               clock: dashboards.InputClock,
+               clock: step_scalars.InputClock,
                manifest: records.Manifest) -> list:
   """The epoch's callbacks, in the order they run.
 
@@ -406,8 +408,8 @@ def _callbacks(config: Config, settings: Resolved,
       *dashboards.make_callbacks(
           folder, clock, manifest=manifest,
           image_size=config.image_size, batch_size=config.batch_size,
-          hparams=dashboards.hparams_values(_config_dict(config),
-                                            settings.hparams()),
+          hparams=hparams_dashboard.hparams_values(_config_dict(config),
+                                                   settings.hparams()),
           metric_names=[metric.name for metric in metrics.make_metrics()],
           log_every_steps=config.log_every_steps,
           dashboard_every_epochs=config.dashboard_every_epochs,
@@ -471,7 +473,7 @@ def _finish(model, config: Config, settings: Resolved,
                         image_size=config.image_size, thresholds=thresholds,
                         info={'val_metrics': val, 'model': config.model,
                               'config': _config_dict(config)})
-  dashboards.write_final_metrics(settings.run_dir, val,
+  hparams_dashboard.write_final_metrics(settings.run_dir, val,
                                  step=config.epochs - 1)
   _write_text(os.path.join(settings.run_dir, 'summary.json'),
               json.dumps(summary, indent=2, sort_keys=True) + '\n')

@@ -33,11 +33,14 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 import record_fixtures
 from posternet import cli
 from posternet import dashboards
+from posternet import genre_dashboards
 from posternet import genres
 from posternet import hardware
+from posternet import hparams_dashboard
 from posternet import metrics
 from posternet import records
 from posternet import render
+from posternet import step_scalars
 from posternet import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +62,7 @@ def _sleepy(seconds):
 
 def _wait_share(producer_seconds, consumer_seconds, steps=25):
   """The share of wall time a consumer loop spent blocked on get_next."""
-  clock = dashboards.InputClock()
+  clock = step_scalars.InputClock()
   dataset = tf.data.Dataset.range(10**6)
   if producer_seconds:
     dataset = dataset.map(lambda x: tf.py_function(
@@ -89,7 +92,8 @@ def test_genre_results_match_keras_auc_per_genre():
   probabilities = np.clip(labels * 0.3 + rng.rand(*labels.shape) * 0.7, 0, 1)
   metric = metrics.GenreAUC(curve='ROC')
   metric.update_state(labels, probabilities)
-  auc, support = dashboards.genre_results(dashboards.confusion(metric))
+  auc, support = genre_dashboards.genre_results(
+      genre_dashboards.confusion(metric))
   np.testing.assert_array_equal(support, labels.sum(axis=0))
   assert np.isnan(auc[3])
   for genre in (0, 7, 24):
@@ -106,8 +110,8 @@ def test_pr_curve_summary_holds_the_counts():
   probabilities = np.full_like(labels, 0.1)
   probabilities[:, 5] = [0.9, 0.2, 0.8, 0.1]
   metric.update_state(labels, probabilities)
-  summary = dashboards.pr_curve_summary('pr_curves/x',
-                                        dashboards.confusion(metric), 5)
+  summary = genre_dashboards.pr_curve_summary(
+      'pr_curves/x', genre_dashboards.confusion(metric), 5)
   value = summary.value[0]
   assert value.tag == 'pr_curves/x'
   assert value.metadata.plugin_data.plugin_name == 'pr_curves'
@@ -141,8 +145,8 @@ def test_top_genres_and_grid():
   red, green = grid[..., 0].astype(int), grid[..., 1].astype(int)
   assert np.any(green - red > 60)   # a right prediction
   assert np.any(red - green > 60)   # wrong ones
-  table = dashboards.grid_table(labels, np.tile(probabilities, (5, 1)),
-                                ['tt0'] * 5)
+  table = genre_dashboards.grid_table(labels, np.tile(probabilities, (5, 1)),
+                                      ['tt0'] * 5)
   assert '| tt0 | Action, Western | Western 1.00 ✓, War 0.96,' in table
 
 
@@ -157,7 +161,7 @@ def test_profile_steps_parse():
 
 
 def test_hparams_values_are_plain():
-  values = dashboards.hparams_values(
+  values = hparams_dashboard.hparams_values(
       {'image_size': (64, 48), 'model_size': None, 'logdir': 'runs',
        'cache': False, 'learning_rate': 0.003},
       {'precision': 'float32', 'num_gpus': 0})
@@ -257,7 +261,7 @@ def test_validation_dashboards(trained):
   assert height > 2 * render.TILE_WIDTH
   table = tf.make_ndarray(events.Tensors('val_posters_table')[-1]
                           .tensor_proto).item().decode()
-  assert table.count('\n| tt') == dashboards.GRID_POSTERS
+  assert table.count('\n| tt') == genre_dashboards.GRID_POSTERS
   genre_table = tf.make_ndarray(events.Tensors('genre_table')[-1]
                                 .tensor_proto).item().decode()
   assert genre_table.count('\n| ') == genres.NUM_GENRES
@@ -286,7 +290,7 @@ def test_hparams_and_profile(trained):
   assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
   assert start.hparams['model_size'].string_value == f'{SIZE}x{SIZE}'
   assert {h.name for h in experiment.hparam_infos if h.differs} == set(
-      dashboards.KEY_HPARAMS)
+      hparams_dashboard.KEY_HPARAMS)
   traces = tf.io.gfile.glob(os.path.join(run_dir, 'train', 'plugins',
                                          'profile', '*', '*.xplane.pb'))
   assert traces and os.path.getsize(traces[0]) > 0
@@ -386,8 +390,8 @@ def test_tensorboard_serves_the_run(trained, tmp_path):
     experiment = _get_json(port, '/data/plugin/hparams/experiment', {
         'experimentName': '', 'hparamsLimit': 1000})
     listed, checked = _dashboard_order(experiment['hparamInfos'])
-    assert set(listed[:len(dashboards.KEY_HPARAMS)]) == set(
-        dashboards.KEY_HPARAMS)
+    assert set(listed[:len(hparams_dashboard.KEY_HPARAMS)]) == set(
+        hparams_dashboard.KEY_HPARAMS)
     assert checked == ['batch_size', 'epochs', 'image_size', 'learning_rate',
                        'model']
     # The Graphs tab: the run's graph list, then its first entry (Default,

@@ -23,10 +23,10 @@ import tensorflow as tf
 
 import record_fixtures
 from posternet import cli
-from posternet import dashboards
 from posternet import export
 from posternet import genres
 from posternet import hardware
+from posternet import hparams_dashboard
 from posternet import models
 from posternet import records
 from posternet import train
@@ -101,8 +101,8 @@ def test_resolved_settings_are_config_json_and_hparams():
       'strategy', 'strategy_reason', 'num_gpus', 'steps_per_epoch',
       'val_steps', 'val_examples', 'run_dir', 'chief_backup', 'export_dir'}
   config = train.Config(records='r', image_size=(64, 48))
-  values = dashboards.hparams_values(dataclasses.asdict(config),
-                                     settings.hparams())
+  values = hparams_dashboard.hparams_values(dataclasses.asdict(config),
+                                            settings.hparams())
   assert set(values) == {
       'records', 'model', 'image_size', 'model_size', 'batch_size', 'epochs',
       'learning_rate', 'precision', 'jit_compile', 'steps_per_execution',
