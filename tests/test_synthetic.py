@@ -18,6 +18,8 @@ import tensorflow as tf
 from posternet import cli
 from posternet import genres
 from posternet import synthetic
+from posternet import synthetic_labels
+from posternet import synthetic_posters
 
 # Real shares (real_sample/README.md), in percentage points.
 REAL_COUNT_SHARES = {1: 18, 2: 31, 3: 51}
@@ -144,7 +146,7 @@ def test_rerun_replaces_an_earlier_run(tmp_path):
 
 
 def test_labels_have_the_real_statistics():
-  labels = synthetic.sample_labels(np.random.default_rng(0), 100_000)
+  labels = synthetic_labels.sample_labels(np.random.default_rng(0), 100_000)
   assert labels.dtype == np.float32 and labels.shape == (100_000, 25)
   assert set(np.unique(labels)) == {0.0, 1.0}
   counts = labels.sum(axis=1)
@@ -152,7 +154,7 @@ def test_labels_have_the_real_statistics():
     assert abs(100 * np.mean(counts == count) - share) < TOLERANCE_POINTS
   assert counts.min() == 1 and counts.max() == 3
   frequency = 100 * labels.mean(axis=0)
-  for genre, real in synthetic.GENRE_FREQUENCY.items():
+  for genre, real in synthetic_labels.GENRE_FREQUENCY.items():
     assert abs(frequency[genres.GENRES.index(genre)] - 100 * real) < (
         TOLERANCE_POINTS), genre
   assert labels[:, genres.GENRES.index('Reality-TV')].sum() > 0
@@ -190,7 +192,7 @@ def test_each_genre_colour_marks_its_posters(thumbnails):
   for k, genre in enumerate(genres.GENRES):
     if labels[:, k].sum() < 8:
       continue
-    color = np.array(synthetic.GENRE_STYLE[genre][0], np.float32)
+    color = np.array(synthetic_posters.GENRE_STYLE[genre][0], np.float32)
     near = (((pixels - color) ** 2).sum(axis=-1) < 40**2).mean(axis=(1, 2))
     assert _auc(labels[:, k], near) > 0.75, genre
 
