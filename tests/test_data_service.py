@@ -255,17 +255,19 @@ def test_trainer_with_bad_address_exits_2_within_seconds(records_dir):
 
 
 def test_benchmark_service_rows(records_dir, manifest):
-  from tools import prefetch_bench  # pylint: disable=g-import-not-at-top
-  plan = prefetch_bench.decode_plan(manifest, SIZE)
-  names = [v['name'] for v in prefetch_bench.variants(plan, service=True)]
-  assert prefetch_bench.service_row(1) in names
-  assert prefetch_bench.service_row(2) in names
+  # pylint: disable=g-import-not-at-top
+  from tools.bench import measures
+  from tools.bench import runner
+  plan = measures.decode_plan(manifest, SIZE)
+  names = [v['name'] for v in runner.variants(plan, service=True)]
+  assert measures.service_row(1) in names
+  assert measures.service_row(2) in names
   assert not any('tf.data service' in v['name']
-                 for v in prefetch_bench.variants(plan))
-  setup = prefetch_bench.Setup(
+                 for v in runner.variants(plan))
+  setup = measures.Setup(
       records=records_dir, records_scaled=records_dir, images='',
       image_size=SIZE, batch_size=8, seconds=0.3, warmup_seconds=0.2,
       precision='float32')
-  [row] = prefetch_bench.measure_service(setup, workers=1)
+  [row] = measures.measure_service(setup, workers=1)
   assert row['service_workers'] == 1 and row['images_per_sec'] > 0
   assert row['images'] % 8 == 0  # whole batches, counted

@@ -1,4 +1,4 @@
-"""Tests for tools/prefetch_bench.py: it runs end to end and reports every field.
+"""Tests for tools/prefetch_bench.py and tools/bench/: runs end to end, all fields.
 
 No speed verdicts here: the benchmark's own table checks the targets. These
 tests only check that every measurement runs, on real records, in real
@@ -17,7 +17,12 @@ import pytest
 from posternet import cli
 from posternet import records
 from tests import record_fixtures
-from tools import prefetch_bench
+from tools.bench import data
+from tools.bench import measures
+from tools.bench import runner
+from tools.bench import summary
+from tools.bench import timing
+from tools import prefetch_bench  # pylint: disable=unused-import (flags)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,11 +49,11 @@ def tiny_records(tmp_path_factory):
 
 def _setup(tiny_records, tmp_path):
   manifest = records.Manifest.read(tiny_records)
-  return prefetch_bench.Setup(
+  return measures.Setup(
       records=tiny_records,
-      records_scaled=prefetch_bench.scaled_records(
+      records_scaled=data.scaled_records(
           manifest, str(tmp_path / 'scaled')),
-      images=prefetch_bench.posters_from_records(
+      images=data.posters_from_records(
           manifest, str(tmp_path / 'posters')),
       image_size=(80, 80), batch_size=8, seconds=0.2, warmup_seconds=0.1,
       precision='float32')
@@ -87,20 +92,20 @@ def test_quick_run_reports_every_field(tiny_records, tmp_path):
   assert result.stdout.count('smoke test') == 1
   # The same numbers, were they a measurement, get a verdict per target.
   report['setup']['quick'] = False
-  report['targets'] = prefetch_bench.targets(report)
-  table = prefetch_bench.format_table(report)
+  report['targets'] = summary.targets(report)
+  table = summary.format_table(report)
   assert table.count(': met') + table.count(': MISSED') == 6
   assert 'smoke test' not in table
 
 
 def test_isolated_variant_runs_in_its_own_process(tiny_records, tmp_path):
   setup = _setup(tiny_records, tmp_path)
-  variant = next(v for v in prefetch_bench.variants(
-      prefetch_bench.decode_plan(records.Manifest.read(tiny_records),
+  variant = next(v for v in runner.variants(
+      measures.decode_plan(records.Manifest.read(tiny_records),
                                  (80, 80)))
-                 if v['name'] == prefetch_bench.PIPELINE_ROW)
-  rows = prefetch_bench.run_isolated(setup, variant)
-  assert [row['name'] for row in rows] == [prefetch_bench.PIPELINE_ROW]
+                 if v['name'] == measures.PIPELINE_ROW)
+  rows = runner.run_isolated(setup, variant)
+  assert [row['name'] for row in rows] == [measures.PIPELINE_ROW]
   assert rows[0]['images_per_sec'] > 0
   # A whole Python + TensorFlow process: far above this test's few MB.
   assert rows[0]['peak_rss_bytes'] > 100e6
@@ -114,17 +119,17 @@ def test_time_dataset_counts_every_image(tiny_records, tmp_path):
       3).take(1).concatenate(
           tf.data.Dataset.from_tensor_slices(tf.zeros([5, 2])).batch(5)
       ).repeat()
-  pull = prefetch_bench.batch_counter(dataset)
+  pull = timing.batch_counter(dataset)
   assert pull(4) == 3 + 5 + 3 + 5
   # The warm-up pulls 1, 2, 4, … batches: 2^k - 1 in all, an odd number, so
   # the timed part starts at a batch of 5 and adds 5, 3, 5, 3, …
-  row = prefetch_bench.time_dataset(dataset, 0.05, 0.05)
+  row = timing.time_dataset(dataset, 0.05, 0.05)
   assert row['images'] % 8 in (0, 5) and row['images_per_sec'] > 0
 
 
 def test_scaled_records_list_every_shard_four_times(tiny_records, tmp_path):
   original = records.Manifest.read(tiny_records)
-  scaled = prefetch_bench.scaled_records(original, str(tmp_path / 'x4'))
+  scaled = data.scaled_records(original, str(tmp_path / 'x4'))
   manifest = records.Manifest.read(scaled)
   for split in records.SPLITS:
     assert manifest.num_examples(split) == 4 * original.num_examples(split)
@@ -134,26 +139,26 @@ def test_scaled_records_list_every_shard_four_times(tiny_records, tmp_path):
 
 
 def test_synthetic_records_made_once_then_reused(tmp_path):
-  made = prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80))
+  made = data.synthetic_records(str(tmp_path), 40, (80, 80))
   records_dir, images_dir = made
   manifest = records.Manifest.read(records_dir)
   assert manifest.store_size == (80, 80)
   assert sum(manifest.num_examples(s) for s in records.SPLITS) == 40
-  assert len(prefetch_bench.poster_paths(images_dir)) == 40
+  assert len(data.poster_paths(images_dir)) == 40
   stamp = os.path.getmtime(records.manifest_path(records_dir))
-  assert prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80)) == made
+  assert data.synthetic_records(str(tmp_path), 40, (80, 80)) == made
   assert os.path.getmtime(records.manifest_path(records_dir)) == stamp
 
 
 def test_prepare_rejects_bad_folders(tiny_records, tmp_path):
   with pytest.raises(cli.UserError, match='does not exist'):
-    prefetch_bench.prepare(str(tmp_path / 'nope'), None, str(tmp_path), 10,
+    data.prepare(str(tmp_path / 'nope'), None, str(tmp_path), 10,
                            (80, 80))
   with pytest.raises(cli.UserError, match='is not a folder'):
-    prefetch_bench.prepare(tiny_records, str(tmp_path / 'nope'),
+    data.prepare(tiny_records, str(tmp_path / 'nope'),
                            str(tmp_path), 10, (80, 80))
   with pytest.raises(cli.UserError, match='give --records too'):
-    prefetch_bench.prepare(None, str(tmp_path), str(tmp_path), 10, (80, 80))
+    data.prepare(None, str(tmp_path), str(tmp_path), 10, (80, 80))
 
 
 def test_bad_flags_are_one_line_errors(tmp_path):
