@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
+from posternet import files
 from posternet import genres
 from posternet import images
 
@@ -171,7 +172,7 @@ def export_model(model: keras.Model, export_dir: str, *,
   if unknown:
     raise ValueError(f'tuned genres {sorted(unknown)} are not genres')
   export_dir = os.path.abspath(export_dir)
-  temporary = f'{export_dir}.tmp-{os.getpid()}'
+  temporary = files.temporary_name(export_dir)  # a killed run's is replaced
   shutil.rmtree(temporary, ignore_errors=True)
   os.makedirs(temporary)
   inference_model = _inference_copy(model)

@@ -12,6 +12,7 @@ made of tiles:
                file name and genres with probability bars beside it.
 """
 
+import io
 import os
 from typing import NamedTuple, Optional, Sequence
 
@@ -21,6 +22,7 @@ from PIL import ImageDraw
 from PIL import ImageFont
 
 from posternet import genres
+from posternet import files
 
 GRID_COLUMNS = 4
 TILE_WIDTH = 200      # pixels per poster tile in the grid
@@ -181,7 +183,7 @@ def _row_lines(title: str, selected: Sequence) -> list:
 def save(image: Image.Image, path: str) -> None:
   """Saves atomically, in the format the file name asks for (PNG otherwise)."""
   extension = os.path.splitext(path)[1].lower()
-  image_format = Image.registered_extensions().get(extension, 'PNG')
-  temporary = f'{path}.tmp-{os.getpid()}'
-  image.save(temporary, format=image_format)
-  os.replace(temporary, path)
+  encoded = io.BytesIO()
+  image.save(encoded, format=Image.registered_extensions().get(extension,
+                                                                'PNG'))
+  files.write_atomically(path, encoded.getvalue())

@@ -28,8 +28,10 @@ from typing import Optional, Sequence
 from absl import app
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
 from posternet import cli
+from posternet import files
 from posternet import genres
 from posternet import synthetic_labels
 from posternet import synthetic_posters
@@ -54,14 +56,6 @@ def poster_id(index: int) -> str:
   return f'tt{index + 1:07d}'
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-  """Writes under a temporary name, then renames: no half-written file."""
-  temporary = f'{path}.tmp-{os.getpid()}'
-  with open(temporary, 'wb') as f:
-    f.write(data)
-  os.replace(temporary, path)
-
-
 def _write_posters(images_dir: str, seed: int, start: int,
                    labels: np.ndarray) -> int:
   """Renders and writes posters start, start + 1, …; returns bytes written."""
@@ -69,8 +63,8 @@ def _write_posters(images_dir: str, seed: int, start: int,
   for offset, vector in enumerate(labels):
     rng = np.random.default_rng([seed, _POSTER_STREAM, start + offset])
     data = synthetic_posters.render_poster(rng, vector)
-    _write_atomic(os.path.join(images_dir, poster_id(start + offset) + '.jpg'),
-                  data)
+    files.write_atomically(
+        os.path.join(images_dir, poster_id(start + offset) + '.jpg'), data)
     total += len(data)
   return total
 
@@ -127,14 +121,14 @@ def _write_csv(path: str, rows: list) -> None:
   writer = csv.writer(buffer, lineterminator='\n')
   writer.writerow(genres.CSV_COLUMNS)
   writer.writerows(rows)
-  _write_atomic(path, buffer.getvalue().encode('utf-8'))
+  files.write_atomically(path, buffer.getvalue().encode('utf-8'))
 
 
 def _remove_stale(images_dir: str, keep: set) -> None:
   """Removes synthetic posters (and temporary files) from an earlier run."""
-  pattern = re.compile(r'tt\d{7}\.jpg(\.tmp-\d+)?$')
+  pattern = re.compile(r'tt\d{7}\.jpg$')
   for name in os.listdir(images_dir):
-    if pattern.match(name) and name not in keep:
+    if pattern.match(files.final_name(name)) and name not in keep:
       os.remove(os.path.join(images_dir, name))
 
 
@@ -199,7 +193,7 @@ def generate(out_dir: str, num_posters: int, seed: int = 0, *,
     _write_all_posters(images_dir, seed, np.concatenate([labels, extra]),
                        workers or default_workers())
     _write_csv(csv_path, _csv_rows(labels, seed, duplicate_rows))
-  except OSError as e:
+  except (OSError, tf.errors.OpError) as e:
     raise cli.UserError(f'cannot write synthetic data to {out_dir}: {e}') from e
   return csv_path
 

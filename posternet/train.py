@@ -39,7 +39,7 @@ import json
 import os
 import sys
 import time
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -53,6 +53,7 @@ from posternet import cli
 from posternet import dashboards
 from posternet import data_service
 from posternet import export
+from posternet import files
 from posternet import hardware
 from posternet import hparams_dashboard
 from posternet import input_pipeline
@@ -474,9 +475,9 @@ def _finish(model, config: Config, settings: Resolved,
                         info={'val_metrics': val, 'model': config.model,
                               'config': _config_dict(config)})
   hparams_dashboard.write_final_metrics(settings.run_dir, val,
-                                 step=config.epochs - 1)
-  _write_text(os.path.join(settings.run_dir, 'summary.json'),
-              json.dumps(summary, indent=2, sort_keys=True) + '\n')
+                                        step=config.epochs - 1)
+  files.write_atomically(os.path.join(settings.run_dir, 'summary.json'),
+                         json.dumps(summary, indent=2, sort_keys=True) + '\n')
   _log_summary(summary, settings)
   return summary
 
@@ -519,18 +520,10 @@ def _write_run_config(folder: str, config: Config, settings: Resolved,
   document = {'config': _config_dict(config),
               'resolved': dataclasses.asdict(settings),
               'tensorflow': tf.__version__, 'keras': keras.__version__}
-  _write_text(os.path.join(folder, 'config.json'),
-              json.dumps(document, indent=2, sort_keys=True) + '\n')
+  files.write_atomically(os.path.join(folder, 'config.json'),
+                         json.dumps(document, indent=2, sort_keys=True) + '\n')
   if flags_text is not None:
-    _write_text(os.path.join(folder, 'flags.txt'), flags_text)
-
-
-def _write_text(path: str, text: str) -> None:
-  """Writes a small text file atomically (temporary name, then rename)."""
-  partial = path + '.partial'
-  with tf.io.gfile.GFile(partial, 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(partial, path, overwrite=True)
+    files.write_atomically(os.path.join(folder, 'flags.txt'), flags_text)
 
 
 # --- Flags and main. ---

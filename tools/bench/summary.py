@@ -5,7 +5,10 @@ import json
 import os
 from typing import Mapping, Sequence
 
+import tensorflow as tf
+
 from posternet import cli
+from posternet import files
 from posternet import images
 from tools.bench import data
 from tools.bench import measures
@@ -136,10 +139,9 @@ def write_json(path: str, report: Mapping) -> None:
   folder = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(folder, exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(report, f, indent=2)
-      f.write('\n')
-    os.replace(path + '.tmp', path)
+    files.write_atomically(path, json.dumps(report, indent=2) + '\n')
   except OSError as e:
     raise cli.UserError(f'cannot write {path}: {e.strerror}') from None
+  except tf.errors.OpError as e:
+    raise cli.UserError(f'cannot write {path}: {cli.tf_message(e)}') from None
 
