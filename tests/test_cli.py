@@ -1,4 +1,4 @@
-"""Tests of posternet/cli.py: one-line reasons for errors, eager and in graphs."""
+"""Tests of posternet/cli.py: errors' one-line reasons, eager and in graphs."""
 
 import pytest
 import tensorflow as tf

@@ -9,9 +9,7 @@ process on a loopback port. The rest are unit tests of the pieces.
 import csv
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -43,7 +41,6 @@ from posternet import render
 from posternet import step_scalars
 from posternet import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 24
 EPOCHS = 2
 RUN = 'dash'
@@ -175,12 +172,11 @@ def test_hparams_values_are_plain():
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, make_records):
   """(run folder, records folder, summary) of a 2-epoch run with dashboards."""
   base = tmp_path_factory.mktemp('dash')
-  records_dir = str(base / 'records')
-  record_fixtures.write_records(records_dir, num_train=64, num_val=24,
-                                image_hw=(SIZE, SIZE))
+  records_dir = make_records(num_train=64, num_val=24,
+                             image_hw=(SIZE, SIZE)).records_dir
   config = train.Config(
       records=records_dir, logdir=str(base / 'runs'), run_name=RUN,
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
@@ -299,12 +295,6 @@ def test_hparams_and_profile(trained):
 # --- A real tensorboard serves it. ---
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _get(port, path, body=None):
   """GET path (POST with a JSON body) from the local tensorboard: bytes."""
   request = urllib.request.Request(
@@ -346,15 +336,15 @@ def _dashboard_order(hparam_infos):
   return names, names[:5]
 
 
-def test_tensorboard_serves_the_run(trained, tmp_path):
+def test_tensorboard_serves_the_run(trained, tmp_path, run_module, free_port):
   run_dir, _, summary = trained
   logdir = os.path.dirname(run_dir)
-  port = _free_port()
+  port = free_port()
   log = open(tmp_path / 'tensorboard.log', 'w')
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'tensorboard.main', f'--logdir={logdir}',
-       '--host=127.0.0.1', f'--port={port}', '--reload_interval=1'],
-      stdout=log, stderr=subprocess.STDOUT)
+  process = run_module(
+      'tensorboard.main', f'--logdir={logdir}', '--host=127.0.0.1',
+      f'--port={port}', '--reload_interval=1', start=True, stdout=log,
+      stderr=subprocess.STDOUT)
   try:
     runs = {RUN, f'{RUN}/train', f'{RUN}/validation'}
     assert runs <= set(_poll(port, '/data/runs',
@@ -422,10 +412,9 @@ def _graphs_plugin(logdir):
 
 
 @pytest.mark.parametrize('precision', ['float32', 'mixed_bfloat16'])
-def test_graphs_tab_draws_the_model(precision, tmp_path):
-  records_dir = str(tmp_path / 'records')
-  record_fixtures.write_records(records_dir, num_train=16, num_val=8,
-                                image_hw=(SIZE, SIZE))
+def test_graphs_tab_draws_the_model(precision, tmp_path, make_records):
+  records_dir = make_records(num_train=16, num_val=8,
+                             image_hw=(SIZE, SIZE)).records_dir
   config = train.Config(
       records=records_dir, logdir=str(tmp_path / 'runs'), run_name='g',
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=8, epochs=1,
@@ -450,16 +439,16 @@ def test_graphs_tab_draws_the_model(precision, tmp_path):
 # --- Errors. ---
 
 
-def test_unwritable_logdir_is_one_line_exit_2(tmp_path):
-  record_fixtures.write_records(str(tmp_path / 'records'), num_train=16,
-                                num_val=8, image_hw=(SIZE, SIZE))
+def test_unwritable_logdir_is_one_line_exit_2(tmp_path, make_records,
+                                              run_module):
+  records_dir = make_records(num_train=16, num_val=8,
+                             image_hw=(SIZE, SIZE)).records_dir
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
-  result = subprocess.run(
-      [sys.executable, '-m', 'posternet.train',
-       f'--records={tmp_path / "records"}', f'--logdir={blocker}/runs',
-       '--model=small_cnn', f'--image_size={SIZE}', '--epochs=1'],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+  result = run_module(
+      'posternet.train', f'--records={records_dir}',
+      f'--logdir={blocker}/runs', '--model=small_cnn', f'--image_size={SIZE}',
+      '--epochs=1')
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   errors = [line for line in result.stderr.splitlines()

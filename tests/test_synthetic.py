@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -257,32 +256,26 @@ def test_bad_arguments_raise_user_errors(tmp_path):
     synthetic.generate(str(blocker / 'out'), 2, workers=1)
 
 
-def _command(*flags_):
-  return [sys.executable, '-m', 'posternet.synthetic', *flags_]
-
-
-def test_command_line(tmp_path):
-  done = subprocess.run(_command(f'--out={tmp_path}', '--num_posters=3',
-                                 '--workers=1', '--duplicate_rows=1'),
-                        capture_output=True, text=True, check=False)
+def test_command_line(tmp_path, run_module):
+  done = run_module('posternet.synthetic', f'--out={tmp_path}',
+                    '--num_posters=3', '--workers=1', '--duplicate_rows=1')
   assert done.returncode == 0, done.stderr
   assert re.search(r'wrote 3 posters .* in [\d.]+ s .*' +
                    re.escape(synthetic.CSV_NAME), done.stdout)
   assert len(_read_csv(tmp_path / synthetic.CSV_NAME)[1]) == 4
-  bad = subprocess.run(_command(f'--out={tmp_path}', '--num_posters=0'),
-                       capture_output=True, text=True, check=False)
+  bad = run_module('posternet.synthetic', f'--out={tmp_path}',
+                   '--num_posters=0')
   assert bad.returncode == cli.EXIT_USER_ERROR
   assert bad.stderr.strip().splitlines() == [
       'error: --num_posters must be at least 1, not 0']
-  stray = subprocess.run(_command(f'--out={tmp_path}', 'extra'),
-                         capture_output=True, text=True, check=False)
+  stray = run_module('posternet.synthetic', f'--out={tmp_path}', 'extra')
   assert stray.returncode != 0 and 'unexpected arguments' in stray.stderr
 
 
-def test_a_killed_run_leaves_no_half_written_poster(tmp_path):
-  run = subprocess.Popen(_command(f'--out={tmp_path}', '--num_posters=5000',
-                                  '--workers=1'),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_a_killed_run_leaves_no_half_written_poster(tmp_path, run_module):
+  run = run_module('posternet.synthetic', f'--out={tmp_path}',
+                   '--num_posters=5000', '--workers=1', start=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   images = tmp_path / 'Images'
   deadline = time.monotonic() + 30
   while time.monotonic() < deadline and (
