@@ -5,7 +5,8 @@ records handle the caller opened once (records.Manifest):
 
   manifest shard list → worker shard (by file) → file shuffle → interleaved
   reads, checked per shard → example shuffle → batch → batch-wise parse and
-  decode (DCT ratio, resize only where needed) → prefetch
+  decode (DCT ratio, resize only where needed) → augment (training batches,
+  when asked: augment.py) → prefetch
 
 Parse and decode run on whole batches (one parse_example call, then one
 tf.map_fn over the batch's JPEGs whose results land directly in the batch
@@ -29,6 +30,7 @@ from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from posternet import augment
 from posternet import cli
 from posternet import images
 from posternet import records
@@ -36,7 +38,7 @@ from posternet import records
 AUTOTUNE = tf.data.AUTOTUNE
 
 # The stages make_dataset can stop after, in order (for the benchmark).
-STAGES = ('read', 'batch', 'parse', 'decode', 'prefetch')
+STAGES = ('read', 'batch', 'parse', 'decode', 'augment', 'prefetch')
 
 # Damaged-shard errors raised inside tf.data carry this tag; as_user_error
 # finds it and returns the one-line message for the user.
@@ -69,13 +71,16 @@ class Options:
     dct_method: the JPEG IDCT (images.DCT_METHOD unless benchmarking).
     with_ids: add the poster Ids as a third element (evaluation reports and
       tests; Keras would read a third element as sample weights).
-    seed: seeds the file and example shuffles (reproducible tests).
+    seed: seeds the file and example shuffles (reproducible tests) and the
+      augmentations.
     stop_after: the last stage to build, one of STAGES (benchmark only).
     distributed_pass: with training, one shuffled pass instead of endless
       repetition, its last partial batch kept, and no length assertion: the
       pass is split by file among tf.data service workers
       (posternet.data_service, distributed_epoch), each of which sees only
       its share.
+    augment: the augmentations of training batches (augment.Policy), after
+      decode and cache; None: none (the trainer sets none yet).
   """
   training: bool = False
   shuffle_buffer: int = 1024
@@ -92,6 +97,8 @@ class Options:
   seed: Optional[int] = None
   stop_after: str = 'prefetch'
   distributed_pass: bool = False
+  # A string: the field's own name would hide the module here.
+  augment: Optional['augment.Policy'] = None
 
   @property
   def repeats(self) -> bool:
@@ -348,6 +355,25 @@ def to_output(features: Mapping, images_: tf.Tensor, with_ids: bool) -> tuple:
 # The pipeline.
 
 
+def augment_stage(opts: Options):
+  """The 'augment' stage: training batches through augment.augment_batch.
+
+  Other passes, and training without Options.augment, go through as they
+  are. The batch's index in the stream (enumerate) is its step.
+  """
+  if opts.augment is None or not opts.training:
+    return lambda ds: ds
+
+  def one(step, batch):
+    images_, labels = augment.augment_batch(batch[0], batch[1], opts.augment,
+                                            seed=opts.seed, step=step)
+    return (images_, labels, *batch[2:])
+
+  return lambda ds: ds.enumerate().map(
+      one, num_parallel_calls=opts.num_parallel_calls,
+      deterministic=opts.ordered)
+
+
 def _batched_stages(batch_size, plan, image_size, opts: Options):
   """The default path: shuffle, batch, then parse and decode whole batches."""
   decode = decode_batch(plan, image_size, opts.dct_method)
@@ -366,6 +392,8 @@ def _batched_stages(batch_size, plan, image_size, opts: Options):
           lambda f: to_output(f, decode(f[records.IMAGE_KEY]), opts.with_ids),
           num_parallel_calls=opts.num_parallel_calls,
           deterministic=opts.ordered)),
+      # On uint8 batches, after decode: training only (augment.py).
+      ('augment', augment_stage(opts)),
   ]
 
 
@@ -399,6 +427,8 @@ def _per_poster_stages(batch_size, plan, image_size, opts: Options):
       ('decode', decode_stage),
       # drop_remainder when training: static shapes for the compiled step.
       ('batch', lambda ds: ds.batch(batch_size, drop_remainder=opts.repeats)),
+      # On uint8 batches, after the cache: fresh draws every epoch.
+      ('augment', augment_stage(opts)),
   ]
 
 
@@ -473,7 +503,7 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
     **options: the fields of Options: training, shuffle_buffer, cache,
       threadpool_size, ignore_errors, deterministic, num_parallel_calls,
       prefetch, read_batch, cycle_length, dct_method, with_ids, seed,
-      stop_after, distributed_pass.
+      stop_after, distributed_pass, augment.
 
   Returns:
     A dataset of (images uint8 [B, H, W, 3], labels float32 [B, 25]), plus

@@ -13,6 +13,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from posternet import augment
 from posternet import cli
 from posternet import genres
 from posternet import images
@@ -405,8 +406,55 @@ def test_stop_after_builds_each_stage(fixed):
   assert build('batch') == tf.TensorSpec([None], tf.string)
   assert set(build('parse')) == set(records.FEATURES)
   assert build('decode')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
+  assert build('augment')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
   with pytest.raises(cli.UserError, match='stop_after'):
     build('resize')
+
+
+def test_augment_batch_is_the_identity_eagerly_and_in_tf_data(fixed):
+  images_, labels = next(iter(input_pipeline.make_dataset(fixed, 'val', 4,
+                                                          SIZE)))
+  policy = augment.Policy()
+  eager = augment.augment_batch(images_, labels, policy, seed=0,
+                                step=tf.constant(3, tf.int64))
+  mapped = tf.data.Dataset.from_tensors((images_, labels)).enumerate().map(
+      lambda step, batch: augment.augment_batch(*batch, policy, seed=0,
+                                                step=step))
+  for got_images, got_labels in (eager, next(iter(mapped))):
+    assert got_images.dtype == tf.uint8 and got_labels.dtype == tf.float32
+    np.testing.assert_array_equal(got_images, images_)
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+@pytest.mark.parametrize('cache', [False, True])
+def test_augment_stage_runs_on_training_batches_only(fixed, cache,
+                                                     monkeypatch):
+  read = lambda split, **kw: batches(input_pipeline.make_dataset(
+      fixed, split, 10, SIZE, with_ids=True, seed=0, cache=cache,
+      deterministic=True, **kw), 3)
+  policy = augment.Policy()
+  plain = {split: read(split) for split in ('train', 'val')}
+  # The empty policy changes nothing.
+  for split in ('train', 'val'):
+    for got, want in zip(read(split, augment=policy), plain[split]):
+      for got_part, want_part in zip(got, want):
+        np.testing.assert_array_equal(got_part, want_part)
+  # A stand-in transform: it gets uint8 batches with their labels and step,
+  # on the train split only.
+  seen = []
+
+  def negative(images_, labels, policy_, *, seed, step):
+    seen.append((images_.dtype, images_.shape.rank, step.dtype, seed))
+    return 255 - images_, labels
+
+  monkeypatch.setattr(augment, 'augment_batch', negative)
+  for got, want in zip(read('train', augment=policy), plain['train']):
+    np.testing.assert_array_equal(got[0], 255 - want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+  assert seen == [(tf.uint8, 4, tf.int64, 0)]
+  for got, want in zip(read('val', augment=policy), plain['val']):
+    np.testing.assert_array_equal(got[0], want[0])
+  assert len(seen) == 1
 
 
 def test_distributed_pass_is_one_shuffled_complete_pass(fixed):
