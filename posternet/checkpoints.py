@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from posternet import cli
+from posternet import files
 
 
 class Backup(keras.callbacks.BackupAndRestore):
@@ -144,10 +145,8 @@ class BestEpoch(keras.callbacks.Callback):
                        overwrite=True)
     self.best = {'epoch': epoch + 1, 'monitor': self.monitor,
                  'value': float(value), 'weights': weights}
-    record = os.path.join(self.folder, self.RECORD)
-    with tf.io.gfile.GFile(record + '.partial', 'w') as f:
-      f.write(json.dumps(self.best, sort_keys=True) + '\n')
-    tf.io.gfile.rename(record + '.partial', record, overwrite=True)
+    files.write_atomically(os.path.join(self.folder, self.RECORD),
+                           json.dumps(self.best, sort_keys=True) + '\n')
     for old in tf.io.gfile.glob(os.path.join(self.folder, 'epoch-*.h5')):
       if os.path.basename(old) != weights:
         tf.io.gfile.remove(old)

@@ -35,12 +35,26 @@ def run(main):
   app.run(guarded_main)
 
 
+# Lines of a TensorFlow error that are not its reason: graph mode's header,
+# the node's stack (its 'File "…"' lines), and placeholders such as
+# '<stack traces unavailable>'.
+_TF_NOISE = ('Graph execution', 'Detected at', 'File "', '<')
+
+
 def tf_message(error: Exception) -> str:
-  """A TensorFlow error's text on one line, without the op-name decoration."""
-  text = re.sub(r'\{\{[^}]*\}\}\s*', '', getattr(error, 'message', None)
-                or str(error))
-  text = text.split(' [Op:')[0]
-  return ' '.join(text.split())
+  """An error's reason on one line, for one-line user errors.
+
+  TensorFlow wraps the reason in decoration: node names in {{…}}, ' [Op:…]'
+  tags, and in graph mode a header and the node's stack. This is the first
+  line left without them, its spaces collapsed; for any other exception its
+  first line; its type's name when it has no text.
+  """
+  text = getattr(error, 'message', None) or str(error)
+  for line in re.sub(r'\{\{[^}]*\}\}', '', text).splitlines():
+    line = ' '.join(line.split(' [Op:')[0].split())
+    if line and not line.startswith(_TF_NOISE):
+      return line
+  return type(error).__name__
 
 
 def usable_cores() -> int:

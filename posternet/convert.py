@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import csv_rows
+from posternet import files
 from posternet import poster_files
 from posternet import records
 from posternet import remote
@@ -50,7 +51,7 @@ from posternet import shard_plan
 SKIPPED_REPORT = 'skipped.csv'
 STATE_DIR = '.make_records'
 
-_SHARD_FILE = re.compile(r'^(train|val)-\d{5}-of-\d{5}\.tfrecord(\.tmp)?$')
+_SHARD_FILE = re.compile(r'^(train|val)-\d{5}-of-\d{5}\.tfrecord$')
 
 
 def convert(csv_path: str, images_dir: str, out_dir: str, *,
@@ -139,13 +140,6 @@ def _json_bytes(value) -> bytes:
   return (json.dumps(value, indent=2, sort_keys=True) + '\n').encode()
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-  temporary = path + '.tmp'
-  with tf.io.gfile.GFile(temporary, 'wb') as f:
-    f.write(data)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
-
-
 def _read_json(path: str):
   """The JSON in path, or None when absent or unreadable (half-written)."""
   try:
@@ -159,8 +153,9 @@ def _clear_outputs(out_dir: str) -> None:
   """Removes what an earlier conversion wrote here; nothing else is touched."""
   for name in tf.io.gfile.listdir(out_dir):
     name = name.rstrip('/')
-    if (_SHARD_FILE.match(name) or name in (records.MANIFEST_NAME,
-                                            SKIPPED_REPORT)):
+    # A shard's temporary file too: a killed run's.
+    if (_SHARD_FILE.match(files.final_name(name)) or
+        name in (records.MANIFEST_NAME, SKIPPED_REPORT)):
       tf.io.gfile.remove(os.path.join(out_dir, name))
   state = os.path.join(out_dir, STATE_DIR)
   if tf.io.gfile.exists(state):
@@ -190,7 +185,7 @@ def _start_or_resume(out_dir: str, plan: dict) -> dict:
   if not old or old.get('key') != plan['key']:
     _clear_outputs(out_dir)
     tf.io.gfile.makedirs(state)
-    _write_atomic(plan_file, _json_bytes(plan))
+    files.write_atomically(plan_file, _json_bytes(plan))
     return {}
   notes = {}
   for shard_file in plan['files']:
@@ -224,8 +219,9 @@ def _write_pending(out_dir: str, pending: Sequence[shard_plan.Shard],
     for note in _write_shards(out_dir, pending, table, images_dir, options,
                               workers, bar):
       shard_file = _noted_shard(note).file
-      _write_atomic(os.path.join(out_dir, STATE_DIR, shard_file + '.json'),
-                    _json_bytes(note))
+      files.write_atomically(
+          os.path.join(out_dir, STATE_DIR, shard_file + '.json'),
+          _json_bytes(note))
       done[shard_file] = note
   finally:
     bar.close()
@@ -272,39 +268,48 @@ def _write_shard(out_dir: str, shard: shard_plan.Shard, futures: Iterator,
                  table: csv_rows.Table, images_dir: str,
                  skip_bad_images: bool, bar: cli.Progress) -> dict:
   """Writes one shard under a temporary name, renames it, returns its note."""
-  path = os.path.join(out_dir, shard.file)
-  sizes, skipped = [], []
-  with tf.io.TFRecordWriter(path + '.tmp') as writer:
-    for row in shard.rows:
-      poster_id = table.ids[row]
-      try:
-        poster = next(futures).result()
-      except poster_files.BadImage as e:
-        if not skip_bad_images:
-          raise cli.UserError(
-              f'{shard_plan.image_path(images_dir, poster_id)} (line '
-              f'{csv_rows.line_of(row)}, Id {poster_id}): {e}; fix or remove '
-              'the row, or pass --skip_bad_images to leave such posters '
-              'out') from None
-        skipped.append([csv_rows.line_of(row), poster_id,
-                        poster_id + csv_rows.IMAGE_SUFFIX, e.reason, e.detail])
-      else:
-        example = records.make_example(poster.data, poster.height,
-                                       poster.width, poster_id,
-                                       table.labels[row])
-        # deterministic: map order otherwise differs between processes, and
-        # a resumed run must write the very bytes of an uninterrupted one.
-        writer.write(example.SerializeToString(deterministic=True))
-        sizes.append((poster.height, poster.width))
-      bar.update()
-  size, sha256 = records.size_and_sha256(path + '.tmp')
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  with files.atomic_path(os.path.join(out_dir, shard.file)) as temporary:
+    with tf.io.TFRecordWriter(temporary) as writer:
+      sizes, skipped = _write_examples(writer, shard, futures, table,
+                                       images_dir, skip_bad_images, bar)
+    size, sha256 = records.size_and_sha256(temporary)
   heights, widths = zip(*sizes) if sizes else ((), ())
   return {'shard': records.ShardInfo(shard.file, len(sizes), size,
                                      sha256).to_dict(),
           'skipped_rows': skipped,
           'stored_sizes': ([[min(heights), min(widths)],
                             [max(heights), max(widths)]] if sizes else [])}
+
+
+def _write_examples(writer: tf.io.TFRecordWriter, shard: shard_plan.Shard,
+                    futures: Iterator, table: csv_rows.Table,
+                    images_dir: str, skip_bad_images: bool,
+                    bar: cli.Progress) -> tuple:
+  """Writes a shard's posters in row order; (stored sizes, skipped rows)."""
+  sizes, skipped = [], []
+  for row in shard.rows:
+    poster_id = table.ids[row]
+    try:
+      poster = next(futures).result()
+    except poster_files.BadImage as e:
+      if not skip_bad_images:
+        raise cli.UserError(
+            f'{shard_plan.image_path(images_dir, poster_id)} (line '
+            f'{csv_rows.line_of(row)}, Id {poster_id}): {e}; fix or remove '
+            'the row, or pass --skip_bad_images to leave such posters '
+            'out') from None
+      skipped.append([csv_rows.line_of(row), poster_id,
+                      poster_id + csv_rows.IMAGE_SUFFIX, e.reason, e.detail])
+    else:
+      example = records.make_example(poster.data, poster.height,
+                                     poster.width, poster_id,
+                                     table.labels[row])
+      # deterministic: map order otherwise differs between processes, and
+      # a resumed run must write the very bytes of an uninterrupted one.
+      writer.write(example.SerializeToString(deterministic=True))
+      sizes.append((poster.height, poster.width))
+    bar.update()
+  return sizes, skipped
 
 
 # --- The end: skipped.csv, the manifest (last), the summary. ---
@@ -318,8 +323,8 @@ def _finish(out_dir: str, table: csv_rows.Table, options: shard_plan.Options,
                     for split in records.SPLITS}
   skipped = [entry for s in shards for entry in done[s.file]['skipped_rows']]
   if options.skip_bad_images:
-    _write_atomic(os.path.join(out_dir, SKIPPED_REPORT),
-                  _skipped_report(skipped))
+    files.write_atomically(os.path.join(out_dir, SKIPPED_REPORT),
+                           _skipped_report(skipped))
   manifest = _manifest(table, options, unlisted, notes_by_split, skipped)
   for split in records.SPLITS:
     if not manifest.num_examples(split):

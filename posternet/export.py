@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
+from posternet import files
 from posternet import genres
 from posternet import images
 
@@ -171,7 +172,7 @@ def export_model(model: keras.Model, export_dir: str, *,
   if unknown:
     raise ValueError(f'tuned genres {sorted(unknown)} are not genres')
   export_dir = os.path.abspath(export_dir)
-  temporary = f'{export_dir}.tmp-{os.getpid()}'
+  temporary = files.temporary_name(export_dir)  # a killed run's is replaced
   shutil.rmtree(temporary, ignore_errors=True)
   os.makedirs(temporary)
   inference_model = _inference_copy(model)
@@ -305,13 +306,8 @@ def load_keras_model(export_dir: str) -> keras.Model:
   try:
     return keras.saving.load_model(path, safe_mode=True, compile=False)
   except (ValueError, OSError) as e:
-    raise cli.UserError(f'{path} cannot be loaded: {_first_line(e)}') from None
-
-
-def _first_line(error: Exception) -> str:
-  """The first line of an error message, for one-line user errors."""
-  text = getattr(error, 'message', None) or str(error) or type(error).__name__
-  return text.strip().splitlines()[0]
+    raise cli.UserError(
+        f'{path} cannot be loaded: {cli.tf_message(e)}') from None
 
 
 class Predictor:
@@ -338,7 +334,7 @@ class Predictor:
       serve = loaded.signatures[SIGNATURE]
     except (OSError, KeyError, ValueError, tf.errors.OpError) as e:
       raise cli.UserError(f'{path} is not a usable SavedModel: '
-                          f'{_first_line(e)}') from None
+                          f'{cli.tf_message(e)}') from None
     predictor = cls(serve, info)
     predictor._loaded = loaded  # keeps the signature's variables alive
     return predictor

@@ -5,7 +5,8 @@ records handle the caller opened once (records.Manifest):
 
   manifest shard list → worker shard (by file) → file shuffle → interleaved
   reads, checked per shard → example shuffle → batch → batch-wise parse and
-  decode (DCT ratio, resize only where needed) → prefetch
+  decode (DCT ratio, resize only where needed) → augment (training batches,
+  when asked: augment.py) → prefetch
 
 Parse and decode run on whole batches (one parse_example call, then one
 tf.map_fn over the batch's JPEGs whose results land directly in the batch
@@ -488,7 +489,7 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
     **options: the fields of Options: training, shuffle_buffer, cache,
       threadpool_size, ignore_errors, deterministic, num_parallel_calls,
       prefetch, read_batch, cycle_length, dct_method, with_ids, seed,
-      stop_after, distributed_pass.
+      stop_after, distributed_pass, augment.
 
   Returns:
     A dataset of (images uint8 [B, H, W, 3], labels float32 [B, 25]), plus

@@ -391,7 +391,7 @@ def _download(name: str, weights: KerasWeights) -> str:
   except Exception as e:  # pylint: disable=broad-except
     # get_file raises a bare Exception for network errors: 'URL fetch
     # failure on <url>: <errno> -- <reason>'; the reason is what matters.
-    reason = _first_line(e).split(' -- ', 1)[-1]
+    reason = cli.tf_message(e).split(' -- ', 1)[-1]
     raise cli.UserError(
         f'cannot download {weights.file_name} (ImageNet weights for {name}) '
         f'from {weights.origin}: {reason}; download it where you have '
@@ -420,7 +420,7 @@ def _call_body(spec: ModelSpec, x, backbone_weights: Optional[str]):
     cached = os.path.dirname(backbone_weights) == keras_cache_dir()
     raise cli.UserError(
         f'--init_weights {backbone_weights} does not fit the backbone: '
-        f'{_first_line(e)}' + ('; delete it (Keras\' cache) to download it '
+        f'{cli.tf_message(e)}' + ('; delete it (Keras\' cache) to download it '
                                'again' if cached else '')) from None
 
 
@@ -441,9 +441,4 @@ def _shape_mismatch(error: Exception) -> str:
   if found and value:
     return (f'{found.group(1)} has shape {found.group(2)} here, '
             f'{value.group(1)} in the file')
-  return _first_line(error)
-
-
-def _first_line(error: Exception) -> str:
-  text = str(error).strip() or type(error).__name__
-  return text.splitlines()[0]
+  return cli.tf_message(error)

@@ -29,20 +29,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
-from PIL import ImageFont
 import tensorflow as tf
 
 from posternet import cli
 from posternet import export
+from posternet import genres
 from posternet import images
-
-# --plot layout: every poster is scaled to this height, its genres beside it.
-PLOT_ROW_HEIGHT = 300
-PLOT_PANEL_WIDTH = 320
-_PLOT_FONT_SIZE = 18
-_PLOT_LINE = _PLOT_FONT_SIZE + 18  # a genre's text and its bar
+from posternet import render
 
 
 class Result(NamedTuple):
@@ -91,7 +84,7 @@ def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
     images.decode_for_model(data, predictor.image_size)
     return Result(path, predictor.predict_bytes([data])[0], None)
   except tf.errors.InvalidArgumentError as e:
-    return Result(path, None, f'not a readable image: {_tf_message(e)}')
+    return Result(path, None, f'not a readable image: {cli.tf_message(e)}')
 
 
 def _read(path: str):
@@ -104,16 +97,7 @@ def _read(path: str):
     with tf.io.gfile.GFile(path, 'rb') as f:
       return f.read()
   except tf.errors.OpError as e:
-    return OSError(f'cannot read it: {_tf_message(e)}')
-
-
-def _tf_message(error: tf.errors.OpError) -> str:
-  """A TensorFlow error's reason without its node names and op tags."""
-  for line in error.message.splitlines():
-    text = line.split('}}')[-1].split(' [Op:')[0].strip()
-    if text and not text.startswith(('Graph execution', 'Detected at', '<')):
-      return text
-  return type(error).__name__
+    return OSError(f'cannot read it: {cli.tf_message(e)}')
 
 
 def parse_threshold(value: Optional[str]):
@@ -141,13 +125,12 @@ def select_genres(probabilities: np.ndarray, genre_names: Sequence[str],
     thresholds: None for the top k; else a number or [25] thresholds, and all
       genres strictly above theirs are shown.
   """
-  order = np.argsort(-probabilities, kind='stable')
   if thresholds is None:
-    chosen = order[:top_k]
+    chosen = genres.top_k(probabilities, top_k)
   else:
     above = probabilities.astype(np.float64) > np.asarray(thresholds)
-    chosen = [g for g in order if above[g]]
-  return [(genre_names[g], float(probabilities[g])) for g in chosen]
+    chosen = [(g, p) for g, p in genres.top_k(probabilities, None) if above[g]]
+  return [(genre_names[g], p) for g, p in chosen]
 
 
 def format_text(path: str, selected: Sequence) -> str:
@@ -175,74 +158,8 @@ def json_document(model_dir: str, predictor: export.Predictor,
                      for r in results if r.error is not None]}
 
 
-def draw_plot(rows: Sequence, out_path: str) -> None:
-  """Writes one image: per row a poster, then its genres with bars.
-
-  Posters are decoded by the shared code (CMYK, grayscale and PNG alike) and
-  scaled to PLOT_ROW_HEIGHT; the genre panels line up at the widest poster.
-
-  Args:
-    rows: (path, encoded bytes, [(genre, probability), …]) per poster.
-    out_path: the image file to write (atomically).
-  """
-  posters = [_plot_poster(encoded) for _, encoded, _ in rows]
-  left = max(poster.width for poster in posters)
-  canvas = Image.new('RGB', (left + PLOT_PANEL_WIDTH,
-                             PLOT_ROW_HEIGHT * len(rows)), 'white')
-  font = ImageFont.load_default(size=_PLOT_FONT_SIZE)
-  draw = ImageDraw.Draw(canvas)
-  for row, ((path, _, selected), poster) in enumerate(zip(rows, posters)):
-    top = row * PLOT_ROW_HEIGHT
-    canvas.paste(poster, (0, top))
-    _draw_genres(draw, font, (left + 10, top + 10), os.path.basename(path),
-                 selected)
-  _save_image(canvas, out_path)
-
-
-def _plot_poster(encoded: bytes) -> Image.Image:
-  """The poster scaled to the plot's row height, keeping its aspect."""
-  poster = Image.fromarray(images.decode_rgb(encoded).numpy())
-  width = max(1, round(poster.width * PLOT_ROW_HEIGHT / poster.height))
-  return poster.resize((width, PLOT_ROW_HEIGHT), Image.Resampling.BILINEAR)
-
-
-def _draw_genres(draw: ImageDraw.ImageDraw, font, origin, title: str,
-                 selected: Sequence) -> None:
-  """The file name, then one `Drama (0.532)` line and bar per genre."""
-  x, y = origin
-  bar_width = PLOT_PANEL_WIDTH - 20
-  draw.text((x, y), title, fill='black', font=font)
-  shown, hidden = _fit_rows(selected)
-  for name, p in shown:
-    y += _PLOT_LINE
-    draw.text((x, y), f'{name} ({p:.3f})', fill='black', font=font)
-    bar_top = y + _PLOT_FONT_SIZE + 3
-    draw.rectangle([x, bar_top, x + bar_width, bar_top + 8], outline='gray')
-    draw.rectangle([x, bar_top, x + round(bar_width * p), bar_top + 8],
-                   fill='steelblue')
-  if hidden:
-    draw.text((x, y + _PLOT_LINE), f'+{hidden} more', fill='black', font=font)
-
-
-def _fit_rows(selected: Sequence):
-  """The genres that fit in a row's panel, and how many do not."""
-  lines = (PLOT_ROW_HEIGHT - 20) // _PLOT_LINE - 1  # below the title
-  if len(selected) <= lines:
-    return selected, 0
-  return selected[:lines - 1], len(selected) - (lines - 1)
-
-
-def _save_image(image: Image.Image, path: str) -> None:
-  """Saves atomically, in the format the file name asks for (PNG otherwise)."""
-  extension = os.path.splitext(path)[1].lower()
-  image_format = Image.registered_extensions().get(extension, 'PNG')
-  temporary = f'{path}.tmp-{os.getpid()}'
-  image.save(temporary, format=image_format)
-  os.replace(temporary, path)
-
-
-def predict(model_dir: str, paths: Sequence[str], *, top_k: int = 3,
-            threshold=None, as_json: bool = False,
+def predict(model_dir: str, paths: Sequence[str], *,
+            top_k: int = genres.TOP_K, threshold=None, as_json: bool = False,
             plot_path: Optional[str] = None) -> None:
   """Prints each poster's genres; the command's whole job.
 
@@ -270,8 +187,9 @@ def predict(model_dir: str, paths: Sequence[str], *, top_k: int = 3,
   good = [(r.path, chosen)
           for r, chosen in zip(results, selections) if r.error is None]
   if plot_path and good:
-    draw_plot([(path, _read(path), chosen) for path, chosen in good],
-              plot_path)
+    # Decoded by the shared code: CMYK, grayscale and PNG alike.
+    render.poster_rows([(path, images.decode_rgb(_read(path)).numpy(), chosen)
+                        for path, chosen in good], plot_path)
   failed = len(results) - len(good)
   if failed:
     raise cli.UserError(f'{failed} of {len(results)} posters could not be '
@@ -302,7 +220,8 @@ def _define_flags() -> None:
       'model', None, 'Exported model folder (the trainer\'s --export_dir): '
       'holds saved_model/, model.keras and posternet.json.')
   flags.DEFINE_integer(
-      'top_k', 3, 'How many of the most likely genres to print per poster.')
+      'top_k', genres.TOP_K,
+      'How many of the most likely genres to print per poster.')
   flags.DEFINE_string(
       'threshold', None, 'Print the genres above a threshold instead of the '
       'top k: "tuned" (each genre\'s threshold tuned on validation, saved with '

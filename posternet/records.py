@@ -28,6 +28,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from posternet import cli
+from posternet import files
 from posternet import genres
 from posternet import remote
 from posternet import typed_json
@@ -289,11 +290,7 @@ class Manifest:
     Returns:
       This manifest, knowing records_dir as its folder.
     """
-    final = manifest_path(records_dir)
-    temporary = final + '.tmp'
-    with tf.io.gfile.GFile(temporary, 'w') as f:
-      f.write(self.to_json())
-    tf.io.gfile.rename(temporary, final, overwrite=True)
+    files.write_atomically(manifest_path(records_dir), self.to_json())
     return self.at(records_dir)
 
   def at(self, records_dir: str) -> 'Manifest':

@@ -39,7 +39,7 @@ import json
 import os
 import sys
 import time
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -54,7 +54,9 @@ from posternet import cli
 from posternet import dashboards
 from posternet import data_service
 from posternet import export
+from posternet import files
 from posternet import hardware
+from posternet import hparams_dashboard
 from posternet import input_pipeline
 from posternet import metrics
 from posternet import models
@@ -62,6 +64,7 @@ from posternet import multi_worker
 from posternet import optim
 from posternet import records
 from posternet import remote
+from posternet import step_scalars
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,7 +369,7 @@ def _train_and_export(config: Config, settings: Resolved,
   logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
                f'{model.count_params():,}', model.input_shape[1:],
                strategy.num_replicas_in_sync)
-  clock = dashboards.InputClock()  # times the train pipeline's get_next
+  clock = step_scalars.InputClock()  # times the train pipeline's get_next
   train_data, val_data = _distributed_datasets(config, strategy, clock,
                                                manifest)
   callbacks = _callbacks(config, settings, clock, manifest)
@@ -426,7 +429,7 @@ def _pipeline_options(config: Config) -> dict:
 
 
 def _distributed_datasets(config: Config, strategy,
-                          clock: dashboards.InputClock,
+                          clock: step_scalars.InputClock,
                           manifest: records.Manifest) -> tuple:
   """(train, val) datasets, built per input pipeline with its input context.
 
@@ -454,7 +457,7 @@ def _distributed_datasets(config: Config, strategy,
 
 
 def _callbacks(config: Config, settings: Resolved,
-               clock: dashboards.InputClock,
+               clock: step_scalars.InputClock,
                manifest: records.Manifest) -> list:
   """The epoch's callbacks, in the order they run.
 
@@ -470,8 +473,8 @@ def _callbacks(config: Config, settings: Resolved,
       *dashboards.make_callbacks(
           folder, clock, manifest=manifest,
           image_size=config.image_size, batch_size=config.batch_size,
-          hparams=dashboards.hparams_values(_config_dict(config),
-                                            settings.hparams()),
+          hparams=hparams_dashboard.hparams_values(_config_dict(config),
+                                                   settings.hparams()),
           metric_names=[metric.name for metric in metrics.make_metrics()],
           log_every_steps=config.log_every_steps,
           dashboard_every_epochs=config.dashboard_every_epochs,
@@ -541,10 +544,10 @@ def _finish(model, config: Config, settings: Resolved,
                         info={'val_metrics': val, 'model': config.model,
                               'epoch': exported_epoch,
                               'config': _config_dict(config)})
-  dashboards.write_final_metrics(settings.run_dir, val,
-                                 step=config.epochs - 1)
-  _write_text(os.path.join(settings.run_dir, 'summary.json'),
-              json.dumps(summary, indent=2, sort_keys=True) + '\n')
+  hparams_dashboard.write_final_metrics(settings.run_dir, val,
+                                        step=config.epochs - 1)
+  files.write_atomically(os.path.join(settings.run_dir, 'summary.json'),
+                         json.dumps(summary, indent=2, sort_keys=True) + '\n')
   _log_summary(summary, settings)
   return summary
 
@@ -587,18 +590,10 @@ def _write_run_config(folder: str, config: Config, settings: Resolved,
   document = {'config': _config_dict(config),
               'resolved': dataclasses.asdict(settings),
               'tensorflow': tf.__version__, 'keras': keras.__version__}
-  _write_text(os.path.join(folder, 'config.json'),
-              json.dumps(document, indent=2, sort_keys=True) + '\n')
+  files.write_atomically(os.path.join(folder, 'config.json'),
+                         json.dumps(document, indent=2, sort_keys=True) + '\n')
   if flags_text is not None:
-    _write_text(os.path.join(folder, 'flags.txt'), flags_text)
-
-
-def _write_text(path: str, text: str) -> None:
-  """Writes a small text file atomically (temporary name, then rename)."""
-  partial = path + '.partial'
-  with tf.io.gfile.GFile(partial, 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(partial, path, overwrite=True)
+    files.write_atomically(os.path.join(folder, 'flags.txt'), flags_text)
 
 
 # --- Flags and main. ---

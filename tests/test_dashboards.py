@@ -9,9 +9,7 @@ process on a loopback port. The rest are unit tests of the pieces.
 import csv
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -33,13 +31,16 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 import record_fixtures
 from posternet import cli
 from posternet import dashboards
+from posternet import genre_dashboards
 from posternet import genres
 from posternet import hardware
+from posternet import hparams_dashboard
 from posternet import metrics
 from posternet import records
+from posternet import render
+from posternet import step_scalars
 from posternet import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 24
 EPOCHS = 2
 RUN = 'dash'
@@ -58,7 +59,7 @@ def _sleepy(seconds):
 
 def _wait_share(producer_seconds, consumer_seconds, steps=25):
   """The share of wall time a consumer loop spent blocked on get_next."""
-  clock = dashboards.InputClock()
+  clock = step_scalars.InputClock()
   dataset = tf.data.Dataset.range(10**6)
   if producer_seconds:
     dataset = dataset.map(lambda x: tf.py_function(
@@ -88,7 +89,8 @@ def test_genre_results_match_keras_auc_per_genre():
   probabilities = np.clip(labels * 0.3 + rng.rand(*labels.shape) * 0.7, 0, 1)
   metric = metrics.GenreAUC(curve='ROC')
   metric.update_state(labels, probabilities)
-  auc, support = dashboards.genre_results(dashboards.confusion(metric))
+  auc, support = genre_dashboards.genre_results(
+      genre_dashboards.confusion(metric))
   np.testing.assert_array_equal(support, labels.sum(axis=0))
   assert np.isnan(auc[3])
   for genre in (0, 7, 24):
@@ -105,8 +107,8 @@ def test_pr_curve_summary_holds_the_counts():
   probabilities = np.full_like(labels, 0.1)
   probabilities[:, 5] = [0.9, 0.2, 0.8, 0.1]
   metric.update_state(labels, probabilities)
-  summary = dashboards.pr_curve_summary('pr_curves/x',
-                                        dashboards.confusion(metric), 5)
+  summary = genre_dashboards.pr_curve_summary(
+      'pr_curves/x', genre_dashboards.confusion(metric), 5)
   value = summary.value[0]
   assert value.tag == 'pr_curves/x'
   assert value.metadata.plugin_data.plugin_name == 'pr_curves'
@@ -125,24 +127,23 @@ def test_pr_curve_summary_holds_the_counts():
 
 def test_top_genres_and_grid():
   probabilities = np.linspace(0, 1, genres.NUM_GENRES)
-  assert [i for i, _ in dashboards.top_genres(probabilities)] == [24, 23, 22]
+  assert [i for i, _ in genres.top_k(probabilities)] == [24, 23, 22]
   images = np.zeros((5, 40, 30, 3), np.uint8)
   labels = np.zeros((5, genres.NUM_GENRES), np.float32)
   labels[:, 24] = 1  # the top prediction is right (green)...
   labels[0, 0] = 1   # ...and a true genre not predicted
-  grid = dashboards.poster_grid(images, labels,
-                                np.tile(probabilities, (5, 1)),
-                                [f'tt{i}' for i in range(5)])
-  columns = min(dashboards.GRID_COLUMNS, 5)
+  grid = render.poster_grid(images, labels, np.tile(probabilities, (5, 1)),
+                            [f'tt{i}' for i in range(5)])
+  columns = min(render.GRID_COLUMNS, 5)
   assert grid.dtype == np.uint8 and grid.shape[2] == 3
-  assert grid.shape[1] == columns * dashboards.TILE_WIDTH
-  tile_poster_height = round(dashboards.TILE_WIDTH * 40 / 30)
+  assert grid.shape[1] == columns * render.TILE_WIDTH
+  tile_poster_height = round(render.TILE_WIDTH * 40 / 30)
   assert grid.shape[0] > 2 * tile_poster_height  # two rows, with captions
   red, green = grid[..., 0].astype(int), grid[..., 1].astype(int)
   assert np.any(green - red > 60)   # a right prediction
   assert np.any(red - green > 60)   # wrong ones
-  table = dashboards.grid_table(labels, np.tile(probabilities, (5, 1)),
-                                ['tt0'] * 5)
+  table = genre_dashboards.grid_table(labels, np.tile(probabilities, (5, 1)),
+                                      ['tt0'] * 5)
   assert '| tt0 | Action, Western | Western 1.00 ✓, War 0.96,' in table
 
 
@@ -157,7 +158,7 @@ def test_profile_steps_parse():
 
 
 def test_hparams_values_are_plain():
-  values = dashboards.hparams_values(
+  values = hparams_dashboard.hparams_values(
       {'image_size': (64, 48), 'model_size': None, 'logdir': 'runs',
        'cache': False, 'learning_rate': 0.003},
       {'precision': 'float32', 'num_gpus': 0})
@@ -171,12 +172,11 @@ def test_hparams_values_are_plain():
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, make_records):
   """(run folder, records folder, summary) of a 2-epoch run with dashboards."""
   base = tmp_path_factory.mktemp('dash')
-  records_dir = str(base / 'records')
-  record_fixtures.write_records(records_dir, num_train=64, num_val=24,
-                                image_hw=(SIZE, SIZE))
+  records_dir = make_records(num_train=64, num_val=24,
+                             image_hw=(SIZE, SIZE)).records_dir
   config = train.Config(
       records=records_dir, logdir=str(base / 'runs'), run_name=RUN,
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
@@ -253,11 +253,11 @@ def test_validation_dashboards(trained):
   grid = events.Tensors('val_posters')
   assert [e.step for e in grid] == [0, 1]
   width, height = (int(x) for x in tf.make_ndarray(grid[-1].tensor_proto)[:2])
-  assert width == dashboards.GRID_COLUMNS * dashboards.TILE_WIDTH
-  assert height > 2 * dashboards.TILE_WIDTH
+  assert width == render.GRID_COLUMNS * render.TILE_WIDTH
+  assert height > 2 * render.TILE_WIDTH
   table = tf.make_ndarray(events.Tensors('val_posters_table')[-1]
                           .tensor_proto).item().decode()
-  assert table.count('\n| tt') == dashboards.GRID_POSTERS
+  assert table.count('\n| tt') == genre_dashboards.GRID_POSTERS
   genre_table = tf.make_ndarray(events.Tensors('genre_table')[-1]
                                 .tensor_proto).item().decode()
   assert genre_table.count('\n| ') == genres.NUM_GENRES
@@ -286,19 +286,13 @@ def test_hparams_and_profile(trained):
   assert {h.name for h in experiment.hparam_infos} == set(start.hparams)
   assert start.hparams['model_size'].string_value == f'{SIZE}x{SIZE}'
   assert {h.name for h in experiment.hparam_infos if h.differs} == set(
-      dashboards.KEY_HPARAMS)
+      hparams_dashboard.KEY_HPARAMS)
   traces = tf.io.gfile.glob(os.path.join(run_dir, 'train', 'plugins',
                                          'profile', '*', '*.xplane.pb'))
   assert traces and os.path.getsize(traces[0]) > 0
 
 
 # --- A real tensorboard serves it. ---
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def _get(port, path, body=None):
@@ -342,15 +336,15 @@ def _dashboard_order(hparam_infos):
   return names, names[:5]
 
 
-def test_tensorboard_serves_the_run(trained, tmp_path):
+def test_tensorboard_serves_the_run(trained, tmp_path, run_module, free_port):
   run_dir, _, summary = trained
   logdir = os.path.dirname(run_dir)
-  port = _free_port()
+  port = free_port()
   log = open(tmp_path / 'tensorboard.log', 'w')
-  process = subprocess.Popen(
-      [sys.executable, '-m', 'tensorboard.main', f'--logdir={logdir}',
-       '--host=127.0.0.1', f'--port={port}', '--reload_interval=1'],
-      stdout=log, stderr=subprocess.STDOUT)
+  process = run_module(
+      'tensorboard.main', f'--logdir={logdir}', '--host=127.0.0.1',
+      f'--port={port}', '--reload_interval=1', start=True, stdout=log,
+      stderr=subprocess.STDOUT)
   try:
     runs = {RUN, f'{RUN}/train', f'{RUN}/validation'}
     assert runs <= set(_poll(port, '/data/runs',
@@ -386,8 +380,8 @@ def test_tensorboard_serves_the_run(trained, tmp_path):
     experiment = _get_json(port, '/data/plugin/hparams/experiment', {
         'experimentName': '', 'hparamsLimit': 1000})
     listed, checked = _dashboard_order(experiment['hparamInfos'])
-    assert set(listed[:len(dashboards.KEY_HPARAMS)]) == set(
-        dashboards.KEY_HPARAMS)
+    assert set(listed[:len(hparams_dashboard.KEY_HPARAMS)]) == set(
+        hparams_dashboard.KEY_HPARAMS)
     assert checked == ['batch_size', 'epochs', 'image_size', 'learning_rate',
                        'model']
     # The Graphs tab: the run's graph list, then its first entry (Default,
@@ -418,10 +412,9 @@ def _graphs_plugin(logdir):
 
 
 @pytest.mark.parametrize('precision', ['float32', 'mixed_bfloat16'])
-def test_graphs_tab_draws_the_model(precision, tmp_path):
-  records_dir = str(tmp_path / 'records')
-  record_fixtures.write_records(records_dir, num_train=16, num_val=8,
-                                image_hw=(SIZE, SIZE))
+def test_graphs_tab_draws_the_model(precision, tmp_path, make_records):
+  records_dir = make_records(num_train=16, num_val=8,
+                             image_hw=(SIZE, SIZE)).records_dir
   config = train.Config(
       records=records_dir, logdir=str(tmp_path / 'runs'), run_name='g',
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=8, epochs=1,
@@ -446,16 +439,16 @@ def test_graphs_tab_draws_the_model(precision, tmp_path):
 # --- Errors. ---
 
 
-def test_unwritable_logdir_is_one_line_exit_2(tmp_path):
-  record_fixtures.write_records(str(tmp_path / 'records'), num_train=16,
-                                num_val=8, image_hw=(SIZE, SIZE))
+def test_unwritable_logdir_is_one_line_exit_2(tmp_path, make_records,
+                                              run_module):
+  records_dir = make_records(num_train=16, num_val=8,
+                             image_hw=(SIZE, SIZE)).records_dir
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
-  result = subprocess.run(
-      [sys.executable, '-m', 'posternet.train',
-       f'--records={tmp_path / "records"}', f'--logdir={blocker}/runs',
-       '--model=small_cnn', f'--image_size={SIZE}', '--epochs=1'],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+  result = run_module(
+      'posternet.train', f'--records={records_dir}',
+      f'--logdir={blocker}/runs', '--model=small_cnn', f'--image_size={SIZE}',
+      '--epochs=1')
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   errors = [line for line in result.stderr.splitlines()

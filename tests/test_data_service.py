@@ -8,11 +8,8 @@ exit cleanly. Tests then pull training batches through the service.
 
 import collections
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -25,30 +22,21 @@ from posternet import records
 from posternet import train
 import record_fixtures
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 30
 SIZE = (16, 16)
 NUM_TRAIN = 48
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 class Server:
   """One data_service command as a subprocess, with its announced address."""
 
-  def __init__(self, role: str, *flags: str):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='',
-               PYTHONPATH=ROOT)
+  def __init__(self, run_module, role: str, *flags: str):
     self.role = role
-    self.process = subprocess.Popen(
-        [sys.executable, '-m', 'posternet.data_service', role, *flags],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+    self.process = run_module(
+        'posternet.data_service', role, *flags, start=True,
+        env={'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': ''},
+        stderr=subprocess.STDOUT)
     self.output = []
     self.address = None
     self._serving = threading.Event()
@@ -91,12 +79,10 @@ class Server:
 
 
 @pytest.fixture(scope='module')
-def records_dir(tmp_path_factory):
-  folder = str(tmp_path_factory.mktemp('records'))
+def records_dir(make_records):
   # 6 shards of 8: enough files for dynamic sharding to spread over 2 workers.
-  record_fixtures.write_records(folder, num_train=NUM_TRAIN, num_val=8,
-                                image_hw=SIZE, num_shards=6)
-  return folder
+  return make_records(num_train=NUM_TRAIN, num_val=8, image_hw=SIZE,
+                      num_shards=6).records_dir
 
 
 @pytest.fixture(scope='module')
@@ -106,16 +92,17 @@ def manifest(records_dir):
 
 
 @pytest.fixture(scope='module')
-def service():
+def service(run_module, free_port):
   """A dispatcher and two workers; yields (dispatcher address, workers)."""
   servers = []
   try:
-    dispatcher = Server('dispatcher', f'--port={free_port()}',
+    dispatcher = Server(run_module, 'dispatcher', f'--port={free_port()}',
                         '--worker_timeout=3')
     servers.append(dispatcher)
     address = dispatcher.wait_serving()
-    workers = [Server('worker', f'--dispatcher={address}', '--port=0',
-                      '--heartbeat_interval=0.5') for _ in range(2)]
+    workers = [Server(run_module, 'worker', f'--dispatcher={address}',
+                      '--port=0', '--heartbeat_interval=0.5')
+               for _ in range(2)]
     servers.extend(workers)
     for worker in workers:
       worker.wait_serving()
@@ -175,7 +162,8 @@ def test_parallel_epochs_streams_from_the_workers(manifest, service):
       _train_ids(manifest))
 
 
-def test_bad_address_is_a_clear_error_within_seconds(records_dir, service):
+def test_bad_address_is_a_clear_error_within_seconds(records_dir, service,
+                                                     free_port):
   _, workers = service
   nobody = f'grpc://127.0.0.1:{free_port()}'
   start = time.monotonic()
@@ -189,10 +177,10 @@ def test_bad_address_is_a_clear_error_within_seconds(records_dir, service):
     data_service.parse_address('grpc://127.0.0.1')
 
 
-def test_worker_command_with_bad_dispatcher_exits_2(tmp_path):
+def test_worker_command_with_bad_dispatcher_exits_2(run_module, free_port):
   start = time.monotonic()
-  worker = Server('worker', f'--dispatcher=127.0.0.1:{free_port()}',
-                  '--port=0')
+  worker = Server(run_module, 'worker',
+                  f'--dispatcher=127.0.0.1:{free_port()}', '--port=0')
   code = worker.process.wait(timeout=START_TIMEOUT_S)
   worker.stop()
   output = ''.join(worker.output)
@@ -237,15 +225,15 @@ def test_trainer_trains_through_the_service(records_dir, service, tmp_path):
   assert resolved['config']['data_service'] == address
 
 
-def test_trainer_with_bad_address_exits_2_within_seconds(records_dir):
+def test_trainer_with_bad_address_exits_2_within_seconds(records_dir,
+                                                         run_module,
+                                                         free_port):
   address = f'grpc://127.0.0.1:{free_port()}'
   start = time.monotonic()
-  result = subprocess.run(
-      [sys.executable, '-m', 'posternet.train', f'--records={records_dir}',
-       '--model=small_cnn', '--image_size=16', '--logdir=/nonexistent/never',
-       f'--data_service={address}'], cwd=ROOT, capture_output=True,
-      text=True, timeout=120,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT))
+  result = run_module(
+      'posternet.train', f'--records={records_dir}', '--model=small_cnn',
+      '--image_size=16', '--logdir=/nonexistent/never',
+      f'--data_service={address}', env={'TF_CPP_MIN_LOG_LEVEL': '2'})
   assert result.returncode == 2, result.stderr[-2000:]
   assert f'error: --data_service={address}: no tf.data service dispatcher' in (
       result.stderr)
@@ -255,17 +243,19 @@ def test_trainer_with_bad_address_exits_2_within_seconds(records_dir):
 
 
 def test_benchmark_service_rows(records_dir, manifest):
-  from tools import prefetch_bench  # pylint: disable=g-import-not-at-top
-  plan = prefetch_bench.decode_plan(manifest, SIZE)
-  names = [v['name'] for v in prefetch_bench.variants(plan, service=True)]
-  assert prefetch_bench.service_row(1) in names
-  assert prefetch_bench.service_row(2) in names
+  # pylint: disable=g-import-not-at-top
+  from tools.bench import measures
+  from tools.bench import runner
+  plan = measures.decode_plan(manifest, SIZE)
+  names = [v['name'] for v in runner.variants(plan, service=True)]
+  assert measures.service_row(1) in names
+  assert measures.service_row(2) in names
   assert not any('tf.data service' in v['name']
-                 for v in prefetch_bench.variants(plan))
-  setup = prefetch_bench.Setup(
+                 for v in runner.variants(plan))
+  setup = measures.Setup(
       records=records_dir, records_scaled=records_dir, images='',
       image_size=SIZE, batch_size=8, seconds=0.3, warmup_seconds=0.2,
       precision='float32')
-  [row] = prefetch_bench.measure_service(setup, workers=1)
+  [row] = measures.measure_service(setup, workers=1)
   assert row['service_workers'] == 1 and row['images_per_sec'] > 0
   assert row['images'] % 8 == 0  # whole batches, counted

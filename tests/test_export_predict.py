@@ -9,8 +9,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -23,7 +21,6 @@ from posternet import export
 from posternet import genres
 from posternet import images
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (40, 32)
 GENRE_LINE = re.compile(r'^  (\S.*) \((\d\.\d{3})\)$')
 
@@ -247,11 +244,6 @@ def test_a_folder_that_is_no_export_is_a_user_error(tmp_path):
 
 # The predict command, as a user runs it.
 
-def _predict(*args):
-  return subprocess.run([sys.executable, '-m', 'posternet.predict', *args],
-                        cwd=REPO, capture_output=True, text=True, timeout=120)
-
-
 def _blocks(stdout):
   """{poster: [(genre, probability), …]} from the text output."""
   blocks = {}
@@ -265,7 +257,8 @@ def _blocks(stdout):
   return blocks
 
 
-def test_predict_prints_top3_and_reports_bad_files(exported, tmp_path):
+def test_predict_prints_top3_and_reports_bad_files(exported, tmp_path,
+                                                   run_module):
   paths = exported['paths']
   truncated = tmp_path / 'truncated.jpg'
   truncated.write_bytes(exported['encoded']['large.jpg'][:300])
@@ -274,8 +267,9 @@ def test_predict_prints_top3_and_reports_bad_files(exported, tmp_path):
   missing = tmp_path / 'missing.jpg'
   plot = tmp_path / 'out.png'
   good = [paths['exact.jpg'], paths['large.jpg']]
-  run = _predict(f'--model={exported["dir"]}', f'--plot={plot}', good[0],
-                 str(truncated), str(not_image), good[1], str(missing))
+  run = run_module('posternet.predict', f'--model={exported["dir"]}',
+                   f'--plot={plot}', good[0], str(truncated), str(not_image),
+                   good[1], str(missing))
   assert run.returncode == 2, run.stderr
   assert 'Traceback' not in run.stderr
   blocks = _blocks(run.stdout)
@@ -297,10 +291,11 @@ def test_predict_prints_top3_and_reports_bad_files(exported, tmp_path):
   assert Image.open(plot).size == (240 + 320, 2 * 300)
 
 
-def test_predict_json_has_all_probabilities(exported):
+def test_predict_json_has_all_probabilities(exported, run_module):
   names = ['exact.jpg', 'poster.png', 'gray.jpg']
-  run = _predict(f'--model={exported["dir"]}', '--json', '--top_k=5',
-                 *[exported['paths'][n] for n in names])
+  run = run_module('posternet.predict', f'--model={exported["dir"]}',
+                   '--json', '--top_k=5',
+                   *[exported['paths'][n] for n in names])
   assert run.returncode == 0, run.stderr
   document = json.loads(run.stdout)
   assert document['errors'] == [] and document['image_size'] == list(IMAGE_SIZE)
@@ -313,10 +308,11 @@ def test_predict_json_has_all_probabilities(exported):
     assert len(shown) == 5 and shown == sorted(probabilities, reverse=True)[:5]
 
 
-def test_predict_tuned_threshold_prints_genres_above_it(exported):
+def test_predict_tuned_threshold_prints_genres_above_it(exported, run_module):
   names = ['exact.jpg', 'large.jpg']
-  run = _predict(f'--model={exported["dir"]}', '--threshold=tuned',
-                 *[exported['paths'][n] for n in names])
+  run = run_module('posternet.predict', f'--model={exported["dir"]}',
+                   '--threshold=tuned',
+                   *[exported['paths'][n] for n in names])
   assert run.returncode == 0, run.stderr
   blocks = _blocks(run.stdout)
   for name in names:
@@ -358,7 +354,7 @@ def rare_genre_export(exported):
 
 
 def test_predict_tuned_skips_a_genre_with_few_val_positives(
-    exported, rare_genre_export):
+    exported, rare_genre_export, run_module):
   exact = exported['expected']['exact.jpg']
   drama, history = (genres.GENRES.index(g) for g in ('Drama', 'History'))
   # Both below 0.5 on exact.jpg; tuned on History's few posters, its
@@ -370,8 +366,9 @@ def test_predict_tuned_skips_a_genre_with_few_val_positives(
   assert info['min_tuning_positives'] == export.MIN_TUNING_POSITIVES
   assert info['thresholds'][history] == export.DEFAULT_THRESHOLD
   assert info['thresholds'][drama] < exact[drama]
-  run = _predict(f'--model={rare_genre_export["dir"]}', '--threshold=tuned',
-                 exported['paths']['exact.jpg'])
+  run = run_module('posternet.predict',
+                   f'--model={rare_genre_export["dir"]}', '--threshold=tuned',
+                   exported['paths']['exact.jpg'])
   assert run.returncode == 0, run.stderr
   printed = {g for g, _ in _blocks(run.stdout)[exported['paths']['exact.jpg']]}
   above_half = {genres.GENRES[g] for g in range(genres.NUM_GENRES)
@@ -380,8 +377,9 @@ def test_predict_tuned_skips_a_genre_with_few_val_positives(
   assert 'History' not in printed
 
 
-def test_predict_without_a_model_folder_is_one_line(tmp_path):
-  run = _predict(f'--model={tmp_path / "nope"}', str(tmp_path / 'a.jpg'))
+def test_predict_without_a_model_folder_is_one_line(tmp_path, run_module):
+  run = run_module('posternet.predict', f'--model={tmp_path / "nope"}',
+                   str(tmp_path / 'a.jpg'))
   assert run.returncode == 2
   assert 'Traceback' not in run.stderr and run.stdout == ''
   assert run.stderr.strip().splitlines()[-1] == (

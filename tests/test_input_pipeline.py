@@ -25,27 +25,24 @@ SIZE = (32, 32)
 
 
 @pytest.fixture(scope='module')
-def fixed(tmp_path_factory):
+def fixed(make_records):
   """30 train and 11 val posters of 32×32, 3 shards per split (the handle)."""
-  folder = str(tmp_path_factory.mktemp('fixed'))
-  return record_fixtures.write_records(folder, num_train=30, num_val=11,
-                                       image_hw=SIZE, num_shards=3, seed=1)
+  return make_records('fixed', num_train=30, num_val=11, image_hw=SIZE,
+                      num_shards=3, seed=1)
 
 
 @pytest.fixture(scope='module')
-def big(tmp_path_factory):
+def big(make_records):
   """Posters stored at 64×64: room for DCT-ratio decodes."""
-  folder = str(tmp_path_factory.mktemp('big'))
-  return record_fixtures.write_records(folder, num_train=8, num_val=6,
-                                       image_hw=(64, 64), num_shards=2, seed=2)
+  return make_records('big', num_train=8, num_val=6, image_hw=(64, 64),
+                      num_shards=2, seed=2)
 
 
 @pytest.fixture(scope='module')
-def varied(tmp_path_factory):
+def varied(make_records):
   """Posters of varied sizes (heights 40–72, widths 28–52)."""
-  folder = str(tmp_path_factory.mktemp('varied'))
-  return record_fixtures.write_records(folder, num_train=8, num_val=9,
-                                       image_hw=None, num_shards=2, seed=3)
+  return make_records('varied', num_train=8, num_val=9, image_hw=None,
+                      num_shards=2, seed=3)
 
 
 def copy_of(manifest, folder):
@@ -197,10 +194,9 @@ def test_varied_sizes_are_resized_per_poster(varied):
   assert len(stored) > 1
 
 
-def test_store_size_in_manifest_drives_the_plan(tmp_path):
-  manifest = record_fixtures.write_records(
-      str(tmp_path), num_train=2, num_val=2, image_hw=None,
-      store_size=(48, 40))
+def test_store_size_in_manifest_drives_the_plan(make_records):
+  manifest = make_records(num_train=2, num_val=2, image_hw=None,
+                          store_size=(48, 40))
   assert manifest.store_size == (48, 40)
   stored = manifest.stored_size_range('train')
   assert stored == ((48, 40), (48, 40))
@@ -410,6 +406,7 @@ def test_stop_after_builds_each_stage(fixed):
   assert build('batch') == tf.TensorSpec([None], tf.string)
   assert set(build('parse')) == set(records.FEATURES)
   assert build('decode')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
+  assert build('augment')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
   with pytest.raises(cli.UserError, match='stop_after'):
     build('resize')
 

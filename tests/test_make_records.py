@@ -10,8 +10,6 @@ import hashlib
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -30,7 +28,6 @@ from posternet import records
 from posternet import shard_plan
 from posternet import verify
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------ helpers
@@ -95,13 +92,9 @@ def folder_bytes(folder) -> dict:
           if not (folder / name).is_dir()}
 
 
-def run_command(*args, cwd=REPO):
-  """Starts `python -m tools.make_records ARGS` as a real process."""
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.Popen(
-      [sys.executable, '-m', 'tools.make_records', '--noprogress', *args],
-      cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True)
+def _converter(run_module, *args):
+  """`python -m tools.make_records --noprogress ARGS`, started."""
+  return run_module('tools.make_records', '--noprogress', *args, start=True)
 
 
 @pytest.fixture(scope='module')
@@ -300,25 +293,28 @@ def test_min_shards_raises_the_count_for_small_sets(n, split, min_shards,
 
 
 def test_min_shards_flag_gives_every_split_enough_shards(synthetic_set,
-                                                         tmp_path):
+                                                         tmp_path, run_module):
   csv_path, image_dir = synthetic_set
-  process = run_command(f'--csv={csv_path}', f'--images={image_dir}',
-                        f'--out={tmp_path}', '--min_shards=3')
+  process = _converter(run_module, f'--csv={csv_path}',
+                       f'--images={image_dir}', f'--out={tmp_path}',
+                       '--min_shards=3')
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 0, stderr
   manifest = records.Manifest.read(str(tmp_path))
   for split in records.SPLITS:
     assert len(manifest.split_info(split).shards) == 3
-  bad = run_command(f'--csv={csv_path}', f'--images={image_dir}',
-                    f'--out={tmp_path / "bad"}', '--min_shards=0')
+  bad = _converter(run_module, f'--csv={csv_path}', f'--images={image_dir}',
+                   f'--out={tmp_path / "bad"}', '--min_shards=0')
   _, stderr = bad.communicate(timeout=120)
   assert bad.returncode != 0 and '--min_shards=0' in stderr
 
 
-def test_bad_store_size_is_a_one_line_error(synthetic_set, tmp_path):
+def test_bad_store_size_is_a_one_line_error(synthetic_set, tmp_path,
+                                            run_module):
   csv_path, image_dir = synthetic_set
-  process = run_command(f'--csv={csv_path}', f'--images={image_dir}',
-                        f'--out={tmp_path}', '--store_size=big')
+  process = _converter(run_module, f'--csv={csv_path}',
+                       f'--images={image_dir}', f'--out={tmp_path}',
+                       '--store_size=big')
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 2
   assert stderr.strip().splitlines()[-1].startswith('error: --store_size=big')
@@ -335,12 +331,12 @@ def _slow_dataset(root, count: int) -> tuple:
   return write_dataset(root, files)
 
 
-def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path):
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, run_module):
   csv_path, image_dir = _slow_dataset(tmp_path / 'data', 480)
   killed, whole = tmp_path / 'killed', tmp_path / 'whole'
-  process = run_command(f'--csv={csv_path}', f'--images={image_dir}',
-                        f'--out={killed}', '--store_size=256x256',
-                        '--workers=1')
+  process = _converter(run_module, f'--csv={csv_path}',
+                       f'--images={image_dir}', f'--out={killed}',
+                       '--store_size=256x256', '--workers=1')
   state = killed / convert.STATE_DIR
   deadline = time.monotonic() + 60
   while time.monotonic() < deadline and process.poll() is None:
@@ -585,7 +581,8 @@ def test_unwritable_output_folder(tmp_path):
 # ------------------------------------------------------ the command, for real
 
 
-def test_command_exit_codes_and_one_line_errors(converted, tmp_path):
+def test_command_exit_codes_and_one_line_errors(converted, tmp_path,
+                                                run_module):
   """Real processes: exit 0 when all is well; 2 and one line on bad input.
 
   (The other bad inputs raise the same cli.UserError, tested in-process.)
@@ -612,7 +609,8 @@ def test_command_exit_codes_and_one_line_errors(converted, tmp_path):
                     str(tmp_path / 'data' / 'Images' / 'ttbad.jpg')),
       'verify corrupt': ([f'--verify={corrupt}'], 2, 'problem(s) in'),
   }
-  processes = {name: run_command(*args) for name, (args, _, _) in cases.items()}
+  processes = {name: _converter(run_module, *args)
+               for name, (args, _, _) in cases.items()}
   outputs = {}
   for name, process in processes.items():
     stdout, stderr = outputs[name] = process.communicate(timeout=120)

@@ -7,9 +7,7 @@ that the chief wrote the run folder, and that the other worker left nothing.
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,21 +15,6 @@ import pytest
 from posternet import cli
 from posternet import multi_worker
 from posternet import train
-import record_fixtures
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_ports(count: int) -> list:
-  """Ports the OS says are free on 127.0.0.1 (bound, read, released)."""
-  sockets = [socket.socket() for _ in range(count)]
-  try:
-    for s in sockets:
-      s.bind(('127.0.0.1', 0))
-    return [s.getsockname()[1] for s in sockets]
-  finally:
-    for s in sockets:
-      s.close()
 
 
 def tf_config(addresses, index, task_type='worker', chief=None) -> str:
@@ -91,10 +74,10 @@ def test_worker_folders():
       'runs/a', 'workertemp_worker_1')
 
 
-def test_trainer_without_tf_config_fails_clearly(tmp_path, monkeypatch):
+def test_trainer_without_tf_config_fails_clearly(tmp_path, monkeypatch,
+                                                  make_records):
   monkeypatch.delenv('TF_CONFIG', raising=False)
-  records_dir = str(tmp_path / 'records')
-  record_fixtures.write_records(records_dir, num_train=8, num_val=4)
+  records_dir = make_records(num_train=8, num_val=4).records_dir
   config = train.Config(records=records_dir, logdir=str(tmp_path / 'runs'),
                         model='small_cnn', image_size=(32, 32), batch_size=4,
                         epochs=1, strategy='multi_worker')
@@ -108,28 +91,27 @@ def test_trainer_without_tf_config_fails_clearly(tmp_path, monkeypatch):
 # --- Two real workers. ---
 
 
-def _launch(index, addresses, records_dir, logdir, log_path):
-  env = dict(os.environ, TF_CONFIG=tf_config(addresses, index),
-             TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='',
-             PYTHONPATH=ROOT)
-  command = [sys.executable, '-m', 'posternet.train', f'--records={records_dir}',
-             f'--logdir={logdir}', '--run_name=mw', '--model=small_cnn',
-             '--image_size=32', '--batch_size=8', '--epochs=2',
-             '--strategy=multi_worker', '--verbose=2', '--precision=float32']
+def _launch(run_module, index, addresses, records_dir, logdir, log_path):
+  env = {'TF_CONFIG': tf_config(addresses, index),
+         'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': ''}
   with open(log_path, 'w') as log:
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return run_module(
+        'posternet.train', f'--records={records_dir}', f'--logdir={logdir}',
+        '--run_name=mw', '--model=small_cnn', '--image_size=32',
+        '--batch_size=8', '--epochs=2', '--strategy=multi_worker',
+        '--verbose=2', '--precision=float32', env=env, start=True,
+        stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_two_workers_train_and_only_the_chief_writes(tmp_path):
-  records_dir = str(tmp_path / 'records')
+def test_two_workers_train_and_only_the_chief_writes(tmp_path, make_records,
+                                                     run_module, free_ports):
   # 2 train shards: one per worker (each reads its own file).
-  record_fixtures.write_records(records_dir, num_train=32, num_val=8,
-                                num_shards=2)
+  records_dir = make_records(num_train=32, num_val=8,
+                             num_shards=2).records_dir
   logdir = tmp_path / 'runs'
   addresses = [f'127.0.0.1:{port}' for port in free_ports(2)]
   logs = [tmp_path / f'worker{i}.log' for i in range(2)]
-  workers = [_launch(i, addresses, records_dir, logdir, logs[i])
+  workers = [_launch(run_module, i, addresses, records_dir, logdir, logs[i])
              for i in range(2)]
   try:
     deadline = time.monotonic() + 240

@@ -1,4 +1,4 @@
-"""Tests for tools/prefetch_bench.py: it runs end to end and reports every field.
+"""Tests of tools/prefetch_bench.py and tools/bench/: end to end, every field.
 
 No speed verdicts here: the benchmark's own table checks the targets. These
 tests only check that every measurement runs, on real records, in real
@@ -8,56 +8,48 @@ whose numbers measure nothing, gives no verdict.
 
 import json
 import os
-import subprocess
-import sys
 
 from absl import flags
 import pytest
 
 from posternet import cli
 from posternet import records
-from tests import record_fixtures
-from tools import prefetch_bench
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tools.bench import data
+from tools.bench import measures
+from tools.bench import runner
+from tools.bench import summary
+from tools.bench import timing
+from tools import prefetch_bench  # pylint: disable=unused-import (flags)
 
 TOP_LEVEL = ('ceiling_images_per_sec', 'pipeline_images_per_sec',
              'seed_loop_images_per_sec', 'keras_dir_images_per_sec',
              'stall_ratio', 'rss_growth')
 
 
-def _bench(*args, timeout=120):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run(
-      [sys.executable, '-m', 'tools.prefetch_bench', *args], cwd=REPO,
-      env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
 @pytest.fixture(scope='module')
-def tiny_records(tmp_path_factory):
+def bench_records(make_records):
   """A records folder of 48 + 8 posters stored at 80×80 (--quick's size)."""
-  folder = str(tmp_path_factory.mktemp('records'))
-  record_fixtures.write_records(folder, num_train=48, num_val=8,
-                                image_hw=(96, 72), store_size=(80, 80))
-  return folder
+  return make_records(num_train=48, num_val=8, image_hw=(96, 72),
+                      store_size=(80, 80)).records_dir
 
 
-def _setup(tiny_records, tmp_path):
-  manifest = records.Manifest.read(tiny_records)
-  return prefetch_bench.Setup(
-      records=tiny_records,
-      records_scaled=prefetch_bench.scaled_records(
+def _setup(bench_records, tmp_path):
+  manifest = records.Manifest.read(bench_records)
+  return measures.Setup(
+      records=bench_records,
+      records_scaled=data.scaled_records(
           manifest, str(tmp_path / 'scaled')),
-      images=prefetch_bench.posters_from_records(
+      images=data.posters_from_records(
           manifest, str(tmp_path / 'posters')),
       image_size=(80, 80), batch_size=8, seconds=0.2, warmup_seconds=0.1,
       precision='float32')
 
 
-def test_quick_run_reports_every_field(tiny_records, tmp_path):
+def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
   out = tmp_path / 'bench.json'
-  result = _bench('--quick', f'--records={tiny_records}',
-                  f'--work_dir={tmp_path / "work"}', f'--out={out}')
+  result = run_module('tools.prefetch_bench', '--quick',
+                      f'--records={bench_records}',
+                      f'--work_dir={tmp_path / "work"}', f'--out={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(out.read_text())
   for key in TOP_LEVEL:
@@ -87,44 +79,44 @@ def test_quick_run_reports_every_field(tiny_records, tmp_path):
   assert result.stdout.count('smoke test') == 1
   # The same numbers, were they a measurement, get a verdict per target.
   report['setup']['quick'] = False
-  report['targets'] = prefetch_bench.targets(report)
-  table = prefetch_bench.format_table(report)
+  report['targets'] = summary.targets(report)
+  table = summary.format_table(report)
   assert table.count(': met') + table.count(': MISSED') == 6
   assert 'smoke test' not in table
 
 
-def test_isolated_variant_runs_in_its_own_process(tiny_records, tmp_path):
-  setup = _setup(tiny_records, tmp_path)
-  variant = next(v for v in prefetch_bench.variants(
-      prefetch_bench.decode_plan(records.Manifest.read(tiny_records),
+def test_isolated_variant_runs_in_its_own_process(bench_records, tmp_path):
+  setup = _setup(bench_records, tmp_path)
+  variant = next(v for v in runner.variants(
+      measures.decode_plan(records.Manifest.read(bench_records),
                                  (80, 80)))
-                 if v['name'] == prefetch_bench.PIPELINE_ROW)
-  rows = prefetch_bench.run_isolated(setup, variant)
-  assert [row['name'] for row in rows] == [prefetch_bench.PIPELINE_ROW]
+                 if v['name'] == measures.PIPELINE_ROW)
+  rows = runner.run_isolated(setup, variant)
+  assert [row['name'] for row in rows] == [measures.PIPELINE_ROW]
   assert rows[0]['images_per_sec'] > 0
   # A whole Python + TensorFlow process: far above this test's few MB.
   assert rows[0]['peak_rss_bytes'] > 100e6
   assert rows[0]['images'] % 8 == 0  # Counted in whole batches of 8.
 
 
-def test_time_dataset_counts_every_image(tiny_records, tmp_path):
+def test_time_dataset_counts_every_image(bench_records, tmp_path):
   import tensorflow as tf
   # Batches of 3 and 5 alternate: the count must add real batch sizes.
   dataset = tf.data.Dataset.from_tensor_slices(tf.zeros([8, 2])).batch(
       3).take(1).concatenate(
           tf.data.Dataset.from_tensor_slices(tf.zeros([5, 2])).batch(5)
       ).repeat()
-  pull = prefetch_bench.batch_counter(dataset)
+  pull = timing.batch_counter(dataset)
   assert pull(4) == 3 + 5 + 3 + 5
   # The warm-up pulls 1, 2, 4, … batches: 2^k - 1 in all, an odd number, so
   # the timed part starts at a batch of 5 and adds 5, 3, 5, 3, …
-  row = prefetch_bench.time_dataset(dataset, 0.05, 0.05)
+  row = timing.time_dataset(dataset, 0.05, 0.05)
   assert row['images'] % 8 in (0, 5) and row['images_per_sec'] > 0
 
 
-def test_scaled_records_list_every_shard_four_times(tiny_records, tmp_path):
-  original = records.Manifest.read(tiny_records)
-  scaled = prefetch_bench.scaled_records(original, str(tmp_path / 'x4'))
+def test_scaled_records_list_every_shard_four_times(bench_records, tmp_path):
+  original = records.Manifest.read(bench_records)
+  scaled = data.scaled_records(original, str(tmp_path / 'x4'))
   manifest = records.Manifest.read(scaled)
   for split in records.SPLITS:
     assert manifest.num_examples(split) == 4 * original.num_examples(split)
@@ -134,31 +126,32 @@ def test_scaled_records_list_every_shard_four_times(tiny_records, tmp_path):
 
 
 def test_synthetic_records_made_once_then_reused(tmp_path):
-  made = prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80))
+  made = data.synthetic_records(str(tmp_path), 40, (80, 80))
   records_dir, images_dir = made
   manifest = records.Manifest.read(records_dir)
   assert manifest.store_size == (80, 80)
   assert sum(manifest.num_examples(s) for s in records.SPLITS) == 40
-  assert len(prefetch_bench.poster_paths(images_dir)) == 40
+  assert len(data.poster_paths(images_dir)) == 40
   stamp = os.path.getmtime(records.manifest_path(records_dir))
-  assert prefetch_bench.synthetic_records(str(tmp_path), 40, (80, 80)) == made
+  assert data.synthetic_records(str(tmp_path), 40, (80, 80)) == made
   assert os.path.getmtime(records.manifest_path(records_dir)) == stamp
 
 
-def test_prepare_rejects_bad_folders(tiny_records, tmp_path):
+def test_prepare_rejects_bad_folders(bench_records, tmp_path):
   with pytest.raises(cli.UserError, match='does not exist'):
-    prefetch_bench.prepare(str(tmp_path / 'nope'), None, str(tmp_path), 10,
+    data.prepare(str(tmp_path / 'nope'), None, str(tmp_path), 10,
                            (80, 80))
   with pytest.raises(cli.UserError, match='is not a folder'):
-    prefetch_bench.prepare(tiny_records, str(tmp_path / 'nope'),
+    data.prepare(bench_records, str(tmp_path / 'nope'),
                            str(tmp_path), 10, (80, 80))
   with pytest.raises(cli.UserError, match='give --records too'):
-    prefetch_bench.prepare(None, str(tmp_path), str(tmp_path), 10, (80, 80))
+    data.prepare(None, str(tmp_path), str(tmp_path), 10, (80, 80))
 
 
-def test_bad_flags_are_one_line_errors(tmp_path):
-  result = _bench(f'--records={tmp_path / "missing"}', '--quick',
-                  f'--work_dir={tmp_path}', f'--out={tmp_path / "b.json"}')
+def test_bad_flags_are_one_line_errors(tmp_path, run_module):
+  result = run_module('tools.prefetch_bench',
+                      f'--records={tmp_path / "missing"}', '--quick',
+                      f'--work_dir={tmp_path}', f'--out={tmp_path / "b.json"}')
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith('error: ')
   assert 'Traceback' not in result.stderr

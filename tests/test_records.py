@@ -9,8 +9,6 @@ in every command that opens a records folder (issue 12, case 8).
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,9 +20,6 @@ from posternet import genres
 from posternet import records
 from posternet import train
 from posternet import verify
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def test_example_round_trip():
   labels = np.zeros(genres.NUM_GENRES, np.float32)
@@ -179,10 +174,8 @@ BAD_SHAPES = {
 
 
 @pytest.fixture(scope='module')
-def good_records(tmp_path_factory):
-  folder = str(tmp_path_factory.mktemp('good'))
-  record_fixtures.write_records(folder, num_train=4, num_val=2)
-  return folder
+def good_records(make_records):
+  return make_records('good', num_train=4, num_val=2).records_dir
 
 
 def _bad_copy(good_records, folder, case) -> str:
@@ -230,14 +223,11 @@ def test_train_on_a_wrong_shape_is_a_user_error(good_records, tmp_path):
 
 
 def test_verify_command_on_a_wrong_shape_exits_2_with_one_line(
-    good_records, tmp_path):
+    good_records, tmp_path, run_module):
   folder = _bad_copy(good_records, str(tmp_path / 'bad'),
                      'split without shards')
-  result = subprocess.run(
-      [sys.executable, '-m', 'tools.make_records', '--noprogress',
-       f'--verify={folder}'], cwd=REPO, capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='3'),
-      timeout=120, check=False)
+  result = run_module('tools.make_records', '--noprogress',
+                      f'--verify={folder}')
   assert result.returncode == 2, result.stderr
   assert 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (

@@ -5,10 +5,6 @@ and the paths posternet builds; the other schemes must fail before any I/O
 with a message that says what to install and its TensorFlow 2.17 limit.
 """
 
-import os
-import subprocess
-import sys
-
 import pytest
 import tensorflow as tf
 
@@ -17,9 +13,6 @@ from posternet import input_pipeline
 from posternet import records
 from posternet import remote
 from posternet import train
-import record_fixtures
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_scheme():
@@ -36,10 +29,8 @@ def test_gs_reaches_tensorflows_gcs_filesystem():
   remote.check_path('/local/records', '--records')
 
 
-def test_shard_paths_under_gs_stay_urls(tmp_path):
-  manifest = record_fixtures.write_records(str(tmp_path), num_train=4,
-                                           num_val=2)
-  paths = manifest.at('gs://bucket/records').shard_paths('train')
+def test_shard_paths_under_gs_stay_urls(tiny_records):
+  paths = tiny_records.at('gs://bucket/records').shard_paths('train')
   assert paths == ['gs://bucket/records/train-00000-of-00002.tfrecord',
                    'gs://bucket/records/train-00001-of-00002.tfrecord']
   assert records.manifest_path('gs://b/r') == 'gs://b/r/manifest.json'
@@ -62,25 +53,21 @@ def test_unknown_scheme_lists_the_known_ones():
     remote.check_path('ftp://host/records', '--records')
 
 
-def test_every_reader_and_the_trainer_check_the_scheme(tmp_path):
+def test_every_reader_and_the_trainer_check_the_scheme(tiny_records):
   with pytest.raises(cli.UserError, match='tensorflow-io'):
     records.Manifest.read('s3://bucket/records')
   with pytest.raises(cli.UserError, match='tensorflow-io'):
     input_pipeline.make_dataset(records.Manifest.read('hdfs://nn/records'),
                                 'train', 4, (32, 32))
-  local = str(tmp_path / 'records')
-  record_fixtures.write_records(local, num_train=4, num_val=2)
+  local = tiny_records.records_dir
   with pytest.raises(cli.UserError, match='--logdir s3://b/runs'):
     train.run(train.Config(records=local, logdir='s3://b/runs',
                            model='small_cnn', image_size=(32, 32)))
 
 
-def test_converter_command_exits_2_with_the_message(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'tools.make_records', '--csv=s3://b/train.csv',
-       '--images=s3://b/Images', f'--out={tmp_path / "out"}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120,
-      env=dict(os.environ, PYTHONPATH=ROOT))
+def test_converter_command_exits_2_with_the_message(tmp_path, run_module):
+  result = run_module('tools.make_records', '--csv=s3://b/train.csv',
+                      '--images=s3://b/Images', f'--out={tmp_path / "out"}')
   assert result.returncode == 2
   assert 'error: --csv s3://b/train.csv: s3:// needs tensorflow-io' in (
       result.stderr)
@@ -88,9 +75,8 @@ def test_converter_command_exits_2_with_the_message(tmp_path):
   assert not (tmp_path / 'out').exists()
 
 
-def test_remote_run_folder_needs_a_local_export(tmp_path):
-  local = str(tmp_path / 'records')
-  record_fixtures.write_records(local, num_train=4, num_val=2)
+def test_remote_run_folder_needs_a_local_export(tmp_path, tiny_records):
+  local = tiny_records.records_dir
   with pytest.raises(cli.UserError, match='--export_dir=LOCAL_FOLDER'):
     train.check_config(train.Config(records=local, logdir='gs://b/runs',
                                     model='small_cnn', image_size=(32, 32)))

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,6 +17,8 @@ import tensorflow as tf
 from posternet import cli
 from posternet import genres
 from posternet import synthetic
+from posternet import synthetic_labels
+from posternet import synthetic_posters
 
 # Real shares (real_sample/README.md), in percentage points.
 REAL_COUNT_SHARES = {1: 18, 2: 31, 3: 51}
@@ -144,7 +145,7 @@ def test_rerun_replaces_an_earlier_run(tmp_path):
 
 
 def test_labels_have_the_real_statistics():
-  labels = synthetic.sample_labels(np.random.default_rng(0), 100_000)
+  labels = synthetic_labels.sample_labels(np.random.default_rng(0), 100_000)
   assert labels.dtype == np.float32 and labels.shape == (100_000, 25)
   assert set(np.unique(labels)) == {0.0, 1.0}
   counts = labels.sum(axis=1)
@@ -152,7 +153,7 @@ def test_labels_have_the_real_statistics():
     assert abs(100 * np.mean(counts == count) - share) < TOLERANCE_POINTS
   assert counts.min() == 1 and counts.max() == 3
   frequency = 100 * labels.mean(axis=0)
-  for genre, real in synthetic.GENRE_FREQUENCY.items():
+  for genre, real in synthetic_labels.GENRE_FREQUENCY.items():
     assert abs(frequency[genres.GENRES.index(genre)] - 100 * real) < (
         TOLERANCE_POINTS), genre
   assert labels[:, genres.GENRES.index('Reality-TV')].sum() > 0
@@ -190,7 +191,7 @@ def test_each_genre_colour_marks_its_posters(thumbnails):
   for k, genre in enumerate(genres.GENRES):
     if labels[:, k].sum() < 8:
       continue
-    color = np.array(synthetic.GENRE_STYLE[genre][0], np.float32)
+    color = np.array(synthetic_posters.GENRE_STYLE[genre][0], np.float32)
     near = (((pixels - color) ** 2).sum(axis=-1) < 40**2).mean(axis=(1, 2))
     assert _auc(labels[:, k], near) > 0.75, genre
 
@@ -255,32 +256,26 @@ def test_bad_arguments_raise_user_errors(tmp_path):
     synthetic.generate(str(blocker / 'out'), 2, workers=1)
 
 
-def _command(*flags_):
-  return [sys.executable, '-m', 'posternet.synthetic', *flags_]
-
-
-def test_command_line(tmp_path):
-  done = subprocess.run(_command(f'--out={tmp_path}', '--num_posters=3',
-                                 '--workers=1', '--duplicate_rows=1'),
-                        capture_output=True, text=True, check=False)
+def test_command_line(tmp_path, run_module):
+  done = run_module('posternet.synthetic', f'--out={tmp_path}',
+                    '--num_posters=3', '--workers=1', '--duplicate_rows=1')
   assert done.returncode == 0, done.stderr
   assert re.search(r'wrote 3 posters .* in [\d.]+ s .*' +
                    re.escape(synthetic.CSV_NAME), done.stdout)
   assert len(_read_csv(tmp_path / synthetic.CSV_NAME)[1]) == 4
-  bad = subprocess.run(_command(f'--out={tmp_path}', '--num_posters=0'),
-                       capture_output=True, text=True, check=False)
+  bad = run_module('posternet.synthetic', f'--out={tmp_path}',
+                   '--num_posters=0')
   assert bad.returncode == cli.EXIT_USER_ERROR
   assert bad.stderr.strip().splitlines() == [
       'error: --num_posters must be at least 1, not 0']
-  stray = subprocess.run(_command(f'--out={tmp_path}', 'extra'),
-                         capture_output=True, text=True, check=False)
+  stray = run_module('posternet.synthetic', f'--out={tmp_path}', 'extra')
   assert stray.returncode != 0 and 'unexpected arguments' in stray.stderr
 
 
-def test_a_killed_run_leaves_no_half_written_poster(tmp_path):
-  run = subprocess.Popen(_command(f'--out={tmp_path}', '--num_posters=5000',
-                                  '--workers=1'),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_a_killed_run_leaves_no_half_written_poster(tmp_path, run_module):
+  run = run_module('posternet.synthetic', f'--out={tmp_path}',
+                   '--num_posters=5000', '--workers=1', start=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   images = tmp_path / 'Images'
   deadline = time.monotonic() + 30
   while time.monotonic() < deadline and (

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from absl import flags
@@ -23,15 +22,14 @@ import tensorflow as tf
 
 import record_fixtures
 from posternet import cli
-from posternet import dashboards
 from posternet import export
 from posternet import genres
 from posternet import hardware
+from posternet import hparams_dashboard
 from posternet import models
 from posternet import records
 from posternet import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The learning runs: small enough for seconds, big enough to learn.
 NUM_TRAIN, NUM_VAL, SIZE = 512, 64, 24
@@ -104,8 +102,8 @@ def test_resolved_settings_are_config_json_and_hparams():
       'strategy', 'strategy_reason', 'num_gpus', 'steps_per_epoch',
       'val_steps', 'val_examples', 'run_dir', 'chief_backup', 'export_dir'}
   config = train.Config(records='r', image_size=(64, 48))
-  values = dashboards.hparams_values(dataclasses.asdict(config),
-                                     settings.hparams())
+  values = hparams_dashboard.hparams_values(dataclasses.asdict(config),
+                                            settings.hparams())
   assert set(values) == {
       'records', 'model', 'image_size', 'model_size', 'batch_size', 'epochs',
       'learning_rate', 'precision', 'jit_compile', 'steps_per_execution',
@@ -158,12 +156,11 @@ def _shuffled_copy(source, target, seed=0):
 
 
 @pytest.fixture(scope='module')
-def learnable(tmp_path_factory):
+def learnable(tmp_path_factory, make_records):
   """{'real': records folder, 'shuffled': the same with labels shuffled}."""
-  root = tmp_path_factory.mktemp('records')
-  real, shuffled = str(root / 'real'), str(root / 'shuffled')
-  record_fixtures.write_records(real, num_train=NUM_TRAIN, num_val=NUM_VAL,
-                                image_hw=(SIZE, SIZE), num_shards=2, seed=3)
+  real = make_records('real', num_train=NUM_TRAIN, num_val=NUM_VAL,
+                      image_hw=(SIZE, SIZE), num_shards=2, seed=3).records_dir
+  shuffled = str(tmp_path_factory.mktemp('records') / 'shuffled')
   _shuffled_copy(real, shuffled)
   return {'real': real, 'shuffled': shuffled}
 
@@ -263,20 +260,15 @@ def keras_policy(name: str):
     keras.mixed_precision.set_global_policy(previous)
 
 
-def _command(*args, **kwargs):
-  return subprocess.Popen(
-      [sys.executable, '-m', 'posternet.train', *args], cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path):
+def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path,
+                                                      run_module):
   epochs, batch = 4, 8
   args = [f'--records={learnable["real"]}', f'--logdir={tmp_path}',
           '--run_name=k', '--model=small_cnn', f'--image_size={SIZE}',
           f'--batch_size={batch}', f'--epochs={epochs}', '--verbose=0',
           '--export_dir=']
   marker = tmp_path / 'k' / 'backup' / 'epoch-0001'  # complete when it exists
-  first = _command(*args)
+  first = run_module('posternet.train', *args, start=True)
   deadline = time.time() + 120
   while not marker.exists() and first.poll() is None and time.time() < deadline:
     time.sleep(0.02)
@@ -284,7 +276,7 @@ def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path):
   first.send_signal(signal.SIGKILL)
   first.communicate()
   assert first.returncode == -signal.SIGKILL
-  second = _command(*args)
+  second = run_module('posternet.train', *args, start=True)
   _, stderr = second.communicate(timeout=180)
   assert second.returncode == 0, stderr[-2000:]
   with open(tmp_path / 'k' / 'summary.json') as f:
@@ -296,15 +288,15 @@ def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path):
   assert sorted(set(epochs_logged)) == list(range(epochs))
 
 
-def test_log_lines_stand_alone_when_not_a_terminal(learnable, tmp_path):
+def test_log_lines_stand_alone_when_not_a_terminal(learnable, tmp_path,
+                                                   run_module):
   # stdout and stderr into one pipe, as in a log file: Keras' progress and
   # the epoch's log lines must not share a line.
-  process = subprocess.run(
-      [sys.executable, '-m', 'posternet.train',
-       f'--records={learnable["real"]}', f'--logdir={tmp_path}',
-       '--model=small_cnn', f'--image_size={SIZE}', '--batch_size=64',
-       '--epochs=2', '--export_dir='], cwd=REPO, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+  process = run_module(
+      'posternet.train', f'--records={learnable["real"]}',
+      f'--logdir={tmp_path}', '--model=small_cnn', f'--image_size={SIZE}',
+      '--batch_size=64', '--epochs=2', '--export_dir=',
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
   assert process.returncode == 0, process.stdout[-2000:]
   lines = process.stdout.splitlines()
   rate_lines = [line for line in lines if 'images/s (' in line]
@@ -315,10 +307,10 @@ def test_log_lines_stand_alone_when_not_a_terminal(learnable, tmp_path):
   assert '\r' not in process.stdout and '\x1b[' not in process.stdout
 
 
-def test_missing_records_is_one_line_exit_2(tmp_path):
-  process = _command('--flagfile=configs/seed.cfg',
-                     f'--records={tmp_path / "missing"}',
-                     f'--logdir={tmp_path}')
+def test_missing_records_is_one_line_exit_2(tmp_path, run_module):
+  process = run_module('posternet.train', '--flagfile=configs/seed.cfg',
+                       f'--records={tmp_path / "missing"}',
+                       f'--logdir={tmp_path}', start=True)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 2
   assert 'Traceback' not in stderr
@@ -329,11 +321,11 @@ def test_missing_records_is_one_line_exit_2(tmp_path):
   assert not os.listdir(tmp_path)  # nothing written
 
 
-def test_demo_config_parses(tmp_path):
+def test_demo_config_parses(tmp_path, run_module):
   (tmp_path / 'empty').mkdir()
-  process = _command('--flagfile=configs/demo.cfg',
-                     f'--records={tmp_path / "empty"}', f'--logdir={tmp_path}',
-                     '--epochs=0')
+  process = run_module('posternet.train', '--flagfile=configs/demo.cfg',
+                       f'--records={tmp_path / "empty"}',
+                       f'--logdir={tmp_path}', '--epochs=0', start=True)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 2 and 'Traceback' not in stderr
   assert stderr.strip().splitlines()[-1] == (
@@ -363,17 +355,17 @@ def test_an_epoch_of_hours_is_announced_early(caplog):
   assert 'one epoch of 1000000 steps will take about' in warnings[0]
 
 
-def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path):
+def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path,
+                                               tiny_records):
   base = dict(logdir=str(tmp_path / 'runs'), **LEARN)
   empty = tmp_path / 'empty'
   empty.mkdir()
   with pytest.raises(cli.UserError, match='manifest.json not found'):
     train.run(train.Config(records=str(empty), **base))
-  old = tmp_path / 'old'
-  manifest = record_fixtures.write_records(str(old), num_train=4, num_val=2)
-  dataclasses.replace(manifest, format_version=0).write(str(old))
+  old = tiny_records.records_dir
+  dataclasses.replace(tiny_records, format_version=0).write(old)
   with pytest.raises(cli.UserError, match='format version 0'):
-    train.run(train.Config(records=str(old), **base))
+    train.run(train.Config(records=old, **base))
   with pytest.raises(cli.UserError, match='seed_cnn needs .* at least 76x76'):
     train.run(train.Config(records=learnable['real'],
                            **{**base, 'model': 'seed_cnn'}))

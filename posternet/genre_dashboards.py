@@ -1,0 +1,190 @@
+"""Per-genre results and the val poster grid: the run's validation/ dashboards.
+
+Per epoch (every --dashboard_every_epochs): genre_roc_auc/<g> and
+genre_support/<g> scalars, the genre_table text, a PR curve per genre
+(pr_curves/<g>), the val_posters image grid (true genres and top-3
+predictions) and its val_posters_table text.
+
+The per-genre numbers cost no extra pass: at the end of an epoch the
+compiled multi-label ROC-AUC metric still holds the validation pass's
+confusion counts (200 thresholds x 25 genres), from which per-genre ROC-AUC,
+support and PR curves follow. Only the poster grid runs the model, on 8
+posters.
+"""
+
+import math
+from typing import Mapping, Optional, Sequence, Tuple
+
+from absl import logging
+import keras
+from keras import ops
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.pr_curve import summary as pr_summary
+
+from posternet import genres
+from posternet import input_pipeline
+from posternet import records
+from posternet import render
+
+GRID_POSTERS = 8      # validation posters in the val_posters grid
+
+
+# --- Per-genre results from the validation pass. ---
+
+
+def find_genre_auc(model: keras.Model) -> Optional[keras.metrics.AUC]:
+  """The compiled multi-label ROC AUC metric over the 25 genres, if any."""
+  pending = list(model.metrics)
+  while pending:
+    metric = pending.pop(0)
+    if (isinstance(metric, keras.metrics.AUC) and metric.multi_label and
+        metric.curve.name == 'ROC' and
+        metric.num_labels == genres.NUM_GENRES):
+      return metric
+    pending.extend(getattr(metric, 'metrics', []))
+  return None
+
+
+def confusion(metric: keras.metrics.AUC) -> dict:
+  """The metric's counts, each float64 [thresholds, genres]."""
+  names = ('true_positives', 'false_positives', 'true_negatives',
+           'false_negatives')
+  return {name: np.asarray(ops.convert_to_numpy(getattr(metric, name)),
+                           np.float64) for name in names}
+
+
+def genre_results(counts: Mapping[str, np.ndarray]) -> Tuple[np.ndarray,
+                                                            np.ndarray]:
+  """(ROC-AUC, support) per genre from confusion counts at thresholds.
+
+  The trapezoid rule over the thresholds, as keras.metrics.AUC computes it,
+  so the mean over the genres with positives and negatives is the logged
+  roc_auc. A genre without positives or negatives gets NaN.
+  """
+  tp, fp = counts['true_positives'], counts['false_positives']
+  tn, fn = counts['true_negatives'], counts['false_negatives']
+  positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
+  with np.errstate(divide='ignore', invalid='ignore'):
+    tpr, fpr = tp / positives, fp / negatives
+    auc = np.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2, axis=0)
+  auc[(positives == 0) | (negatives == 0)] = np.nan
+  return auc, positives
+
+
+def pr_curve_summary(tag: str, counts: Mapping[str, np.ndarray],
+                     genre: int):
+  """The PR-curve plugin's Summary proto for one genre's counts."""
+  tp, fp = counts['true_positives'][:, genre], counts['false_positives'][:,
+                                                                       genre]
+  tn, fn = counts['true_negatives'][:, genre], counts['false_negatives'][:,
+                                                                       genre]
+  summary = pr_summary.raw_data_pb(
+      tag, true_positive_counts=tp, false_positive_counts=fp,
+      true_negative_counts=tn, false_negative_counts=fn,
+      precision=tp / np.maximum(tp + fp, 1e-7),
+      recall=tp / np.maximum(tp + fn, 1e-7), num_thresholds=len(tp))
+  summary.value[0].tag = tag  # raw_data_pb appends '/pr_curves'
+  return summary
+
+
+def genre_table(auc: np.ndarray, support: np.ndarray) -> str:
+  """A Markdown table: genre, val posters with it, ROC-AUC."""
+  rows = ['| genre | support | ROC-AUC |', '|---|---:|---:|']
+  for name, value, count in zip(genres.GENRES, auc, support):
+    shown = 'n/a' if math.isnan(value) else f'{value:.3f}'
+    rows.append(f'| {name} | {int(count)} | {shown} |')
+  return '\n'.join(rows)
+
+
+
+# --- The validation poster grid. ---
+
+
+def first_posters(manifest: records.Manifest, image_size: Sequence[int],
+                  count: int = GRID_POSTERS) -> tuple:
+  """(images uint8 [N,H,W,3], labels [N,25], ids [N]): the first val posters.
+
+  The val pass is ordered, so every epoch shows the same posters.
+  """
+  dataset = input_pipeline.make_dataset(manifest, 'val', count, image_size,
+                                        with_ids=True)
+  for images_, labels, ids in dataset.take(1):
+    return (images_.numpy(), labels.numpy(),
+            [i.decode('utf-8', 'replace') for i in ids.numpy()])
+  return np.zeros((0, *image_size, 3), np.uint8), np.zeros((0, 25)), []
+
+
+def grid_table(labels: np.ndarray, probabilities: np.ndarray,
+               ids: Sequence[str]) -> str:
+  """The grid as a Markdown table (✓ marks a predicted genre that is true)."""
+  rows = ['| poster | true genres | top 3 |', '|---|---|---|']
+  for label, prob, poster_id in zip(labels, probabilities, ids):
+    top = ', '.join(f'{genres.GENRES[i]} {p:.2f}' +
+                    (' ✓' if label[i] > 0.5 else '')
+                    for i, p in genres.top_k(prob))
+    rows.append(f'| {poster_id} | {", ".join(genres.names_of(label))} | '
+                f'{top} |')
+  return '\n'.join(rows)
+
+
+class ValidationDashboards(keras.callbacks.Callback):
+  """Per-genre ROC-AUC and support, PR curves and the poster grid, per epoch.
+
+  Reads the compiled ROC-AUC metric at the end of the epoch, when it holds
+  the validation pass (Keras resets metrics when an epoch or a pass begins),
+  and runs the model on GRID_POSTERS val posters for the grid.
+  """
+
+  def __init__(self, validation_dir: str, manifest: records.Manifest,
+               image_size: Sequence[int], every_epochs: int = 1):
+    super().__init__()
+    self.validation_dir, self.manifest = validation_dir, manifest
+    self.image_size, self.every_epochs = tuple(image_size), every_epochs
+    self._writer = self._posters = None
+
+  def on_train_begin(self, logs=None):
+    self._writer = tf.summary.create_file_writer(self.validation_dir)
+    self._posters = first_posters(self.manifest, self.image_size)
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+  def on_epoch_end(self, epoch, logs=None):
+    if (epoch + 1) % self.every_epochs:
+      return
+    with self._writer.as_default():
+      self._write_genres(epoch)
+      self._write_grid(epoch)
+    self._writer.flush()
+
+  def _write_genres(self, step: int) -> None:
+    metric = find_genre_auc(self.model)
+    if metric is None:
+      logging.warning('no multi-label ROC AUC metric compiled: no per-genre '
+                      'dashboards')
+      return
+    counts = confusion(metric)
+    auc, support = genre_results(counts)
+    for index, name in enumerate(genres.GENRES):
+      tf.summary.scalar(f'genre_support/{name}', support[index], step=step)
+      if not math.isnan(auc[index]):
+        tf.summary.scalar(f'genre_roc_auc/{name}', auc[index], step=step)
+      tf.summary.experimental.write_raw_pb(
+          pr_curve_summary(f'pr_curves/{name}', counts,
+                           index).SerializeToString(), step=step)
+    tf.summary.text('genre_table', genre_table(auc, support), step=step)
+
+  def _write_grid(self, step: int) -> None:
+    images_, labels, ids = self._posters
+    if not len(images_):
+      return
+    probabilities = ops.convert_to_numpy(ops.cast(
+        self.model(images_, training=False), 'float32'))
+    grid = render.poster_grid(images_, labels, probabilities, ids)
+    tf.summary.image('val_posters', grid[None], step=step)
+    tf.summary.text('val_posters_table',
+                    grid_table(labels, probabilities, ids), step=step)
+

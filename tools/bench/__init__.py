@@ -1,0 +1,1 @@
+"""The prefetch benchmark's measuring code; tools/prefetch_bench.py is its command."""
