@@ -84,33 +84,6 @@ def decode_jpeg(encoded: tf.Tensor, ratio: int = 1,
   return image
 
 
-def decode_jpeg_to_size(encoded: tf.Tensor, image_size: Sequence[int],
-                        ratio: int = 1, dct_method: str = DCT_METHOD,
-                        decoded_hw: Optional[Sequence[int]] = None
-                        ) -> tf.Tensor:
-  """JPEG bytes → uint8 [image_size..., 3]: ratio decode, then resize if needed.
-
-  Args:
-    encoded: scalar string tensor of JPEG bytes.
-    image_size: (height, width) of the output.
-    ratio: the DCT-domain downscale (1, 2, 4 or 8); see jpeg_ratio.
-    dct_method: the IDCT; DCT_METHOD unless a benchmark compares.
-    decoded_hw: the decoded size when it is known for every poster (a fixed
-      stored size): the resize is then left out of the graph, or made
-      unconditional, instead of decided per poster.
-
-  Returns:
-    uint8 [image_size[0], image_size[1], 3], with a static shape.
-  """
-  image = decode_jpeg(encoded, ratio, dct_method)
-  size = [int(image_size[0]), int(image_size[1])]
-  if decoded_hw is None:
-    image = maybe_resize(image, size)
-  elif list(decoded_hw) != size:
-    image = resize_uint8(image, size)
-  return tf.ensure_shape(image, size + [3])
-
-
 def _dynamic_jpeg_ratio(encoded: tf.Tensor,
                         image_size: Sequence[int]) -> tf.Tensor:
   """jpeg_ratio from the JPEG header, in graph: an index into JPEG_RATIOS."""
@@ -120,22 +93,52 @@ def _dynamic_jpeg_ratio(encoded: tf.Tensor,
   return tf.reduce_sum(tf.cast(tf.stack(fits), tf.int32))
 
 
-def decode_for_model(encoded: tf.Tensor,
-                     image_size: Sequence[int]) -> tf.Tensor:
-  """One poster's bytes (any supported format) → uint8 [H, W, 3] at image_size.
+def decode_jpeg_at_its_ratio(encoded: tf.Tensor, image_size: Sequence[int],
+                             dct_method: str = DCT_METHOD) -> tf.Tensor:
+  """JPEG bytes → uint8 at the poster's own DCT ratio (jpeg_ratio), no resize.
 
-  The per-poster preprocessing of the predictor and the serving signature,
-  the same ops as the training pipeline: a JPEG is decoded with DCT_METHOD at
-  the largest DCT ratio that keeps it at least image_size (jpeg_ratio, here
-  from its own header), then resized only if its size differs. Other formats
-  (PNG, GIF, BMP, WebP) go through decode_rgb, then the same resize.
+  The ratio comes from the JPEG's header, in the graph: each poster is
+  decoded as small as it can be while still covering image_size.
+  """
+  branches = [lambda r=r: decode_jpeg(encoded, r, dct_method)
+              for r in JPEG_RATIOS]
+  return tf.switch_case(_dynamic_jpeg_ratio(encoded, image_size), branches)
+
+
+def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
+                     stored_hw: Optional[Sequence[int]] = None,
+                     dct_method: str = DCT_METHOD) -> tf.Tensor:
+  """One poster's bytes → uint8 [H, W, 3] at image_size: the one decode rule.
+
+  The training pipeline, the predictor and the serving signature all decode
+  here, so a poster becomes the same pixels in training and in prediction.
+  The rule: a JPEG is decoded with DCT_METHOD at the largest DCT ratio that
+  keeps it at least image_size (jpeg_ratio of its own size), then resized
+  only if that differs from image_size. Other formats (PNG, GIF, BMP, WebP)
+  go through decode_rgb, then the same resize.
+
+  Args:
+    encoded: scalar string tensor of the poster's bytes.
+    image_size: (height, width) of the output.
+    stored_hw: the poster's size when known before the graph runs (records
+      converted with one --store_size, which are JPEG): the same rule,
+      decided once when the graph is built, with no header read, no format
+      test and no resize when the ratio lands on image_size.
+    dct_method: the IDCT; DCT_METHOD unless a benchmark compares.
+
+  Returns:
+    uint8 [image_size[0], image_size[1], 3], with a static shape.
   """
   size = [int(image_size[0]), int(image_size[1])]
-
-  def jpeg():
-    branches = [lambda r=r: decode_jpeg(encoded, r) for r in JPEG_RATIOS]
-    return tf.switch_case(_dynamic_jpeg_ratio(encoded, size), branches)
-
-  image = tf.cond(tf.io.is_jpeg(encoded), jpeg, lambda: decode_rgb(encoded))
+  if stored_hw is not None:
+    ratio = jpeg_ratio(stored_hw, size)
+    image = decode_jpeg(encoded, ratio, dct_method)
+    decoded = [-(-int(side) // ratio) for side in stored_hw]  # rounds up
+    if decoded != size:
+      image = resize_uint8(image, size)
+    return tf.ensure_shape(image, size + [3])
+  image = tf.cond(tf.io.is_jpeg(encoded),
+                  lambda: decode_jpeg_at_its_ratio(encoded, size, dct_method),
+                  lambda: decode_rgb(encoded))
   image = maybe_resize(image, size)
   return tf.ensure_shape(image, size + [3])

@@ -157,23 +157,25 @@ def shard_list(manifest: records.Manifest, split: str) -> tuple:
 
 
 def decode_plan(stored_range: tuple, image_size: Sequence[int]) -> dict:
-  """The static decode choice, made once from the manifest's stored sizes.
+  """What images.decode_for_model's rule comes to for a split's posters.
 
   stored_range: Manifest.stored_size_range(split).
 
   Returns:
-    {'ratio': r, 'decoded_hw': (h, w) or None}. The ratio is the largest DCT
-    downscale that keeps even the smallest stored poster at least image_size
-    (decode_jpeg(ratio=r) skips most of the decode work). decoded_hw is the
-    decoded size when all posters share one stored size: the resize is then
-    left out of the graph (or made unconditional); None when sizes vary.
+    {'stored_hw': (h, w) or None, 'ratio': r or None, 'decoded_hw': (h, w)
+    or None}. When every poster has one stored size (records converted with
+    --store_size), stored_hw is it, and the DCT ratio and decoded size are
+    fixed: the decode is decided once, with no header read, and the resize
+    is left out of the graph when the ratio lands on image_size. When sizes
+    vary, all three are None: each poster gets its own ratio from its header
+    (the same rule as prediction's), then a resize where needed.
   """
   (min_h, min_w), (max_h, max_w) = stored_range
+  if (min_h, min_w) != (max_h, max_w):
+    return {'stored_hw': None, 'ratio': None, 'decoded_hw': None}
   ratio = images.jpeg_ratio((min_h, min_w), image_size)
-  decoded_hw = None
-  if (min_h, min_w) == (max_h, max_w):
-    decoded_hw = (-(-min_h // ratio), -(-min_w // ratio))  # libjpeg rounds up
-  return {'ratio': ratio, 'decoded_hw': decoded_hw}
+  return {'stored_hw': (min_h, min_w), 'ratio': ratio,
+          'decoded_hw': (-(-min_h // ratio), -(-min_w // ratio))}
 
 
 # Distribution: per-worker shards and batch size.
@@ -331,9 +333,9 @@ def parse(serialized: tf.Tensor) -> dict:
 
 def decode_one(plan: Mapping, image_size: Sequence[int],
                dct_method: str = images.DCT_METHOD):
-  """A function JPEG bytes → uint8 [H, W, 3] at image_size, following plan."""
-  return lambda encoded: images.decode_jpeg_to_size(
-      encoded, image_size, plan['ratio'], dct_method, plan['decoded_hw'])
+  """A function JPEG bytes → uint8 [H, W, 3] at image_size (decode_for_model)."""
+  return lambda encoded: images.decode_for_model(
+      encoded, image_size, stored_hw=plan['stored_hw'], dct_method=dct_method)
 
 
 def decode_batch(plan: Mapping, image_size: Sequence[int],

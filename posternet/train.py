@@ -382,10 +382,14 @@ def _train_and_export(config: Config, settings: Resolved,
               validation_steps=settings.val_steps, shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
+  # Optimizer updates applied (under mixed_float16, steps skipped for an
+  # overflowing loss scale are not counted), before the best epoch's weights
+  # (and optimizer state) are loaded back.
+  steps = int(model.optimizer.iterations.numpy())
   exported_epoch = _choose_export_epoch(model, config, callbacks)
   summary = _finish(model, config, settings, manifest,
                     backup.resumed_from_epoch, time.perf_counter() - start,
-                    exported_epoch)
+                    exported_epoch, steps)
   # Multi-worker: no worker leaves while another still exports.
   multi_worker.wait_for_all(strategy)
   return summary
@@ -508,7 +512,7 @@ def _user_errors(config: Config):
 
 def _finish(model, config: Config, settings: Resolved,
             manifest: records.Manifest, resumed_from_epoch: int,
-            seconds: float, exported_epoch: int) -> dict:
+            seconds: float, exported_epoch: int, steps: int) -> dict:
   """Scores the whole val split once, tunes thresholds, exports, summarises.
 
   The model holds the weights of exported_epoch (the best, or the last).
@@ -527,9 +531,7 @@ def _finish(model, config: Config, settings: Resolved,
                thresholds.min_positives, export.DEFAULT_THRESHOLD)
   summary = {
       'val': val,
-      # Optimizer updates applied (under mixed_float16, steps skipped for an
-      # overflowing loss scale are not counted).
-      'steps': int(model.optimizer.iterations.numpy()),
+      'steps': steps,
       'epochs': config.epochs,
       'exported_epoch': exported_epoch,
       'steps_per_epoch': settings.steps_per_epoch,

@@ -20,6 +20,9 @@ from posternet import cli
 from posternet import export
 from posternet import genres
 from posternet import images
+from posternet import input_pipeline
+from posternet import records
+import record_fixtures
 
 IMAGE_SIZE = (40, 32)
 GENRE_LINE = re.compile(r'^  (\S.*) \((\d\.\d{3})\)$')
@@ -385,3 +388,34 @@ def test_predict_without_a_model_folder_is_one_line(tmp_path, run_module):
   assert run.stderr.strip().splitlines()[-1] == (
       f'error: model folder {tmp_path / "nope"} does not exist; train one '
       'with `python -m posternet.train`')
+
+
+# The same pixels in training and in prediction.
+
+
+@pytest.mark.parametrize('store_size, image_size', [
+    (None, (16, 12)),      # stored sizes vary: each poster its own DCT ratio
+    ((48, 40), (24, 20)),  # one stored size: the ratio decided once
+    ((48, 40), (20, 16)),  # ... and a resize after the ratio decode
+])
+def test_pipeline_and_serving_signature_give_the_same_pixels(
+    make_records, tmp_path, store_size, image_size):
+  manifest = make_records(num_train=2, num_val=9, image_hw=None,
+                          store_size=store_size)
+  pipeline = {}
+  for posters, _, ids in input_pipeline.make_dataset(
+      manifest, 'val', 4, image_size, with_ids=True):
+    pipeline.update(zip(ids.numpy(), posters.numpy()))
+  # The real serving signature, around a model that hands its input back.
+  pixels = keras.Sequential([keras.Input(image_size + (3,), dtype='uint8'),
+                             keras.layers.Flatten()])
+  export._write_saved_model(pixels, str(tmp_path / 'sm'), image_size)  # pylint: disable=protected-access
+  serve = tf.saved_model.load(str(tmp_path / 'sm')).signatures[
+      export.SIGNATURE]
+  examples = record_fixtures.read_split(manifest, 'val')
+  served = serve(**{export.INPUT_NAME: tf.constant(
+      [e[records.IMAGE_KEY] for e in examples])})[export.OUTPUT_NAME]
+  assert len(pipeline) == len(examples) == 9
+  for example, flat in zip(examples, served.numpy()):
+    np.testing.assert_array_equal(
+        flat.reshape(image_size + (3,)), pipeline[example[records.ID_KEY]])

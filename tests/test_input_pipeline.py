@@ -180,18 +180,24 @@ def test_ratio_decode_path(big, size, ratio, resized):
     np.testing.assert_array_equal(got[poster_id][0], direct.numpy())
 
 
-def test_varied_sizes_are_resized_per_poster(varied):
-  size = (24, 20)  # the smallest stored poster (40×28) allows no ratio 2
+def test_varied_sizes_get_each_its_own_ratio(varied):
+  # The widest posters just allow ratio 4, the narrower ones only ratio 2.
+  (min_h, _), (_, max_w) = varied.stored_size_range('val')
+  size = (min_h // 4, max_w // 4)
+  assert input_pipeline.decode_plan(varied.stored_size_range('val'),
+                                    size)['ratio'] is None
   got = by_id(input_pipeline.make_dataset(varied, 'val', 4, size,
                                           with_ids=True))
-  stored = set()
+  ratios = set()
   for poster_id, record in truth(varied, 'val').items():
-    stored.add((record[records.HEIGHT_KEY], record[records.WIDTH_KEY]))
+    stored = (record[records.HEIGHT_KEY], record[records.WIDTH_KEY])
+    ratio = images.jpeg_ratio(stored, size)
+    ratios.add(ratio)
     direct = images.resize_uint8(
-        tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
+        tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3, ratio=ratio,
                           dct_method=images.DCT_METHOD), size)
     np.testing.assert_array_equal(got[poster_id][0], direct.numpy())
-  assert len(stored) > 1
+  assert len(ratios) > 1
 
 
 def test_store_size_in_manifest_drives_the_plan(make_records):
@@ -201,7 +207,7 @@ def test_store_size_in_manifest_drives_the_plan(make_records):
   stored = manifest.stored_size_range('train')
   assert stored == ((48, 40), (48, 40))
   assert input_pipeline.decode_plan(stored, (24, 20)) == {
-      'ratio': 2, 'decoded_hw': (24, 20)}
+      'stored_hw': (48, 40), 'ratio': 2, 'decoded_hw': (24, 20)}
 
 
 # Stage functions, eagerly and inside tf.data.
@@ -210,7 +216,8 @@ def test_store_size_in_manifest_drives_the_plan(make_records):
 def test_decode_stages_agree_eagerly_and_in_tf_data(big):
   encoded = [r[records.IMAGE_KEY] for r in record_fixtures.read_split(
       big, 'val')]
-  plan = {'ratio': 2, 'decoded_hw': (32, 32)}
+  plan = input_pipeline.decode_plan(big.stored_size_range('val'), (24, 24))
+  assert plan == {'stored_hw': (64, 64), 'ratio': 2, 'decoded_hw': (32, 32)}
   one = input_pipeline.decode_one(plan, (24, 24))
   batch = input_pipeline.decode_batch(plan, (24, 24))
   eager = np.stack([one(tf.constant(e)).numpy() for e in encoded])

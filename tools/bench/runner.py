@@ -47,7 +47,7 @@ def variants(plan: Mapping, service: bool = False) -> list:
   With service, the full pipeline fed by a local tf.data service with 1 and
   2 worker processes follows the option rows.
   """
-  ratio = plan['ratio']
+  ratio = plan['ratio'] or 'per poster'
   resize = 'no resize' if plan['decoded_hw'] is not None else 'resize if needed'
   out = [{'name': f'ceiling: decode {dct}, per {unit}', 'kind': 'ceiling',
           'params': {'dct_method': dct, 'batched': unit == 'batch'}}
