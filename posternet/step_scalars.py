@@ -16,6 +16,7 @@ else: its share of the wall time between log points is the input-wait share
 import time
 from typing import Tuple
 
+from absl import logging
 import keras
 from keras import ops
 import tensorflow as tf
@@ -133,3 +134,59 @@ def learning_rate(model: keras.Model) -> float:
   """The optimizer's current learning rate (through a loss-scale wrapper)."""
   optimizer = getattr(model.optimizer, 'inner_optimizer', model.optimizer)
   return float(ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class Throughput(keras.callbacks.Callback):
+  """Adds images_per_sec (training part of the epoch) to the epoch's logs.
+
+  Listed before the TensorBoard and CSV callbacks, so they record it. Early
+  in the first epoch it also warns when an epoch will take an hour or more
+  on this machine: a user who picked too big a model or size for the
+  hardware learns it in seconds, not after the first epoch.
+  """
+
+  # Steps timed for the estimate, after the first (which traces the model).
+  ESTIMATE_STEPS = 5
+  WARN_EPOCH_SECONDS = 3600
+
+  def __init__(self, images_per_epoch: int, steps_per_epoch: int):
+    super().__init__()
+    self.images_per_epoch = images_per_epoch
+    self.steps_per_epoch = steps_per_epoch
+    self._start = self._train_end = None
+    self._estimate_from = None
+    self._estimated = False
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start, self._train_end = time.perf_counter(), None
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._estimated:
+      return
+    if self._estimate_from is None:
+      self._estimate_from = (batch, time.perf_counter())
+      return
+    first, start = self._estimate_from
+    if batch - first >= self.ESTIMATE_STEPS:
+      self._estimated = True
+      step_seconds = (time.perf_counter() - start) / (batch - first)
+      self._warn_if_slow(step_seconds)
+
+  def _warn_if_slow(self, step_seconds: float) -> None:
+    epoch_seconds = step_seconds * self.steps_per_epoch
+    if epoch_seconds >= self.WARN_EPOCH_SECONDS:
+      logging.warning(
+          'at %.1f s a step, one epoch of %d steps will take about %.1f hours '
+          'on this machine; a smaller --model_size or model trains faster',
+          step_seconds, self.steps_per_epoch, epoch_seconds / 3600)
+
+  def on_test_begin(self, logs=None):
+    self._train_end = self._train_end or time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = (self._train_end or time.perf_counter()) - self._start
+    rate = self.images_per_epoch / max(seconds, 1e-9)
+    if logs is not None:
+      logs['images_per_sec'] = rate
+    logging.info('epoch %d: %.1f images/s (%.1f s of training)%s', epoch + 1,
+                 rate, seconds, '' if epoch else ', first epoch with tracing')

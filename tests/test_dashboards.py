@@ -40,6 +40,7 @@ from posternet import records
 from posternet import render
 from posternet import step_scalars
 from posternet import train
+from posternet import train_config
 
 SIZE = 24
 EPOCHS = 2
@@ -183,7 +184,7 @@ def trained(tmp_path_factory, make_records):
       epochs=EPOCHS, learning_rate=3e-3, export_dir='', verbose=0,
       log_every_steps=2, profile_steps=(2, 3))
   summary = train.run(config)
-  return train.run_dir(config), records_dir, summary
+  return train_config.run_dir(config), records_dir, summary
 
 
 def _events(folder):

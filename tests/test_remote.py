@@ -13,6 +13,7 @@ from posternet import input_pipeline
 from posternet import records
 from posternet import remote
 from posternet import train
+from posternet import train_config
 
 
 def test_scheme():
@@ -78,8 +79,8 @@ def test_converter_command_exits_2_with_the_message(tmp_path, run_module):
 def test_remote_run_folder_needs_a_local_export(tmp_path, tiny_records):
   local = tiny_records.records_dir
   with pytest.raises(cli.UserError, match='--export_dir=LOCAL_FOLDER'):
-    train.check_config(train.Config(records=local, logdir='gs://b/runs',
+    train_config.check_config(train.Config(records=local, logdir='gs://b/runs',
                                     model='small_cnn', image_size=(32, 32)))
-  train.check_config(train.Config(records=local, logdir='gs://b/runs',
+  train_config.check_config(train.Config(records=local, logdir='gs://b/runs',
                                   export_dir=str(tmp_path / 'export'),
                                   model='small_cnn', image_size=(32, 32)))

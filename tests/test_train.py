@@ -28,7 +28,9 @@ from posternet import hardware
 from posternet import hparams_dashboard
 from posternet import models
 from posternet import records
+from posternet import step_scalars
 from posternet import train
+from posternet import train_config
 
 
 # The learning runs: small enough for seconds, big enough to learn.
@@ -43,7 +45,7 @@ LEARN = dict(model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
 def _flag_values(*args):
   """The trainer's flags, defined into a FlagValues of their own and parsed."""
   values = flags.FlagValues()
-  train._define_flags(values)  # pylint: disable=protected-access
+  train_config.define_flags(values)  # pylint: disable=protected-access
   values(['posternet.train', *args])
   return values
 
@@ -54,7 +56,7 @@ def test_every_config_field_has_a_flag_with_help_and_back():
       train.Config)}
   assert all(values[name].help.strip() for name in values)
   # flags.txt lists them in this order; Config's field order decides it.
-  assert train.FLAG_NAMES == (
+  assert train_config.FLAG_NAMES == (
       'records', 'logdir', 'run_name', 'model', 'image_size', 'model_size',
       'batch_size', 'epochs', 'learning_rate', 'export_dir', 'precision',
       'jit_compile', 'steps_per_execution', 'strategy', 'resume',
@@ -68,7 +70,7 @@ def test_every_config_field_has_a_flag_with_help_and_back():
 
 
 def test_flag_defaults_are_config_defaults():
-  assert train.config_from_flags(_flag_values('--records=r')) == (
+  assert train_config.config_from_flags(_flag_values('--records=r')) == (
       train.Config(records='r'))
 
 
@@ -76,7 +78,7 @@ def test_flags_txt_repeats_the_run(tmp_path):
   values = _flag_values('--records=r', '--image_size=64x48', '--noresume',
                         '--profile_steps=2,3', '--verbose=0',
                         '--precision=float32')
-  text = train.flags_text(values)
+  text = train_config.flags_text(values)
   lines = text.splitlines()
   assert lines[:3] == ['--records=r', '--logdir=runs', '--model=seed_cnn']
   assert '--image_size=64x48' in lines and '--noresume' in lines
@@ -84,7 +86,7 @@ def test_flags_txt_repeats_the_run(tmp_path):
   flagfile = tmp_path / 'flags.txt'
   flagfile.write_text(text)
   again = _flag_values(f'--flagfile={flagfile}')
-  assert train.config_from_flags(again) == train.config_from_flags(values)
+  assert train_config.config_from_flags(again) == train_config.config_from_flags(values)
 
 
 def test_resolved_settings_are_config_json_and_hparams():
@@ -345,9 +347,9 @@ def test_an_epoch_of_hours_is_announced_early(caplog):
       time.sleep(seconds)
       callback.on_train_batch_end(batch)
 
-  quick = train.Throughput(images_per_epoch=64, steps_per_epoch=1000)
+  quick = step_scalars.Throughput(images_per_epoch=64, steps_per_epoch=1000)
   steps(quick, 8, 0.001)  # ~1 s an epoch
-  slow = train.Throughput(images_per_epoch=64, steps_per_epoch=10**6)
+  slow = step_scalars.Throughput(images_per_epoch=64, steps_per_epoch=10**6)
   steps(slow, 8, 0.01)    # ~3 hours an epoch
   warnings = [r.getMessage() for r in caplog.records
               if r.levelname == 'WARNING' and 'hours' in r.getMessage()]
