@@ -18,6 +18,11 @@ posters (ignore_errors) and to cache decoded posters (cache).
 
 Nothing here holds the dataset in memory unless cache asks for it, and the
 output stays uint8: the model rescales (and casts) on the device.
+
+Over ~400 lines: the stages, their options, the per-shard count checks that
+turn a damaged or vanished shard into an error naming it (as_user_error),
+and the per-worker sharding belong together: each is a few lines, and
+splitting them would spread one stream's order over several modules.
 tools/prefetch_bench.py times partial pipelines (stop_after=) built from the
 very same stage functions.
 """
