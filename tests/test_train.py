@@ -45,7 +45,7 @@ LEARN = dict(model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
 def _flag_values(*args):
   """The trainer's flags, defined into a FlagValues of their own and parsed."""
   values = flags.FlagValues()
-  train_config.define_flags(values)  # pylint: disable=protected-access
+  train_config.define_flags(values)
   values(['posternet.train', *args])
   return values
 
@@ -323,15 +323,27 @@ def test_missing_records_is_one_line_exit_2(tmp_path, run_module):
   assert not os.listdir(tmp_path)  # nothing written
 
 
-def test_demo_config_parses(tmp_path, run_module):
+@pytest.mark.parametrize('config', ['demo', 'real'])
+def test_configs_parse(tmp_path, run_module, config):
   (tmp_path / 'empty').mkdir()
-  process = run_module('posternet.train', '--flagfile=configs/demo.cfg',
+  process = run_module('posternet.train', f'--flagfile=configs/{config}.cfg',
                        f'--records={tmp_path / "empty"}',
                        f'--logdir={tmp_path}', '--epochs=0', start=True)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 2 and 'Traceback' not in stderr
   assert stderr.strip().splitlines()[-1] == (
       'error: --epochs must be at least 1, not 0')
+
+
+def test_real_config_is_the_recipe(repo, monkeypatch):
+  monkeypatch.chdir(repo)  # flagfiles name each other from the repository
+  values = _flag_values('--flagfile=configs/real.cfg')
+  config = train_config.config_from_flags(values)
+  assert (config.model, config.optimizer, config.schedule) == (
+      'resnet_small', 'adamw', 'cosine')
+  assert config.cache and config.augmentation().ops == ('crop', 'flip',
+                                                        'color')
+  assert config.export_epoch == 'best'
 
 
 def test_upscaling_records_warns(learnable):
