@@ -28,7 +28,7 @@ from posternet import remote
 class Config:
   """Everything a training run needs, as plain values.
 
-  One field per flag of _define_flags, in the order flags.txt lists them
+  One field per flag of define_flags, in the order flags.txt lists them
   (FLAG_NAMES is made from these fields; a test checks the two agree).
   """
   records: str
@@ -87,12 +87,16 @@ class Config:
     """
     try:
       ops = augment_lib.parse_ops(self.augment)
-      if not ops:
-        return None
-      return augment_lib.Augment(ops=ops, crop_area=(self.crop_area, 1.0),
-                             color=self.color_jitter, seed=self.seed)
     except ValueError as e:
       raise cli.UserError(f'--augment={self.augment}: {e}') from None
+    if not ops:
+      return None
+    try:
+      return augment_lib.Augment(ops=ops, crop_area=(self.crop_area, 1.0),
+                                 color=self.color_jitter, seed=self.seed)
+    except ValueError as e:
+      raise cli.UserError(f'--crop_area={self.crop_area} --color_jitter='
+                          f'{self.color_jitter}: {e}') from None
 
 
 EXPORT_EPOCHS = ('best', 'last')

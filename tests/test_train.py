@@ -335,6 +335,18 @@ def test_configs_parse(tmp_path, run_module, config):
       'error: --epochs must be at least 1, not 0')
 
 
+@pytest.mark.parametrize('settings, message', [
+    (dict(augment='crop,rotate'), '--augment=crop,rotate: unknown augmentation'),
+    (dict(augment='crop', crop_area=0.0), '--crop_area=0.0 --color_jitter'),
+    (dict(augment='color', color_jitter=1.5), '--color_jitter=1.5: color'),
+    (dict(optimizer='adam', weight_decay=0.1), '--weight_decay=0.1: needs'),
+    (dict(export_epoch='first'), '--export_epoch=first: choose one of'),
+])
+def test_bad_recipe_flags_are_one_line_errors(settings, message):
+  with pytest.raises(cli.UserError, match=message):
+    train_config.check_config(train_config.Config(records='r', **settings))
+
+
 def test_real_config_is_the_recipe(repo, monkeypatch):
   monkeypatch.chdir(repo)  # flagfiles name each other from the repository
   values = _flag_values('--flagfile=configs/real.cfg')
