@@ -172,16 +172,24 @@ def _history(run_dir):
     return list(csv.DictReader(f))
 
 
-def test_training_learns_and_shuffled_labels_do_not(learnable, tmp_path):
-  logdir = str(tmp_path / 'runs')
+def _learns_and_control_does_not(learnable, logdir, settings) -> tuple:
+  """Trains on real and on shuffled labels; both runs' summaries.
+
+  The same steps, the same model: only the image/label pairing differs.
+  """
   summary = train.run(train.Config(records=learnable['real'], logdir=logdir,
-                                   run_name='real', **LEARN))
+                                   run_name='real', **settings))
   control = train.run(train.Config(records=learnable['shuffled'],
                                    logdir=logdir, run_name='shuffled',
-                                   export_dir='', **LEARN))
-  # The same steps, the same model: only the image/label pairing differs.
+                                   export_dir='', **settings))
   assert summary['val']['roc_auc'] > 0.75, summary['val']
   assert control['val']['roc_auc'] < 0.62, control['val']
+  return summary, control
+
+
+def test_training_learns_and_shuffled_labels_do_not(learnable, tmp_path):
+  logdir = str(tmp_path / 'runs')
+  summary, control = _learns_and_control_does_not(learnable, logdir, LEARN)
   assert summary['val']['precision_at_3'] > control['val']['precision_at_3']
   history = _history(os.path.join(logdir, 'real'))
   assert len(history) == LEARN['epochs']
@@ -202,13 +210,7 @@ RECIPE = dict(LEARN, model='resnet_small', model_size=(32, 32), epochs=5,
 
 def test_resnet_recipe_learns_and_exports_its_best_epoch(learnable, tmp_path):
   logdir = str(tmp_path / 'runs')
-  summary = train.run(train.Config(records=learnable['real'], logdir=logdir,
-                                   run_name='real', **RECIPE))
-  control = train.run(train.Config(records=learnable['shuffled'],
-                                   logdir=logdir, run_name='shuffled',
-                                   export_dir='', **RECIPE))
-  assert summary['val']['roc_auc'] > 0.75, summary['val']
-  assert control['val']['roc_auc'] < 0.62, control['val']
+  summary, _ = _learns_and_control_does_not(learnable, logdir, RECIPE)
   # The export is the epoch with the best validation ROC-AUC, and scores it.
   history = _history(os.path.join(logdir, 'real'))
   scores = [float(row['val_roc_auc']) for row in history]
