@@ -1,17 +1,30 @@
-"""Files written whole or not at all: under a temporary name, then renamed.
+"""Files: written whole or not at all, read only when plain, folders locked.
 
-A run killed mid-write leaves at most `<name>.tmp` beside the file, never a
-torn file under the final name. The temporary name is fixed, so the next run
-that writes the same file overwrites it, and cleanup code knows a leftover
-by its final_name. Everything goes through tf.io.gfile, so gs:// (and any
-scheme TensorFlow has registered) works as local paths do.
+Writes: a run killed mid-write leaves at most `<name>.tmp` beside the file,
+never a torn file under the final name. The temporary name is fixed, so the
+next run that writes the same file overwrites it, and cleanup code knows a
+leftover by its final_name. Everything goes through tf.io.gfile, so gs://
+(and any scheme TensorFlow has registered) works as local paths do.
+
+Reads of files a user names (posters): a FIFO or device named `x.jpg` would
+block open() or read() forever, and a symlink may point anywhere (say
+/etc/passwd). read_regular_file resolves and checks a path before opening it.
+
+Folders: FolderLock holds a local folder for one writer (fcntl.flock); a
+second one learns at once who holds it.
 """
 
 import contextlib
+import fcntl
+import os
 import re
-from typing import Iterator, Union
+import stat
+import time
+from typing import Iterator, Optional, Union
 
 import tensorflow as tf
+
+from posternet import remote
 
 TEMPORARY_SUFFIX = '.tmp'
 
@@ -52,3 +65,153 @@ def write_atomically(path: str, data: Union[str, bytes]) -> None:
     with tf.io.gfile.GFile(temporary,
                            'wb' if isinstance(data, bytes) else 'w') as f:
       f.write(data)
+
+
+# --- Reading a file a user named. ---
+
+
+class NotARegularFile(Exception):
+  """A folder, FIFO, socket or device where a file was expected."""
+
+  def __init__(self, kind: str):
+    super().__init__(f'{kind}, not a regular file')
+    self.kind = kind  # 'a FIFO (named pipe)', …
+
+
+class OutsideFolder(Exception):
+  """A path (a symlink, mostly) that resolves outside the folder it must be in."""
+
+
+# What a non-regular file is, for messages.
+_KINDS = ((stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
+          (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
+          (stat.S_ISBLK, 'a block device'))
+
+
+def read_regular_file(path: str, inside: Optional[str] = None) -> bytes:
+  """The bytes of a regular file, checked before anything is opened.
+
+  The real path (links resolved) must lie inside `inside` when given, and
+  stat must say it is a regular file; then it is opened non-blocking and
+  checked again (it may have been swapped in between). URLs (gs://) have
+  neither FIFOs nor links: they are read as they are.
+
+  Raises:
+    FileNotFoundError or tf.errors.NotFoundError: no such file.
+    OutsideFolder: the real path is outside `inside`.
+    NotARegularFile: a folder, FIFO, socket or device.
+    OSError or tf.errors.OpError: it cannot be read.
+  """
+  if remote.scheme(path):
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return f.read()
+  real = os.path.realpath(path)
+  if inside is not None:
+    folder = os.path.realpath(inside)
+    if os.path.commonpath([real, folder]) != folder:
+      raise OutsideFolder(f'it leads to {real}')
+  _check_regular(os.stat(real).st_mode)
+  descriptor = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+  with open(descriptor, 'rb') as f:
+    _check_regular(os.fstat(f.fileno()).st_mode)
+    return f.read()
+
+
+def _check_regular(mode: int) -> None:
+  if not stat.S_ISREG(mode):
+    kind = next((name for test, name in _KINDS if test(mode)),
+                'a special file')
+    raise NotARegularFile(kind)
+
+
+# --- One writer per folder. ---
+
+
+class FolderBusy(Exception):
+  """Another process holds the folder's lock; `pid` is its id, or None."""
+
+  def __init__(self, pid: Optional[int]):
+    super().__init__(f'held by pid {pid}')
+    self.pid = pid
+
+
+# Tries to lock a lock file that its last holder removed meanwhile.
+_LOCK_ATTEMPTS = 20
+# How long to wait for a new holder to write its pid into the lock file.
+_PID_WAIT_S = 1.0
+
+
+class FolderLock:
+  """An exclusive lock on a local folder, held until release() (or `with`).
+
+  fcntl.flock on `folder/name`, a file that holds the holder's pid, so a
+  second process can say who holds it. The kernel drops the lock when the
+  holder dies, even by kill -9, so a stale lock file never blocks anyone.
+  The file is removed on release while still held; a process that opened it
+  just before finds it unlinked (other inode) and tries the new one. URLs
+  (gs://) have no flock: there the lock holds nothing.
+  """
+
+  def __init__(self, folder: str, name: str):
+    """Takes the lock at once, or raises.
+
+    Raises:
+      FolderBusy: another process holds it.
+      OSError: the lock file cannot be created.
+    """
+    self._path = None if remote.scheme(folder) else os.path.join(folder, name)
+    self._descriptor = self._lock(self._path) if self._path else None
+
+  def release(self) -> None:
+    """Removes the lock file and drops the lock (once)."""
+    if self._descriptor is None:
+      return
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(self._path)
+    os.close(self._descriptor)
+    self._descriptor = None
+
+  def __enter__(self) -> 'FolderLock':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.release()
+
+  @staticmethod
+  def _lock(path: str) -> int:
+    """The lock file's descriptor, locked and holding this process's pid."""
+    for _ in range(_LOCK_ATTEMPTS):
+      descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+      try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _holder(descriptor)
+        os.close(descriptor)
+        raise FolderBusy(holder) from None
+      except OSError:
+        os.close(descriptor)
+        raise
+      if _is_current(descriptor, path):
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f'{os.getpid()}\n'.encode())
+        return descriptor
+      os.close(descriptor)  # its holder removed it as we opened it: again
+    raise FolderBusy(None)
+
+
+def _is_current(descriptor: int, path: str) -> bool:
+  """Whether the open file is still the one at path (not unlinked since)."""
+  try:
+    return os.path.samestat(os.fstat(descriptor), os.stat(path))
+  except FileNotFoundError:
+    return False
+
+
+def _holder(descriptor: int) -> Optional[int]:
+  """The pid in a lock file; a new holder may take a moment to write it."""
+  deadline = time.monotonic() + _PID_WAIT_S
+  while True:
+    text = os.pread(descriptor, 32, 0).decode(errors='replace').strip()
+    if text.isdigit() or time.monotonic() > deadline:
+      return int(text) if text.isdigit() else None
+    time.sleep(0.05)

@@ -1,6 +1,8 @@
 """One poster file → the JPEG bytes to store, or a BadImage saying why not.
 
-A JPEG that tf.io.decode_jpeg decodes keeps its original bytes. Grayscale
+The file is opened only if it is a regular file inside the images folder
+(files.read_regular_file): a FIFO would block, a symlink could lead to
+/etc/passwd; both are bad images, refused unopened. A JPEG that tf.io.decode_jpeg decodes keeps its original bytes. Grayscale
 JPEGs pass through too (a decision): decode_jpeg(channels=3), as every
 reader calls it, makes them RGB, and re-encoding would only lose quality.
 PNG, GIF, WebP or BMP named .jpg, CMYK JPEGs and 16-bit or RGBA PNGs are
@@ -18,6 +20,7 @@ from PIL import Image
 import tensorflow as tf
 
 from posternet import cli
+from posternet import files
 from posternet import images
 
 # A poster has ~0.13 Mpx; 40 Mpx is already a very large photo. Beyond it an
@@ -25,7 +28,8 @@ from posternet import images
 DEFAULT_MAX_PIXELS = 40_000_000
 
 # Why a poster can be skipped, in the manifest's order.
-REASONS = ('missing image', 'unreadable image', 'empty image', 'not an image',
+REASONS = ('missing image', 'not a regular file', 'outside the images folder',
+           'unreadable image', 'empty image', 'not an image',
            'unsupported format', 'too large', 'truncated or corrupt image')
 
 # What TensorFlow decodes (Pillow's format names); MPO is a JPEG with extras.
@@ -54,17 +58,21 @@ class Poster:
 
 
 def load_poster(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                store_size: Optional[Sequence[int]] = None) -> Poster:
+                store_size: Optional[Sequence[int]] = None,
+                images_dir: Optional[str] = None) -> Poster:
   """Reads one poster file and returns the JPEG bytes to store.
 
   Original bytes when the file is a JPEG that decode_jpeg renders as RGB and
   no resize is asked for; otherwise decoded and re-encoded as RGB JPEG.
+  With images_dir, a path that leads outside it (a symlink) is refused
+  before it is opened.
 
   Raises:
-    BadImage: the file is missing, empty, not an image, of a format TF cannot
+    BadImage: the file is missing, not a regular file (a FIFO would block),
+      outside images_dir, empty, not an image, of a format TF cannot
       decode, larger than max_pixels, or truncated/corrupt.
   """
-  data = _read_image(path)
+  data = _read_image(path, images_dir)
   image_format, mode = _check_header_of_image(data, max_pixels)
   pass_through = image_format in JPEG_FORMATS and mode in PASS_THROUGH_MODES
   try:
@@ -80,13 +88,16 @@ def load_poster(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
   return Poster(data, int(image.shape[0]), int(image.shape[1]))
 
 
-def _read_image(path: str) -> bytes:
+def _read_image(path: str, images_dir: Optional[str]) -> bytes:
   try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      data = f.read()
-  except tf.errors.NotFoundError:
+    data = files.read_regular_file(path, inside=images_dir)
+  except (FileNotFoundError, tf.errors.NotFoundError):
     raise BadImage('missing image', 'no such file') from None
-  except tf.errors.OpError as e:
+  except files.NotARegularFile as e:
+    raise BadImage('not a regular file', e.kind) from None
+  except files.OutsideFolder as e:
+    raise BadImage('outside the images folder', str(e)) from None
+  except (OSError, tf.errors.OpError) as e:
     raise BadImage('unreadable image', cli.tf_message(e)) from None
   if not data:
     raise BadImage('empty image', 'the file is empty (0 bytes)')

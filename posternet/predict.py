@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import export
+from posternet import files
 from posternet import genres
 from posternet import images
 from posternet import render
@@ -88,15 +89,17 @@ def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
 
 
 def _read(path: str):
-  """The file's bytes, or an exception that says why it cannot be read."""
-  if not tf.io.gfile.exists(path):
-    return FileNotFoundError('no such file')
-  if tf.io.gfile.isdir(path):
-    return IsADirectoryError('is a folder, not a poster')
+  """The file's bytes, or an exception that says why it cannot be read.
+
+  Only a regular file is opened: a FIFO named poster.jpg would block.
+  """
   try:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      return f.read()
-  except tf.errors.OpError as e:
+    return files.read_regular_file(path)
+  except (FileNotFoundError, tf.errors.NotFoundError):
+    return FileNotFoundError('no such file')
+  except files.NotARegularFile as e:
+    return e
+  except (OSError, tf.errors.OpError) as e:
     return OSError(f'cannot read it: {cli.tf_message(e)}')
 
 
