@@ -151,14 +151,14 @@ def _load(table: csv_rows.Table, row: int, images_dir: str,
   poster_id = table.ids[row]
   path = shard_plan.image_path(images_dir, poster_id)
   try:
-    return poster_files.load_poster(path).data
+    return poster_files.load_poster(path, images_dir=images_dir).data
   except poster_files.BadImage as e:
     if not skip_bad_images:
       raise cli.UserError(
-          f'{path} (line {csv_rows.line_of(row)} of {table.name}, Id '
+          f'{path} (line {table.line_of(row)} of {table.name}, Id '
           f'{poster_id}): {e}; fix or remove the row, or pass '
           '--skip_bad_images to score the others') from None
-    skipped.append({'file': path, 'line': csv_rows.line_of(row),
+    skipped.append({'file': path, 'line': table.line_of(row),
                     'id': poster_id, 'reason': e.reason, 'detail': e.detail})
     return None
 

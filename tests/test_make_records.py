@@ -454,7 +454,7 @@ CSV_CASES = {
                  "line 3 (Id 'tt0000001') has no genre"),
     'same Id other labels': (
         lambda rows: _csv_text(genres.CSV_COLUMNS,
-                               rows + [_set(rows, 0, 'War', 1)[0]]),
+                               rows + [_with_genre(rows[0], 'War')]),
         "Id 'tt0000000' on line 5 has other labels than on line 2"),
     'Id ../x': (lambda rows: _csv_text(genres.CSV_COLUMNS,
                                        _set(rows, 1, 'Id', '../secret')),
@@ -470,6 +470,13 @@ CSV_CASES = {
 
 def _csv_text(header, rows) -> str:
   return pd.DataFrame(rows, columns=list(header)).to_csv(index=False)
+
+
+def _with_genre(row, genre) -> list:
+  """The row with one more genre, in its columns and its Genre cell."""
+  labels = list(row[2:])
+  labels[genres.GENRES.index(genre)] = 1
+  return csv_row(row[0], labels)
 
 
 def _set(rows, index, column, value) -> list:
