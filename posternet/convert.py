@@ -18,12 +18,22 @@ What it writes under --out:
 Identical duplicate rows are written once, the first row deciding the split;
 the same Id with other labels is an error.
 
+One converter at a time per --out: it holds `.make_records.lock` there
+(files.FolderLock) for the whole run, and a second one stops at once,
+naming the holder's pid.
+
+Staging, TFDS-style: the new set is built in `.make_records/` under --out,
+beside the set already there, which stays whole and valid until the new one
+is complete. Then it is published (_publish): the old manifest goes first,
+then the shards move in, the new manifest last. A run that fails or is
+stopped leaves a finished set as it was.
+
 Resume: the plan is keyed (shard_plan.make_plan) and kept in `.make_records/`
-under --out, with one note per finished shard. Each shard is written under
-a temporary name and renamed when complete; the manifest comes last, then
-the notes go. A rerun with the same key reuses finished shards; any other
-plan starts afresh. Output is byte-identical whatever the worker count,
-interrupted or not. All record and manifest I/O goes through tf.io.gfile.
+with a note per finished shard, its sha256 included. A rerun with the same
+key reuses a finished shard only if its bytes still have that checksum
+(else it is written again); any other plan starts afresh. Output is
+byte-identical whatever the worker count, interrupted or not. All record
+and manifest I/O goes through tf.io.gfile.
 """
 
 import collections
@@ -38,6 +48,7 @@ import re
 import time
 from typing import Iterable, Iterator, Optional, Sequence
 
+from absl import logging
 import tensorflow as tf
 
 from posternet import cli
@@ -49,7 +60,10 @@ from posternet import remote
 from posternet import shard_plan
 
 SKIPPED_REPORT = 'skipped.csv'
+# The staging folder: the new set and its resume notes, until published.
 STATE_DIR = '.make_records'
+# The lock file of the run that holds --out (files.FolderLock).
+LOCK_FILE = '.make_records.lock'
 
 _SHARD_FILE = re.compile(r'^(train|val)-\d{5}-of-\d{5}\.tfrecord$')
 
@@ -65,7 +79,8 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
   Args:
     csv_path: the tutorial's CSV (Id, Genre, 25 genre columns).
     images_dir: the folder of <Id>.jpg posters.
-    out_dir: where shards, manifest.json (and skipped.csv) go; created.
+    out_dir: where shards, manifest.json (and skipped.csv) go; created. A
+      finished set there is replaced only once the new one is complete.
     val_fraction: validation share of the tutorial's split.
     seed: the split's seed (the tutorial's random_state).
     workers: threads decoding posters; None means all cores.
@@ -82,8 +97,8 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
     rows, unlisted images, shards (and how many were reused), bytes, seconds.
 
   Raises:
-    cli.UserError: bad CSV, bad image (without skip_bad_images), or an
-      output folder that cannot be written.
+    cli.UserError: bad CSV, bad image (without skip_bad_images), an output
+      folder that cannot be written or that another converter is writing.
   """
   start = time.monotonic()
   # s3://, hdfs://, http(s)://: say what to install, before any work.
@@ -98,14 +113,15 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
   table = csv_rows.read_csv(csv_path)
   unlisted = shard_plan.count_unlisted(images_dir, table)
   shards, key = shard_plan.make_plan(table, images_dir, options, workers)
-  done = _prepare_output(out_dir, shards, key)
-  pending = [s for s in shards if s.file not in done]
-  try:
-    _write_pending(out_dir, pending, table, images_dir, options, workers,
-                   progress, done)
-    manifest = _finish(out_dir, table, options, unlisted, shards, done)
-  except tf.errors.OpError as e:
-    raise _unwritable(out_dir, e) from None
+  with _lock_output(out_dir):
+    try:
+      done = _start_or_resume(out_dir, shards, key)
+      pending = [s for s in shards if s.file not in done]
+      _write_pending(out_dir, pending, table, images_dir, options, workers,
+                     progress, done)
+      manifest = _finish(out_dir, table, options, unlisted, shards, done)
+    except tf.errors.OpError as e:
+      raise _unwritable(out_dir, e) from None
   return _summary(manifest, len(shards) - len(pending),
                   time.monotonic() - start)
 
@@ -149,52 +165,70 @@ def _read_json(path: str):
     return None
 
 
-def _clear_outputs(out_dir: str) -> None:
-  """Removes what an earlier conversion wrote here; nothing else is touched."""
-  for name in tf.io.gfile.listdir(out_dir):
-    name = name.rstrip('/')
-    # A shard's temporary file too: a killed run's.
-    if (_SHARD_FILE.match(files.final_name(name)) or
-        name in (records.MANIFEST_NAME, SKIPPED_REPORT)):
-      tf.io.gfile.remove(os.path.join(out_dir, name))
-  state = os.path.join(out_dir, STATE_DIR)
-  if tf.io.gfile.exists(state):
-    tf.io.gfile.rmtree(state)
-
-
-def _prepare_output(out_dir: str, shards: Sequence[shard_plan.Shard],
-                    key: str) -> dict:
-  """Creates --out (a clear error when impossible); resumes a same-key run."""
-  plan = {'key': key, 'files': [s.file for s in shards]}
+def _lock_output(out_dir: str) -> files.FolderLock:
+  """Creates --out and locks it for this run; a second run fails at once."""
   try:
     tf.io.gfile.makedirs(out_dir)
-    return _start_or_resume(out_dir, plan)
+    return files.FolderLock(out_dir, LOCK_FILE)
+  except files.FolderBusy as e:
+    holder = f'pid {e.pid}' if e.pid else 'another process'
+    raise cli.UserError(
+        f'{out_dir} is being written by another converter ({holder}); wait '
+        'for it to finish, or give another --out') from None
   except tf.errors.OpError as e:
     raise _unwritable(out_dir, e) from None
+  except OSError as e:
+    raise cli.UserError(f'cannot write to {out_dir}: {e.strerror}') from None
 
 
-def _start_or_resume(out_dir: str, plan: dict) -> dict:
-  """Keeps finished shards of the same plan, else starts afresh.
+def _staging(out_dir: str) -> str:
+  return os.path.join(out_dir, STATE_DIR)
+
+
+def _start_or_resume(out_dir: str, shards: Sequence[shard_plan.Shard],
+                     key: str) -> dict:
+  """Keeps this plan's finished shards, else starts afresh in staging.
+
+  Only the staging folder is touched: the set already in --out stays whole
+  until _publish.
 
   Returns:
     {shard file: its note} for shards finished by an earlier run.
   """
-  state = os.path.join(out_dir, STATE_DIR)
-  plan_file = os.path.join(state, 'plan.json')
+  staging = _staging(out_dir)
+  plan_file = os.path.join(staging, 'plan.json')
   old = _read_json(plan_file)
-  if not old or old.get('key') != plan['key']:
-    _clear_outputs(out_dir)
-    tf.io.gfile.makedirs(state)
-    files.write_atomically(plan_file, _json_bytes(plan))
+  if not old or old.get('key') != key:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
+    tf.io.gfile.makedirs(staging)
+    files.write_atomically(plan_file, _json_bytes(
+        {'key': key, 'files': [s.file for s in shards]}))
     return {}
   notes = {}
-  for shard_file in plan['files']:
-    note = _read_json(os.path.join(state, shard_file + '.json'))
-    path = os.path.join(out_dir, shard_file)
-    if (note and tf.io.gfile.exists(path)
-        and tf.io.gfile.stat(path).length == _noted_shard(note).bytes):
-      notes[shard_file] = note
+  for shard in shards:
+    note = _read_json(os.path.join(staging, shard.file + '.json'))
+    if note and _still_finished(out_dir, _noted_shard(note)):
+      notes[shard.file] = note
   return notes
+
+
+def _still_finished(out_dir: str, noted: records.ShardInfo) -> bool:
+  """Whether a noted shard's bytes still have the checksum of its note.
+
+  The staged copy decides; a shard no longer staged may already have been
+  published (a run stopped while publishing). A damaged copy is said once
+  and written again.
+  """
+  for folder in (_staging(out_dir), out_dir):
+    path = os.path.join(folder, noted.file)
+    if tf.io.gfile.exists(path):
+      if records.size_and_sha256(path) == (noted.bytes, noted.sha256):
+        return True
+      logging.warning('%s: its bytes no longer have the sha256 noted when it '
+                      'was finished; writing it again', path)
+      return False
+  return False
 
 
 def _noted_shard(note: dict) -> records.ShardInfo:
@@ -212,22 +246,22 @@ def _write_pending(out_dir: str, pending: Sequence[shard_plan.Shard],
                    table: csv_rows.Table, images_dir: str,
                    options: shard_plan.Options, workers: int, progress: bool,
                    done: dict) -> None:
-  """Writes the shards not finished yet, noting each as it is renamed."""
+  """Writes the shards not finished yet into staging, noting each when done."""
   bar = cli.Progress(sum(len(s.rows) for s in pending),
                      f'converting to {out_dir}', enabled=progress)
+  staging = _staging(out_dir)
   try:
-    for note in _write_shards(out_dir, pending, table, images_dir, options,
+    for note in _write_shards(staging, pending, table, images_dir, options,
                               workers, bar):
       shard_file = _noted_shard(note).file
-      files.write_atomically(
-          os.path.join(out_dir, STATE_DIR, shard_file + '.json'),
-          _json_bytes(note))
+      files.write_atomically(os.path.join(staging, shard_file + '.json'),
+                             _json_bytes(note))
       done[shard_file] = note
   finally:
     bar.close()
 
 
-def _write_shards(out_dir: str, shards: Sequence[shard_plan.Shard],
+def _write_shards(folder: str, shards: Sequence[shard_plan.Shard],
                   table: csv_rows.Table, images_dir: str,
                   options: shard_plan.Options, workers: int,
                   bar: cli.Progress) -> Iterator:
@@ -239,14 +273,15 @@ def _write_shards(out_dir: str, shards: Sequence[shard_plan.Shard],
   """
   load = functools.partial(poster_files.load_poster,
                            max_pixels=options.max_pixels,
-                           store_size=options.store_size)
+                           store_size=options.store_size,
+                           images_dir=images_dir)
   paths = (shard_plan.image_path(images_dir, table.ids[row])
            for shard in shards for row in shard.rows)
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     futures = _ordered(pool, load, paths, window=4 * workers)
     try:
       for shard in shards:
-        yield _write_shard(out_dir, shard, futures, table, images_dir,
+        yield _write_shard(folder, shard, futures, table, images_dir,
                            options.skip_bad_images, bar)
     finally:
       pool.shutdown(wait=True, cancel_futures=True)
@@ -264,11 +299,11 @@ def _ordered(pool, function, items: Iterable, window: int) -> Iterator:
     yield future
 
 
-def _write_shard(out_dir: str, shard: shard_plan.Shard, futures: Iterator,
+def _write_shard(folder: str, shard: shard_plan.Shard, futures: Iterator,
                  table: csv_rows.Table, images_dir: str,
                  skip_bad_images: bool, bar: cli.Progress) -> dict:
   """Writes one shard under a temporary name, renames it, returns its note."""
-  with files.atomic_path(os.path.join(out_dir, shard.file)) as temporary:
+  with files.atomic_path(os.path.join(folder, shard.file)) as temporary:
     with tf.io.TFRecordWriter(temporary) as writer:
       sizes, skipped = _write_examples(writer, shard, futures, table,
                                        images_dir, skip_bad_images, bar)
@@ -295,10 +330,10 @@ def _write_examples(writer: tf.io.TFRecordWriter, shard: shard_plan.Shard,
       if not skip_bad_images:
         raise cli.UserError(
             f'{shard_plan.image_path(images_dir, poster_id)} (line '
-            f'{csv_rows.line_of(row)}, Id {poster_id}): {e}; fix or remove '
+            f'{table.line_of(row)}, Id {poster_id}): {e}; fix or remove '
             'the row, or pass --skip_bad_images to leave such posters '
             'out') from None
-      skipped.append([csv_rows.line_of(row), poster_id,
+      skipped.append([table.line_of(row), poster_id,
                       poster_id + csv_rows.IMAGE_SUFFIX, e.reason, e.detail])
     else:
       example = records.make_example(poster.data, poster.height,
@@ -312,27 +347,62 @@ def _write_examples(writer: tf.io.TFRecordWriter, shard: shard_plan.Shard,
   return sizes, skipped
 
 
-# --- The end: skipped.csv, the manifest (last), the summary. ---
+# --- The end: skipped.csv, the manifest, publishing; the summary. ---
 
 
 def _finish(out_dir: str, table: csv_rows.Table, options: shard_plan.Options,
             unlisted: int, shards: Sequence[shard_plan.Shard],
             done: dict) -> records.Manifest:
-  """Writes skipped.csv, the manifest (last), then drops the resume state."""
+  """Stages skipped.csv and the manifest, then publishes the new set."""
+  staging = _staging(out_dir)
   notes_by_split = {split: [done[s.file] for s in shards if s.split == split]
                     for split in records.SPLITS}
   skipped = [entry for s in shards for entry in done[s.file]['skipped_rows']]
   if options.skip_bad_images:
-    files.write_atomically(os.path.join(out_dir, SKIPPED_REPORT),
+    files.write_atomically(os.path.join(staging, SKIPPED_REPORT),
                            _skipped_report(skipped))
   manifest = _manifest(table, options, unlisted, notes_by_split, skipped)
   for split in records.SPLITS:
     if not manifest.num_examples(split):
       raise cli.UserError(f'every poster of the {split} split was skipped; '
-                          f'see {os.path.join(out_dir, SKIPPED_REPORT)}')
-  manifest = manifest.write(out_dir)
-  tf.io.gfile.rmtree(os.path.join(out_dir, STATE_DIR))
-  return manifest
+                          f'see {os.path.join(staging, SKIPPED_REPORT)}')
+  manifest.write(staging)
+  new_files = [s.file for s in shards] + (
+      [SKIPPED_REPORT] if options.skip_bad_images else [])
+  _publish(out_dir, new_files)
+  return manifest.at(out_dir)
+
+
+def _publish(out_dir: str, new_files: Sequence[str]) -> None:
+  """Replaces the set in --out by the staged one, its manifest last.
+
+  The old manifest goes first, so --out never claims a mix of old and new
+  shards; then what the old set had and the new one has not, then the new
+  files move in. A run stopped in between leaves no manifest and the notes
+  in staging: its rerun finds each shard staged or already moved (by
+  checksum) and publishes again.
+  """
+  staging = _staging(out_dir)
+  _remove_if_there(records.manifest_path(out_dir))
+  for name in tf.io.gfile.listdir(out_dir):
+    name = name.rstrip('/')
+    final = files.final_name(name)  # a killed run's temporary file too
+    ours = _SHARD_FILE.match(final) or final in (records.MANIFEST_NAME,
+                                                 SKIPPED_REPORT)
+    if ours and name not in new_files:
+      tf.io.gfile.remove(os.path.join(out_dir, name))
+  for name in new_files:
+    if tf.io.gfile.exists(os.path.join(staging, name)):
+      tf.io.gfile.rename(os.path.join(staging, name),
+                         os.path.join(out_dir, name), overwrite=True)
+  tf.io.gfile.rename(records.manifest_path(staging),
+                     records.manifest_path(out_dir), overwrite=True)
+  tf.io.gfile.rmtree(staging)
+
+
+def _remove_if_there(path: str) -> None:
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.remove(path)
 
 
 def _manifest(table: csv_rows.Table, options: shard_plan.Options,

@@ -42,7 +42,7 @@ MIN_POSTERS_PER_SHARD = 128
 
 # Bump when a change to the converter changes the output bytes, or the
 # resume notes' format (posternet/convert.py): older state is then ignored.
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)

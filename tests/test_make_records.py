@@ -647,5 +647,5 @@ def test_a_split_with_every_poster_skipped_is_an_error(tmp_path):
                      'skipped; see .*skipped.csv'):
     convert.convert(csv_path, image_dir, str(out), skip_bad_images=True,
                          progress=False)
-  assert 'ttempty' in (out / 'skipped.csv').read_text()
+  assert 'ttempty' in (out / convert.STATE_DIR / 'skipped.csv').read_text()
   assert not (out / records.MANIFEST_NAME).exists()
