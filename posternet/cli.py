@@ -2,7 +2,9 @@
 
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from typing import Tuple
 
@@ -17,12 +19,18 @@ class UserError(Exception):
 
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def run(main):
-  """Runs an absl `main(argv)`, turning a UserError into 'error: …' and exit 2."""
+  """Runs an absl `main(argv)`, turning a UserError into 'error: …' and exit 2.
+
+  Ctrl-C becomes 'interrupted' and exit 130, after the work's own cleanup
+  (finally blocks, locks) ran.
+  """
 
   def guarded_main(argv):
+    _interrupt_with_keyboard_interrupt()
     try:
       return main(argv)
     except UserError as e:
@@ -30,9 +38,31 @@ def run(main):
       sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
       print('interrupted', file=sys.stderr)
-      sys.exit(130)
+      sys.exit(EXIT_INTERRUPTED)
 
   app.run(guarded_main)
+
+
+def exit_on_ctrl_c_while_a_command_starts() -> None:
+  """Ctrl-C while a command starts exits 130 at once, with no traceback.
+
+  Importing TensorFlow takes seconds, before run() can catch anything; a
+  KeyboardInterrupt there would print a long traceback. Only commands
+  (`python -m posternet.…` or `tools.…`: argv[0] is '-m' while the module is
+  found; `posternet-…` scripts) get this: a program that imports posternet
+  keeps its own Ctrl-C. run() hands Ctrl-C back to Python when main starts.
+  """
+  program = os.path.basename(sys.argv[0]) if sys.argv else ''
+  if ((program == '-m' or program.startswith('posternet-'))
+      and threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))  # pylint: disable=protected-access
+
+
+def _interrupt_with_keyboard_interrupt() -> None:
+  """Ctrl-C raises KeyboardInterrupt again (the start-up exit is over)."""
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # Lines of a TensorFlow error that are not its reason: graph mode's header,
