@@ -210,12 +210,19 @@ def _write_saved_model(model: keras.Model, path: str,
   """
   height, width = int(image_size[0]), int(image_size[1])
 
-  def serve(image_bytes):
+  def predict(image_bytes):
     posters = tf.map_fn(
         lambda encoded: images.decode_for_model(encoded, (height, width)),
         image_bytes,
         fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
-    return {OUTPUT_NAME: tf.cast(model(posters, training=False), tf.float32)}
+    return tf.cast(model(posters, training=False), tf.float32)
+
+  def serve(image_bytes):
+    # An empty batch skips the model: oneDNN's convolutions fail on 0 images.
+    probabilities = tf.cond(
+        tf.size(image_bytes) > 0, lambda: predict(image_bytes),
+        lambda: tf.zeros([0, genres.NUM_GENRES], tf.float32))
+    return {OUTPUT_NAME: probabilities}
 
   # No archive.track(model): the endpoint's variables are tracked anyway, and
   # walking every layer of a large model made the write several times slower.
