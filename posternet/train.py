@@ -173,7 +173,10 @@ def _train_and_export(config: Config, settings: Resolved,
                                                manifest)
   callbacks = _callbacks(config, settings, clock, manifest)
   start = time.perf_counter()
-  with _user_errors(config, manifest):
+  watch = (data_service.Watch(clock, config.data_service,
+                              config.data_service_timeout)
+           if config.data_service else contextlib.nullcontext())
+  with _user_errors(config, manifest), watch:
     # shuffle=False: the pipeline shuffles. validation_steps: the val
     # split's batches, so Keras need not run into its end to find it.
     model.fit(train_data, validation_data=val_data, epochs=config.epochs,

@@ -64,7 +64,7 @@ def test_every_config_field_has_a_flag_with_help_and_back():
       'init_weights', 'seed', 'keep_checkpoints', 'verbose',
       'log_every_steps', 'dashboard_every_epochs', 'profile_steps',
       'data_service', 'data_service_mode', 'data_service_job',
-      'optimizer', 'weight_decay', 'schedule', 'warmup_epochs', 'loss',
+      'data_service_timeout', 'optimizer', 'weight_decay', 'schedule', 'warmup_epochs', 'loss',
       'label_smoothing', 'augment', 'crop_area', 'color_jitter',
       'export_epoch')
 
