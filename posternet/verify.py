@@ -6,6 +6,8 @@ size and sha256 as listed, every record's TFRecord CRCs, that it parses as a
 posternet Example, a JPEG that decodes to the stored height x width, 0/1
 labels with at least one genre, and an Id seen once in the whole folder;
 per split, that the shards add up and the stored size range is as listed.
+The trainer and evaluate run the same checks (damaged_record_error) when a
+poster fails to decode, to name the record behind it.
 """
 
 import concurrent.futures
@@ -53,9 +55,8 @@ def damaged_record_error(manifest: records.Manifest,
   """
   if not isinstance(error, tf.errors.InvalidArgumentError):
     return None
-  logging.warning('reading the records failed (%s); checking %s for a '
-                  'damaged record', cli.tf_message(error),
-                  manifest.records_dir)
+  logging.warning('reading the records failed; checking %s for a damaged '
+                  'record, as `make verify` does', manifest.records_dir)
   problems = check(manifest)
   if not problems:
     return None
