@@ -3,7 +3,10 @@
   checkpoints/  epoch-NNNN.keras: the whole model after each epoch
                 (EpochCheckpoint; the last --keep_checkpoints kept)
   backup/       epoch-NNNN/: weights and optimizer state of the last finished
-                epoch (Backup), while the run is unfinished
+                epoch (Backup), while the run is unfinished: until its
+                summary is written (finish_run), so a run that stops after
+                its last epoch (killed, or its export failed) resumes there
+                and only scores, exports and summarises
   best/         the weights of the epoch with the best validation score so
                 far, and best.json saying which epoch and score (BestEpoch)
 
@@ -34,13 +37,15 @@ class Backup(keras.callbacks.BackupAndRestore):
   a temporary name and renamed when complete: the epoch is in the name, so it
   cannot disagree with the weights, and a half-written backup is never read.
   The newest complete folder wins; older ones are removed after it exists.
+  The backup outlives model.fit: finish_run removes it once the run's
+  outputs are all written.
   """
 
   PREFIX = 'epoch-'
   WEIGHTS = 'state.weights.h5'
 
   def __init__(self, backup_dir: str, restore_dir: Optional[str] = None):
-    super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=True)
+    super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=False)
     self.resumed_from_epoch = 0
     # Multi-worker: every worker resumes from the chief's backup where it is
     # visible, so all resume from the same epoch (as Keras 2 did).
@@ -183,6 +188,17 @@ def prepare_run_dir(folder: str, resume: bool) -> None:
     else:
       tf.io.gfile.remove(path)
   _makedirs(folder)
+
+
+def finish_run(folder: str) -> None:
+  """Marks a run finished: removes its resume state (backup/).
+
+  Called once summary.json is written: until then a run started again
+  resumes after its last finished epoch instead of starting over.
+  """
+  backup = os.path.join(folder, 'backup')
+  if tf.io.gfile.exists(backup):
+    tf.io.gfile.rmtree(backup)
 
 
 def _makedirs(folder: str) -> None:

@@ -69,20 +69,27 @@ def _interrupt_with_keyboard_interrupt() -> None:
 # the node's stack (its 'File "…"' lines), and placeholders such as
 # '<stack traces unavailable>'.
 _TF_NOISE = ('Graph execution', 'Detected at', 'File "', '<')
+# tf.debugging.Assert's wrappers around its message: in a graph, then eagerly.
+_ASSERT_WRAPPERS = (re.compile(r'^assertion failed: \[(.*)\]$'),
+                    re.compile(r"^Expected .* to be true\. Summarized data: "
+                               r"b?'(.*)'$"))
 
 
 def tf_message(error: Exception) -> str:
   """An error's reason on one line, for one-line user errors.
 
   TensorFlow wraps the reason in decoration: node names in {{…}}, ' [Op:…]'
-  tags, and in graph mode a header and the node's stack. This is the first
-  line left without them, its spaces collapsed; for any other exception its
-  first line; its type's name when it has no text.
+  tags, in graph mode a header and the node's stack, and around an Assert's
+  message 'assertion failed: […]'. This is the first line left without
+  them, its spaces collapsed; for any other exception its first line; its
+  type's name when it has no text.
   """
   text = getattr(error, 'message', None) or str(error)
   for line in re.sub(r'\{\{[^}]*\}\}', '', text).splitlines():
     line = ' '.join(line.split(' [Op:')[0].split())
     if line and not line.startswith(_TF_NOISE):
+      for wrapper in _ASSERT_WRAPPERS:
+        line = wrapper.sub(r'\1', line)
       return line
   return type(error).__name__
 

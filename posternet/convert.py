@@ -54,6 +54,7 @@ import tensorflow as tf
 from posternet import cli
 from posternet import csv_rows
 from posternet import files
+from posternet import images
 from posternet import poster_files
 from posternet import records
 from posternet import remote
@@ -72,7 +73,7 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
             val_fraction: float = 0.1, seed: int = 42,
             workers: Optional[int] = None, skip_bad_images: bool = False,
             store_size: Optional[Sequence[int]] = None,
-            max_pixels: int = poster_files.DEFAULT_MAX_PIXELS,
+            max_pixels: int = images.MAX_PIXELS,
             min_shards: int = 1, progress: bool = True) -> dict:
   """Converts the tutorial's CSV + Images/ to shards and manifest.json.
 

@@ -36,8 +36,12 @@ Processing modes (--data_service_mode of the trainer):
 """
 
 import dataclasses
+import os
 import re
+import select
 import signal
+import socket
+import sys
 import threading
 from typing import Optional, Sequence, Tuple
 
@@ -53,9 +57,14 @@ from posternet import records
 MODES = ('parallel_epochs', 'distributed_epoch')
 DEFAULT_HOST = '127.0.0.1'
 PROBE_TIMEOUT_S = 10.0
-# The dispatcher's RPC that answers with its version (dispatcher.proto);
-# an empty request is a valid GetVersionRequest.
+# How long a trainer waits for a batch from the service before it gives up
+# (--data_service_timeout), and before it says what it waits for.
+DEFAULT_TIMEOUT_S = 300.0
+NOTICE_S = 5.0
+# The dispatcher's RPCs (dispatcher.proto) that answer with its version and
+# with the workers registered; an empty request is a valid one for both.
 _GET_VERSION = '/tensorflow.data.DispatcherService/GetVersion'
+_GET_WORKERS = '/tensorflow.data.DispatcherService/GetWorkers'
 
 
 # --- Addresses and the probe. ---
@@ -118,13 +127,50 @@ def _version_of(reply: bytes) -> int:
   """The int64 field 1 of a GetVersionResponse (protobuf varint), or 0."""
   if len(reply) < 2 or reply[0] != 0x08:
     return 0
-  value, shift = 0, 0
-  for byte in reply[1:]:
-    value |= (byte & 0x7F) << shift
+  return _varint(reply, 1)[0]
+
+
+def _varint(data: bytes, start: int) -> Tuple[int, int]:
+  """(value, index after it) of the protobuf varint at data[start:]."""
+  value, shift, index = 0, 0, start
+  for index in range(start, len(data)):
+    value |= (data[index] & 0x7F) << shift
     shift += 7
-    if byte < 0x80:
+    if data[index] < 0x80:
       break
-  return value
+  return value, index + 1
+
+
+def count_workers(address: str, timeout_s: float = 5.0) -> Optional[int]:
+  """Workers registered with the dispatcher; None when it does not answer."""
+  import grpc  # pylint: disable=g-import-not-at-top
+  host, port = parse_address(address)
+  target = f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+  with grpc.insecure_channel(target) as channel:
+    try:
+      reply = channel.unary_unary(_GET_WORKERS)(b'', timeout=timeout_s)
+    except grpc.RpcError:
+      return None
+  # GetWorkersResponse: `repeated WorkerInfo workers = 1`, each tag 0x0A
+  # and a length.
+  count, index = 0, 0
+  while index < len(reply) and reply[index] == 0x0A:
+    length, index = _varint(reply, index + 1)
+    count, index = count + 1, index + length
+  return count
+
+
+def waiting_for(address: str, workers: Optional[int]) -> str:
+  """What a trainer fed by the service waits for, in words."""
+  if workers is None:
+    return f'the dispatcher at {address} does not answer'
+  if workers == 0:
+    host, port = parse_address(address)
+    return (f'no worker has registered with the dispatcher at {address} yet '
+            '(start one: python -m posternet.data_service worker '
+            f'--dispatcher={host}:{port})')
+  return (f'{workers} worker(s) registered with the dispatcher at {address}, '
+          'but no batch came from them')
 
 
 # --- The trainer's side: a pipeline sent through the service. ---
@@ -195,6 +241,90 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
     # batches, so no poster is dropped and training shapes stay static.
     dataset = dataset.rebatch(batch_size, drop_remainder=repeat)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class Watch:
+  """Bounds a trainer's waits for batches from the service, and says why.
+
+  TensorFlow's client waits for workers for ever, and while it waits it
+  cannot be interrupted, not even by Ctrl-C: the main thread is inside a
+  C++ op. A thread watches the input clock (step_scalars.InputClock) of the
+  training dataset: after notice_s of waiting it logs what the trainer
+  waits for (waiting_for); after timeout_s it prints one error line and
+  ends the process with exit code 2. Ctrl-C during such a wait ends it with
+  130. Either is a kill between epochs' backups: the run resumes when
+  started again.
+
+    with data_service.Watch(clock, address, timeout_s):
+      model.fit(...)
+  """
+
+  def __init__(self, clock, address: str, timeout_s: float,
+               notice_s: float = NOTICE_S, poll_s: float = 0.5):
+    self.clock, self.address = clock, address
+    self.timeout_s, self.notice_s, self.poll_s = timeout_s, notice_s, poll_s
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._watch, daemon=True,
+                                    name='data_service.Watch')
+    self._signals, self._previous_fd = None, None
+
+  def __enter__(self) -> 'Watch':
+    if threading.current_thread() is threading.main_thread():
+      # Signals reach this socket even while the main thread is in C++.
+      self._signals = socket.socketpair()
+      for end in self._signals:
+        end.setblocking(False)
+      self._previous_fd = signal.set_wakeup_fd(
+          self._signals[1].fileno(), warn_on_full_buffer=False)
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._stop.set()
+    self._thread.join()
+    if self._signals is not None:
+      signal.set_wakeup_fd(self._previous_fd)
+      for end in self._signals:
+        end.close()
+
+  def _watch(self) -> None:
+    announced = False
+    while not self._stop.is_set():
+      self._sleep_or_interrupt()
+      waited = self.clock.waiting_s()
+      if waited < self.notice_s:
+        announced = False
+      elif waited >= self.timeout_s:
+        self._exit(f'error: --data_service={self.address}: no batch from the '
+                   f'tf.data service in {self.timeout_s:g} s '
+                   f'(--data_service_timeout): {self._why()}',
+                   cli.EXIT_USER_ERROR)
+      elif not announced:
+        logging.warning('waiting for a batch from the tf.data service: %s; '
+                        'giving up after %g s (--data_service_timeout)',
+                        self._why(), self.timeout_s)
+        announced = True
+
+  def _why(self) -> str:
+    return waiting_for(self.address, count_workers(self.address))
+
+  def _sleep_or_interrupt(self) -> None:
+    """Waits poll_s; Ctrl-C while the loop waits for input ends the process.
+
+    At other times the main thread turns Ctrl-C into KeyboardInterrupt.
+    """
+    if self._signals is None:
+      self._stop.wait(self.poll_s)
+      return
+    readable, _, _ = select.select([self._signals[0]], [], [], self.poll_s)
+    received = self._signals[0].recv(64) if readable else b''
+    if signal.SIGINT in received and self.clock.waiting_s() > 0:
+      self._exit('interrupted', 130)
+
+  @staticmethod
+  def _exit(line: str, code: int) -> None:
+    print(line, file=sys.stderr, flush=True)
+    os._exit(code)  # pylint: disable=protected-access
 
 
 # --- The servers. ---

@@ -40,6 +40,7 @@ from posternet import metrics
 from posternet import poster_files
 from posternet import records
 from posternet import shard_plan
+from posternet import verify
 
 SPLITS = ('val', 'train')
 
@@ -96,7 +97,8 @@ def score_records(model_dir: str, manifest: records.Manifest, split: str,
       labels.append(batch_labels.numpy())
       bar.update(len(labels[-1]))
   except tf.errors.OpError as e:
-    raise (input_pipeline.as_user_error(e) or e) from None
+    raise (input_pipeline.as_user_error(e) or
+           verify.damaged_record_error(manifest, e) or e) from None
   bar.close()
   source = {'kind': 'records', 'records': manifest.records_dir,
             'split': split}

@@ -172,9 +172,7 @@ def export_model(model: keras.Model, export_dir: str, *,
   if unknown:
     raise ValueError(f'tuned genres {sorted(unknown)} are not genres')
   export_dir = os.path.abspath(export_dir)
-  temporary = files.temporary_name(export_dir)  # a killed run's is replaced
-  shutil.rmtree(temporary, ignore_errors=True)
-  os.makedirs(temporary)
+  temporary = _new_temporary_folder(export_dir)
   inference_model = _inference_copy(model)
   inference_model.save(os.path.join(temporary, KERAS_NAME))
   _write_saved_model(inference_model, os.path.join(temporary, SAVED_MODEL_NAME),
@@ -182,6 +180,41 @@ def export_model(model: keras.Model, export_dir: str, *,
   _write_info(os.path.join(temporary, INFO_NAME), image_size,
               thresholds._replace(values=values), info)
   _replace_folder(temporary, export_dir)
+
+
+def check_writable(export_dir: str) -> None:
+  """Fails now, in one line, where export_model would fail later.
+
+  The trainer calls it before training: makes the temporary folder
+  export_model writes into (and the parents), then removes it again.
+
+  Raises:
+    cli.UserError: export_dir is a file, or that folder cannot be made.
+  """
+  export_dir = os.path.abspath(export_dir)
+  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    raise cli.UserError(f'cannot export to {export_dir}: it is a file, not '
+                        'a folder; give another --export_dir (or '
+                        '--export_dir= for none)')
+  os.rmdir(_new_temporary_folder(export_dir))
+
+
+def _new_temporary_folder(export_dir: str) -> str:
+  """An empty <export_dir>.tmp (a killed run's is replaced); its path.
+
+  Raises:
+    cli.UserError: it cannot be made (a file in the way, no permission).
+  """
+  temporary = files.temporary_name(export_dir)
+  shutil.rmtree(temporary, ignore_errors=True)
+  try:
+    os.makedirs(temporary)
+  except OSError as e:
+    raise cli.UserError(
+        f'cannot write the export to {export_dir}: cannot make '
+        f'{e.filename or temporary} ({e.strerror or e}); give another '
+        '--export_dir (or --export_dir= for none)') from None
+  return temporary
 
 
 def _inference_copy(model: keras.Model) -> keras.Model:
@@ -210,12 +243,19 @@ def _write_saved_model(model: keras.Model, path: str,
   """
   height, width = int(image_size[0]), int(image_size[1])
 
-  def serve(image_bytes):
+  def predict(image_bytes):
     posters = tf.map_fn(
         lambda encoded: images.decode_for_model(encoded, (height, width)),
         image_bytes,
         fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
-    return {OUTPUT_NAME: tf.cast(model(posters, training=False), tf.float32)}
+    return tf.cast(model(posters, training=False), tf.float32)
+
+  def serve(image_bytes):
+    # An empty batch skips the model: oneDNN's convolutions fail on 0 images.
+    probabilities = tf.cond(
+        tf.size(image_bytes) > 0, lambda: predict(image_bytes),
+        lambda: tf.zeros([0, genres.NUM_GENRES], tf.float32))
+    return {OUTPUT_NAME: probabilities}
 
   # No archive.track(model): the endpoint's variables are tracked anyway, and
   # walking every layer of a large model made the write several times slower.

@@ -8,6 +8,13 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+# The most pixels a poster may have, everywhere: the converter refuses a
+# larger image from its header (Pillow's), prediction and the serving
+# signature from its header too (header_size), before decoding. A poster has
+# ~0.13 Mpx; 40 Mpx is already a very large photo, and a decompression bomb
+# (a 1 MB PNG of 20000x20000) would otherwise take 1.2 GB to decode.
+MAX_PIXELS = 40_000_000
+
 # Interpolation for every resize in posternet. Antialiasing keeps downscaled
 # posters free of aliasing (text and edges); the cost is paid once per use.
 RESIZE_METHOD = 'bilinear'
@@ -105,9 +112,70 @@ def decode_jpeg_at_its_ratio(encoded: tf.Tensor, image_size: Sequence[int],
   return tf.switch_case(_dynamic_jpeg_ratio(encoded, image_size), branches)
 
 
+def _header_uint(header: tf.Tensor, start: int, length: int,
+                 big_endian: bool = False) -> tf.Tensor:
+  """An unsigned integer of `length` bytes at `start` of header (uint8 [N])."""
+  digits = tf.cast(header[start:start + length], tf.int64)
+  weights = [256 ** i for i in range(length)]
+  return tf.reduce_sum(digits * (weights[::-1] if big_endian else weights))
+
+
+def header_size(encoded: tf.Tensor) -> tf.Tensor:
+  """(height, width), int64, from an image's header, without decoding it.
+
+  JPEG: tf.io.extract_jpeg_shape. PNG: IHDR. GIF: the logical screen. BMP:
+  BITMAPINFOHEADER (a bottom-up image has a negative height). WebP: the
+  VP8X canvas, or the VP8 / VP8L frame. Anything else is (0, 0): the
+  decoder then says what it is not.
+  """
+  head = tf.strings.substr(tf.strings.join([encoded, '\0' * 30]), 0, 30)
+  header = tf.io.decode_raw(head, tf.uint8)
+  uint = lambda start, length, big=False: _header_uint(header, start, length,
+                                                       big)
+  starts = lambda magic: tf.strings.substr(encoded, 0, len(magic)) == magic
+  webp_chunk = tf.strings.substr(head, 12, 4)
+  bmp_height = uint(22, 4)
+  sizes = [  # (is this format, lambda: (height, width))
+      (tf.io.is_jpeg(encoded), lambda: tf.cast(
+          tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)),
+      (starts(b'\x89PNG'), lambda: tf.stack([uint(20, 4, True),
+                                             uint(16, 4, True)])),
+      (starts(b'GIF8'), lambda: tf.stack([uint(8, 2), uint(6, 2)])),
+      (starts(b'BM'), lambda: tf.stack([
+          tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height),
+          uint(18, 4)])),
+      (webp_chunk == 'VP8X', lambda: tf.stack([uint(27, 3) + 1,
+                                               uint(24, 3) + 1])),
+      (webp_chunk == 'VP8 ', lambda: tf.stack([uint(28, 2) % 2**14,
+                                               uint(26, 2) % 2**14])),
+      (webp_chunk == 'VP8L', lambda: tf.stack([
+          uint(21, 4) // 2**14 % 2**14 + 1, uint(21, 4) % 2**14 + 1])),
+  ]
+  size = tf.zeros([2], tf.int64)
+  for is_format, read_size in reversed(sizes):
+    size = tf.cond(is_format, read_size, lambda size=size: size)
+  return size
+
+
+def _check_pixel_limit(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
+  """encoded, once its header says it has at most max_pixels pixels.
+
+  Fails (InvalidArgumentError, 'too large: WxH …') before any decode.
+  """
+  height, width = tf.unstack(header_size(encoded))
+  message = tf.strings.join([
+      'too large: ', tf.strings.as_string(width), 'x',
+      tf.strings.as_string(height), ' pixels, more than the limit of ',
+      f'{max_pixels:,}; not a poster, maybe a decompression bomb'])
+  check = tf.debugging.Assert(height * width <= max_pixels, [message])
+  with tf.control_dependencies([check]):
+    return tf.identity(encoded)
+
+
 def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
                      stored_hw: Optional[Sequence[int]] = None,
-                     dct_method: str = DCT_METHOD) -> tf.Tensor:
+                     dct_method: str = DCT_METHOD,
+                     max_pixels: Optional[int] = MAX_PIXELS) -> tf.Tensor:
   """One poster's bytes → uint8 [H, W, 3] at image_size: the one decode rule.
 
   The training pipeline, the predictor and the serving signature all decode
@@ -115,7 +183,8 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
   The rule: a JPEG is decoded with DCT_METHOD at the largest DCT ratio that
   keeps it at least image_size (jpeg_ratio of its own size), then resized
   only if that differs from image_size. Other formats (PNG, GIF, BMP, WebP)
-  go through decode_rgb, then the same resize.
+  go through decode_rgb, then the same resize. An image whose header claims
+  more than max_pixels pixels fails before it is decoded.
 
   Args:
     encoded: scalar string tensor of the poster's bytes.
@@ -125,6 +194,9 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
       decided once when the graph is built, with no header read, no format
       test and no resize when the ratio lands on image_size.
     dct_method: the IDCT; DCT_METHOD unless a benchmark compares.
+    max_pixels: the most pixels an image of unknown size may have
+      (InvalidArgumentError 'too large: …' before decoding); None: no limit,
+      for records, whose sizes the converter checked (its --max_pixels).
 
   Returns:
     uint8 [image_size[0], image_size[1], 3], with a static shape.
@@ -137,6 +209,8 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
     if decoded != size:
       image = resize_uint8(image, size)
     return tf.ensure_shape(image, size + [3])
+  if max_pixels is not None:
+    encoded = _check_pixel_limit(encoded, max_pixels)
   image = tf.cond(tf.io.is_jpeg(encoded),
                   lambda: decode_jpeg_at_its_ratio(encoded, size, dct_method),
                   lambda: decode_rgb(encoded))

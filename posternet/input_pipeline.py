@@ -339,8 +339,10 @@ def parse(serialized: tf.Tensor) -> dict:
 def decode_one(plan: Mapping, image_size: Sequence[int],
                dct_method: str = images.DCT_METHOD):
   """A function JPEG bytes → uint8 [H, W, 3] at image_size (decode_for_model)."""
+  # max_pixels=None: the converter checked the records' sizes (--max_pixels).
   return lambda encoded: images.decode_for_model(
-      encoded, image_size, stored_hw=plan['stored_hw'], dct_method=dct_method)
+      encoded, image_size, stored_hw=plan['stored_hw'], dct_method=dct_method,
+      max_pixels=None)
 
 
 def decode_batch(plan: Mapping, image_size: Sequence[int],

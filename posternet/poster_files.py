@@ -23,10 +23,6 @@ from posternet import cli
 from posternet import files
 from posternet import images
 
-# A poster has ~0.13 Mpx; 40 Mpx is already a very large photo. Beyond it an
-# image is refused from its header alone, before decoding (decompression bombs).
-DEFAULT_MAX_PIXELS = 40_000_000
-
 # Why a poster can be skipped, in the manifest's order.
 REASONS = ('missing image', 'not a regular file', 'outside the images folder',
            'unreadable image', 'empty image', 'not an image',
@@ -57,7 +53,7 @@ class Poster:
   width: int
 
 
-def load_poster(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+def load_poster(path: str, *, max_pixels: int = images.MAX_PIXELS,
                 store_size: Optional[Sequence[int]] = None,
                 images_dir: Optional[str] = None) -> Poster:
   """Reads one poster file and returns the JPEG bytes to store.

@@ -85,7 +85,11 @@ def _predict_one(predictor: export.Predictor, path: str, data) -> Result:
     images.decode_for_model(data, predictor.image_size)
     return Result(path, predictor.predict_bytes([data])[0], None)
   except tf.errors.InvalidArgumentError as e:
-    return Result(path, None, f'not a readable image: {cli.tf_message(e)}')
+    reason = cli.tf_message(e)
+    # Refused from its header (images.MAX_PIXELS), not unreadable.
+    if not reason.startswith('too large: '):
+      reason = f'not a readable image: {reason}'
+    return Result(path, None, reason)
 
 
 def _read(path: str):

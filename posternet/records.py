@@ -63,6 +63,17 @@ FEATURES = {
 _REMAKE = 'convert the data again with `make records`'
 
 
+def _not_a_folder(records_dir: str) -> str:
+  """Why records_dir, which is not a folder, cannot be opened: one line."""
+  if not tf.io.gfile.exists(records_dir):
+    return (f'records folder {records_dir} does not exist; make it with '
+            '`make records`')
+  hint = (f'; give its folder, {os.path.dirname(records_dir) or "."}'
+          if os.path.basename(records_dir) == MANIFEST_NAME else '')
+  return (f'{records_dir} is a file, not a records folder (the folder `make '
+          f'records` wrote, with {MANIFEST_NAME} and the shards){hint}')
+
+
 def make_example(image_bytes: bytes, height: int, width: int, poster_id: str,
                  labels: Sequence[float]) -> tf.train.Example:
   """Builds the tf.train.Example for one poster."""
@@ -242,8 +253,7 @@ class Manifest:
     remote.check_path(records_dir, 'records folder')
     path = manifest_path(records_dir)
     if not tf.io.gfile.isdir(records_dir):
-      raise cli.UserError(f'records folder {records_dir} does not exist; '
-                          'make it with `make records`')
+      raise cli.UserError(_not_a_folder(records_dir))
     if not tf.io.gfile.exists(path):
       raise cli.UserError(f'{path} not found: {records_dir} is not a finished '
                           'records folder (run `make records`, or let an '

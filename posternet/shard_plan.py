@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import csv_rows
-from posternet import poster_files
+from posternet import images
 from posternet import records
 from posternet import remote
 
@@ -55,7 +55,7 @@ class Options:
   seed: int = 42
   skip_bad_images: bool = False
   store_size: Optional[Tuple[int, int]] = None
-  max_pixels: int = poster_files.DEFAULT_MAX_PIXELS
+  max_pixels: int = images.MAX_PIXELS
   min_shards: int = 1
 
 

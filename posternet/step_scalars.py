@@ -31,21 +31,29 @@ class InputClock:
     with tf.init_scope(), tf.device('/CPU:0'):
       self.waited = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                 name='input_wait_seconds')
+      # When the batch being awaited was asked for (epoch seconds); 0: none.
+      self.asked_at = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                  name='input_asked_at')
 
   def wrap(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """The dataset, its get_next timed into self.waited.
+    """The dataset, its get_next timed into self.waited (and asked_at).
 
     zip asks its inputs in order: the stamp is taken when the consumer asks
     for a batch, then the batch is awaited; the map after them runs on the
     consumer's call, once the batch is there. inject_prefetch is off so that
     tf.data does not move this map to a background thread.
     """
-    stamps = tf.data.Dataset.from_tensors(0).repeat().map(
-        lambda _: tf.timestamp())
+    def ask(_):
+      now = tf.timestamp()
+      with tf.control_dependencies([self.asked_at.assign(now)]):
+        return tf.identity(now)
+
+    stamps = tf.data.Dataset.from_tensors(0).repeat().map(ask)
 
     def record(asked, element):
       wait = self.waited.assign_add(tf.timestamp() - asked)
-      with tf.control_dependencies([wait]):
+      arrived = self.asked_at.assign(0.0)
+      with tf.control_dependencies([wait, arrived]):
         return tf.nest.map_structure(tf.identity, element)
 
     options = tf.data.Options()
@@ -56,6 +64,14 @@ class InputClock:
   def seconds(self) -> float:
     """Total seconds waited so far (read on the host, cheap)."""
     return float(self.waited.numpy())
+
+  def waiting_s(self) -> float:
+    """How long the batch asked for last has been awaited; 0 once it came.
+
+    Readable from another thread while the loop waits (data_service.Watch).
+    """
+    asked = float(self.asked_at.numpy())
+    return max(time.time() - asked, 0.0) if asked else 0.0
 
 
 class StepScalars(keras.callbacks.Callback):

@@ -15,7 +15,9 @@ A run lives in --logdir/<run_name>/:
 
 A run that was killed (even with kill -9) continues from its last finished
 epoch when started again with the same flags, and ends after the same number
-of steps. Starting a finished run again starts it over.
+of steps. One that stopped after its last epoch (killed, or its export
+failed) only scores, exports and summarises when started again. Starting a
+finished run (summary.json written) again starts it over.
 
 This module is `main`; the work is `run(Config)`, which tests call
 directly. The flags are train_config's.
@@ -60,6 +62,7 @@ from posternet import optim
 from posternet import records
 from posternet import step_scalars
 from posternet import train_config
+from posternet import verify
 
 # The run's argument: `train.run(train.Config(records=...))`.
 Config = train_config.Config
@@ -79,7 +82,8 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
 
   Raises:
     cli.UserError: bad records folder or manifest, a size the model cannot
-      take, unusable --init_weights, out of memory, a damaged shard.
+      take, unusable --init_weights, out of memory, a damaged shard or
+      record (named), a run folder or export that cannot be written.
   """
   train_config.check_config(config)
   manifest = records.Manifest.read(config.records)  # opened once, passed down
@@ -110,6 +114,8 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
                   if config.export_dir is not None and folder == run_dir
                   else os.path.join(folder, 'export')))
   _write_run_config(folder, config, settings, flags_text)
+  if settings.export_dir:
+    export.check_writable(settings.export_dir)  # now, not after training
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(settings.precision)
   try:
@@ -167,7 +173,10 @@ def _train_and_export(config: Config, settings: Resolved,
                                                manifest)
   callbacks = _callbacks(config, settings, clock, manifest)
   start = time.perf_counter()
-  with _user_errors(config):
+  watch = (data_service.Watch(clock, config.data_service,
+                              config.data_service_timeout)
+           if config.data_service else contextlib.nullcontext())
+  with _user_errors(config, manifest), watch:
     # shuffle=False: the pipeline shuffles. validation_steps: the val
     # split's batches, so Keras need not run into its end to find it.
     model.fit(train_data, validation_data=val_data, epochs=config.epochs,
@@ -175,6 +184,9 @@ def _train_and_export(config: Config, settings: Resolved,
               validation_steps=settings.val_steps, shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
+  if backup.resumed_from_epoch >= config.epochs:
+    logging.info('all %d epochs were trained before: only scoring, exporting '
+                 'and summarising', backup.resumed_from_epoch)
   # Optimizer updates applied (under mixed_float16, steps skipped for an
   # overflowing loss scale are not counted), before the best epoch's weights
   # (and optimizer state) are loaded back.
@@ -287,8 +299,12 @@ def _callbacks(config: Config, settings: Resolved,
 
 
 @contextlib.contextmanager
-def _user_errors(config: Config):
-  """Turns out-of-memory and damaged-shard errors into one-line UserErrors."""
+def _user_errors(config: Config, manifest: records.Manifest):
+  """Turns out-of-memory and damaged-shard errors into one-line UserErrors.
+
+  A damaged shard is named by the pipeline itself; a record that reads but
+  does not decode is found by verify (naming its shard and Id).
+  """
   try:
     yield
   except tf.errors.ResourceExhaustedError:
@@ -298,7 +314,8 @@ def _user_errors(config: Config):
         '--batch_size '
         f'(e.g. {max(config.batch_size // 2, 1)}) or --image_size') from None
   except tf.errors.OpError as e:
-    user_error = input_pipeline.as_user_error(e)
+    user_error = (input_pipeline.as_user_error(e) or
+                  verify.damaged_record_error(manifest, e))
     if user_error is None:
       raise
     raise user_error from None
@@ -313,7 +330,7 @@ def _finish(model, config: Config, settings: Resolved,
   """
   logging.info('scoring all %d val posters, tuning thresholds',
                settings.val_examples)
-  with _user_errors(config):
+  with _user_errors(config, manifest):
     labels, probabilities = predict_split(model, config, manifest, 'val')
   logging.info('scored %d val posters', len(labels))
   val = metrics.evaluate_arrays(labels, probabilities)
@@ -335,15 +352,22 @@ def _finish(model, config: Config, settings: Resolved,
       'export_dir': settings.export_dir or None,
   }
   if settings.export_dir:
-    export.export_model(model, settings.export_dir,
-                        image_size=config.image_size, thresholds=thresholds,
-                        info={'val_metrics': val, 'model': config.model,
-                              'epoch': exported_epoch,
-                              'config': _config_dict(config)})
+    try:
+      export.export_model(model, settings.export_dir,
+                          image_size=config.image_size, thresholds=thresholds,
+                          info={'val_metrics': val, 'model': config.model,
+                                'epoch': exported_epoch,
+                                'config': _config_dict(config)})
+    except (cli.UserError, OSError) as e:
+      # backup/ is still there (finish_run comes after the summary).
+      raise cli.UserError(f'{e}; the training is kept: start the same '
+                          'command again to export without training again'
+                          ) from None
   hparams_dashboard.write_final_metrics(settings.run_dir, val,
                                         step=config.epochs - 1)
   files.write_atomically(os.path.join(settings.run_dir, 'summary.json'),
                          json.dumps(summary, indent=2, sort_keys=True) + '\n')
+  checkpoints.finish_run(settings.run_dir)
   _log_summary(summary, settings)
   return summary
 
@@ -386,10 +410,16 @@ def _write_run_config(folder: str, config: Config, settings: Resolved,
   document = {'config': _config_dict(config),
               'resolved': dataclasses.asdict(settings),
               'tensorflow': tf.__version__, 'keras': keras.__version__}
-  files.write_atomically(os.path.join(folder, 'config.json'),
-                         json.dumps(document, indent=2, sort_keys=True) + '\n')
-  if flags_text is not None:
-    files.write_atomically(os.path.join(folder, 'flags.txt'), flags_text)
+  try:  # the first write into the run folder: a read-only one fails here
+    files.write_atomically(os.path.join(folder, 'config.json'),
+                           json.dumps(document, indent=2, sort_keys=True)
+                           + '\n')
+    if flags_text is not None:
+      files.write_atomically(os.path.join(folder, 'flags.txt'), flags_text)
+  except tf.errors.OpError as e:
+    raise cli.UserError(f'cannot write in the run folder {folder} '
+                        f'({cli.tf_message(e)}); give a writable --logdir'
+                        ) from None
 
 
 # --- Main. ---

@@ -24,6 +24,10 @@ from posternet import optim
 from posternet import remote
 
 
+# Config's field data_service hides the module inside the class body.
+_DATA_SERVICE_TIMEOUT_S = data_service.DEFAULT_TIMEOUT_S
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything a training run needs, as plain values.
@@ -60,6 +64,8 @@ class Config:
   data_service: Optional[str] = None    # grpc://HOST:PORT: train input there
   data_service_mode: str = 'parallel_epochs'
   data_service_job: Optional[str] = None  # shared by trainers that give it
+  # Seconds without a batch from the service before the run gives up.
+  data_service_timeout: float = _DATA_SERVICE_TIMEOUT_S
   # How the weights are fitted (posternet.optim.Recipe's fields).
   optimizer: str = 'adam'
   weight_decay: float = 0.0
@@ -171,6 +177,9 @@ def check_config(config: Config) -> None:
   if config.data_service:
     data_service.parse_address(config.data_service)
     data_service.processing_mode(config.data_service_mode)
+  if not config.data_service_timeout > 0:
+    raise cli.UserError('--data_service_timeout must be positive, not '
+                        f'{config.data_service_timeout}')
 
 
 def size_text(size: Sequence[int]) -> str:
@@ -256,6 +265,10 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
          'one share one stream (each batch to one of them), e.g. the workers '
          'of a multi_worker run; new for each launch. Default: a job per '
          'trainer.')
+  real('data_service_timeout', data_service.DEFAULT_TIMEOUT_S, 'Seconds the '
+       'trainer waits for a batch from the tf.data service (--data_service) '
+       'before it stops with an error; after %g s of waiting it says what it '
+       'waits for (no worker registered, ...).' % data_service.NOTICE_S)
   enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit output: 1 a '
        'progress bar, 2 one line per epoch, 0 none; auto: 1 on a terminal, '
        'else 2.')

@@ -6,6 +6,8 @@ size and sha256 as listed, every record's TFRecord CRCs, that it parses as a
 posternet Example, a JPEG that decodes to the stored height x width, 0/1
 labels with at least one genre, and an Id seen once in the whole folder;
 per split, that the shards add up and the stored size range is as listed.
+The trainer and evaluate run the same checks (damaged_record_error) when a
+poster fails to decode, to name the record behind it.
 """
 
 import concurrent.futures
@@ -14,6 +16,7 @@ import itertools
 import os
 from typing import Optional, Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -35,6 +38,34 @@ def verify(records_dir: str, *, workers: Optional[int] = None,
   """
   return check(records.Manifest.read(records_dir), workers=workers,
                progress=progress)
+
+
+def damaged_record_error(manifest: records.Manifest,
+                         error: Exception) -> Optional[cli.UserError]:
+  """The one-line error for a read that a damaged record stopped, or None.
+
+  A record whose CRC is fine but whose JPEG does not decode stops tf.data
+  with an InvalidArgumentError that names neither shard nor poster. The
+  trainer and evaluate then check the folder as `make verify` does (a pass
+  over the records, cheap next to a failed run) to find which record it was.
+
+  Returns:
+    A UserError naming the shard, the record and its Id; None when error is
+    no InvalidArgumentError or the folder is fine (it had another cause).
+  """
+  if not isinstance(error, tf.errors.InvalidArgumentError):
+    return None
+  logging.warning('reading the records failed; checking %s for a damaged '
+                  'record, as `make verify` does', manifest.records_dir)
+  problems = check(manifest)
+  if not problems:
+    return None
+  more = (f' ({len(problems) - 1} more: run `make verify`)'
+          if len(problems) > 1 else '')
+  return cli.UserError(
+      f'a damaged record in {manifest.records_dir}: {problems[0]}{more}; '
+      'convert the data again with `make records`, or skip damaged records '
+      'with ignore_errors')
 
 
 def check(manifest: records.Manifest, *, workers: Optional[int] = None,
@@ -119,10 +150,21 @@ def _verify_records_one_by_one(path: str, check: _ShardCheck,
     try:
       record = {k: v.numpy() for k, v in _record_facts(serialized).items()}
     except tf.errors.OpError as e:
-      check.problems.append(f'{check.file} record {index}: does not parse or '
-                            f'decode ({cli.tf_message(e)})')
+      check.problems.append(f'{check.file} record {index}: '
+                            f'{_failure_of(serialized)} '
+                            f'({cli.tf_message(e)})')
       continue
     _check_facts(record, index, check, store_size)
+
+
+def _failure_of(serialized: tf.Tensor) -> str:
+  """What fails in a record _record_facts cannot read: parse, or decode."""
+  try:
+    example = tf.io.parse_single_example(serialized, records.FEATURES)
+  except tf.errors.OpError:
+    return 'does not parse'
+  poster_id = example[records.ID_KEY].numpy().decode('utf-8', 'replace')
+  return f'Id {poster_id}: the image does not decode'
 
 
 def _record_facts(serialized: tf.Tensor) -> dict:

@@ -79,20 +79,38 @@ def text_file() -> bytes:
   return b'this is not a poster\n'
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+  return (struct.pack('>I', len(body)) + kind + body
+          + struct.pack('>I', zlib.crc32(kind + body)))
+
+
 def huge_png_header(width: int = 20000, height: int = 20000) -> bytes:
   """A PNG whose header claims width x height pixels: a decompression bomb.
 
   Only the header is valid; decoding it would try to allocate
   width * height * 3 bytes, so the converter must refuse it from the header.
   """
-
-  def chunk(kind: bytes, body: bytes) -> bytes:
-    return (struct.pack('>I', len(body)) + kind + body
-            + struct.pack('>I', zlib.crc32(kind + body)))
-
   header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
-          + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
+  return (b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', header)
+          + _png_chunk(b'IDAT', zlib.compress(b'\0' * 64))
+          + _png_chunk(b'IEND', b''))
+
+
+def blank_png(width: int = 20000, height: int = 20000) -> bytes:
+  """A valid all-black PNG of width x height: a bomb that really decodes.
+
+  1-bit grayscale, so 20000x20000 is ~50 KB here and 1.2 GB as the RGB
+  pixels a decoder makes. Compressed 100 rows at a time: making it holds
+  neither the pixels nor all the rows (~0.15 s).
+  """
+  header = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)
+  rows = b'\0' * (1 + (width + 7) // 8) * 100  # filter byte + packed bits
+  compressor = zlib.compressobj(9)
+  data = [compressor.compress(rows) for _ in range(height // 100)]
+  data += [compressor.compress(rows[:len(rows) // 100 * (height % 100)]),
+           compressor.flush()]
+  return (b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', header)
+          + _png_chunk(b'IDAT', b''.join(data)) + _png_chunk(b'IEND', b''))
 
 
 # Fine images that are not plain RGB/gray JPEGs: stored re-encoded.

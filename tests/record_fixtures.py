@@ -14,9 +14,10 @@ Usage in a test:
   dataset = input_pipeline.make_dataset(manifest, 'train', 8, (32, 32))
 """
 
+import dataclasses
 import hashlib
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -159,3 +160,61 @@ def read_split(folder, split: str) -> list:
             records.parse_examples(tf.constant(serialized)).items()}
   return [{key: value[i] for key, value in parsed.items()}
           for i in range(len(serialized))]
+
+
+def rewrite_records(manifest: records.Manifest,
+                    edit: Callable[[str, int, dict], dict],
+                    target_dir: Optional[str] = None) -> records.Manifest:
+  """Writes every record again, as edit(split, index, example) returns it.
+
+  The shards keep their names and counts, get valid CRCs, and the manifest
+  their new sizes and checksums: records that read fine and hold whatever
+  edit put there (misaligned labels, an image that does not decode).
+
+  Args:
+    manifest: the folder to read.
+    edit: gets each record of read_split (split, index in the split, the
+      parsed dict) and returns the dict to write.
+    target_dir: where to write; default: over manifest's own folder.
+
+  Returns:
+    The handle of the folder written.
+  """
+  target_dir = target_dir or manifest.records_dir
+  os.makedirs(target_dir, exist_ok=True)
+  splits = {}
+  for split in records.SPLITS:
+    examples = read_split(manifest, split)
+    start, shards = 0, []
+    for shard in manifest.split_info(split).shards:
+      path = os.path.join(target_dir, shard.file)
+      with tf.io.TFRecordWriter(path) as writer:
+        for index in range(start, start + shard.num_examples):
+          ex = edit(split, index, examples[index])
+          writer.write(records.make_example(
+              ex[records.IMAGE_KEY], int(ex[records.HEIGHT_KEY]),
+              int(ex[records.WIDTH_KEY]), ex[records.ID_KEY].decode(),
+              ex[records.LABELS_KEY]).SerializeToString())
+      start += shard.num_examples
+      shards.append(records.ShardInfo.of_file(path, shard.num_examples))
+    splits[split] = dataclasses.replace(manifest.split_info(split),
+                                        shards=shards)
+  return dataclasses.replace(manifest, splits=splits).write(target_dir)
+
+
+def replace_image(manifest: records.Manifest, split: str, index: int,
+                  image: bytes) -> tuple:
+  """Puts image in place of one poster's image, CRCs and checksums valid.
+
+  Returns:
+    (the shard's file name, the record's index in it, the poster's Id).
+  """
+  rewrite_records(manifest, lambda s, i, ex: (
+      {**ex, records.IMAGE_KEY: image} if (s, i) == (split, index) else ex))
+  ids = [ex[records.ID_KEY].decode() for ex in read_split(manifest, split)]
+  start = 0
+  for shard in manifest.split_info(split).shards:
+    if index < start + shard.num_examples:
+      return shard.file, index - start, ids[index]
+    start += shard.num_examples
+  raise IndexError(f'the {split} split has no poster {index}')

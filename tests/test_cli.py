@@ -38,3 +38,14 @@ def test_tf_message_of_other_errors():
   assert cli.tf_message(ValueError('first  line\n  second')) == 'first line'
   assert cli.tf_message(KeyError('name')) == "'name'"
   assert cli.tf_message(ValueError()) == 'ValueError'
+
+
+def test_tf_message_of_an_assert_is_its_message():
+  def check(flag):
+    with tf.control_dependencies([tf.debugging.Assert(
+        flag, ['too large: 9x9 pixels'])]):
+      return tf.identity(flag)
+
+  for call in (check, tf.function(check)):
+    assert cli.tf_message(_error(lambda c=call: c(tf.constant(False)))) == (
+        'too large: 9x9 pixels')

@@ -242,6 +242,71 @@ def test_trainer_with_bad_address_exits_2_within_seconds(records_dir,
   assert time.monotonic() - start < 90
 
 
+class _Output:
+  """A process's output (stderr merged), read by a thread, line by line."""
+
+  def __init__(self, process, marker: str):
+    self.process, self.lines = process, []
+    self.seen = threading.Event()  # a line with marker came
+    self._reader = threading.Thread(target=self._read, args=(marker,),
+                                    daemon=True)
+    self._reader.start()
+
+  def _read(self, marker: str) -> None:
+    for line in self.process.stdout:
+      self.lines.append(line)
+      if marker in line:
+        self.seen.set()
+
+  def text(self) -> str:
+    self._reader.join(STOP_TIMEOUT_S)
+    return ''.join(self.lines)
+
+
+def test_trainer_without_workers_says_so_and_gives_up(records_dir, run_module,
+                                                      free_port, tmp_path):
+  """Issue 12, case 5: a live dispatcher, no worker. The trainer says what
+  it waits for within seconds and stops at --data_service_timeout; another,
+  sent Ctrl-C while it waits, stops at once (TensorFlow's client alone
+  ignores Ctrl-C while it waits).
+  """
+  port = free_port()
+  dispatcher = Server(run_module, 'dispatcher', f'--port={port}')
+  trainers = []
+  try:
+    address = dispatcher.wait_serving()
+    for name, flags in (('timed', ['--data_service_timeout=6']),
+                        ('interrupted', [])):
+      trainers.append(_Output(run_module(
+          'posternet.train', f'--records={records_dir}', '--model=small_cnn',
+          f'--image_size={SIZE[0]}', '--batch_size=8', '--epochs=1',
+          '--precision=float32', f'--logdir={tmp_path / name}',
+          f'--data_service={address}', *flags, start=True,
+          stderr=subprocess.STDOUT, env={'TF_CPP_MIN_LOG_LEVEL': '2'}),
+          'waiting for a batch from the tf.data service'))
+    timed, interrupted = trainers
+    assert interrupted.seen.wait(START_TIMEOUT_S), interrupted.lines[-20:]
+    interrupted.process.send_signal(signal.SIGINT)
+    assert interrupted.process.wait(timeout=15) == 130
+    assert interrupted.text().strip().splitlines()[-1] == 'interrupted'
+    assert timed.process.wait(timeout=START_TIMEOUT_S) == 2
+    output = timed.text()
+    why = (f'no worker has registered with the dispatcher at {address} yet '
+           '(start one: python -m posternet.data_service worker '
+           f'--dispatcher=127.0.0.1:{port})')
+    assert f'waiting for a batch from the tf.data service: {why}' in output
+    assert 'Traceback' not in output
+    assert output.strip().splitlines()[-1] == (
+        f'error: --data_service={address}: no batch from the tf.data service '
+        f'in 6 s (--data_service_timeout): {why}')
+  finally:
+    for trainer in trainers:
+      if trainer.process.poll() is None:
+        trainer.process.kill()
+        trainer.process.wait()
+    assert dispatcher.stop() == 0
+
+
 def test_benchmark_service_rows(records_dir, manifest):
   # pylint: disable=g-import-not-at-top
   from tools.bench import measures

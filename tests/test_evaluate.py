@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 
+import bad_inputs
 import record_fixtures
 from posternet import cli
 from posternet import evaluate
@@ -26,6 +28,7 @@ from posternet import genres
 from posternet import images
 from posternet import metrics
 from posternet import models
+from posternet import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (24, 24)
@@ -358,6 +361,20 @@ def test_unreadable_poster_is_an_error_or_a_counted_skip(exported, tmp_path,
 
 
 # Bad input, as a user meets it.
+
+
+def test_undecodable_record_is_named_by_shard_and_id(exported, tmp_path):
+  """Issue 12, case 6: a record that reads (valid CRC) but does not decode."""
+  folder = str(tmp_path / 'damaged')
+  shutil.copytree(exported['records'], folder)
+  shard, record, poster_id = record_fixtures.replace_image(
+      records.Manifest.read(folder), 'val', 7, bad_inputs.truncated_jpeg())
+  with pytest.raises(cli.UserError) as error:
+    evaluate.evaluate(exported['model'], records_dir=folder,
+                      json_out=str(tmp_path / 'evaluation.json'))
+  assert str(error.value).startswith(
+      f'a damaged record in {folder}: {shard} record {record}: Id '
+      f'{poster_id}: the image does not decode (')
 
 
 @pytest.mark.parametrize('what', ['model', 'records', 'csv'])

@@ -8,6 +8,7 @@ in one pytest process.
 import json
 import os
 import re
+import resource
 import shutil
 
 import keras
@@ -16,11 +17,13 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+import bad_inputs
 from posternet import cli
 from posternet import export
 from posternet import genres
 from posternet import images
 from posternet import input_pipeline
+from posternet import poster_files
 from posternet import records
 import record_fixtures
 
@@ -388,6 +391,57 @@ def test_predict_without_a_model_folder_is_one_line(tmp_path, run_module):
   assert run.stderr.strip().splitlines()[-1] == (
       f'error: model folder {tmp_path / "nope"} does not exist; train one '
       'with `python -m posternet.train`')
+
+
+# Issue 12: hostile and empty input to prediction and serving.
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_one_pixel_limit_refuses_a_bomb_from_its_header(exported, tmp_path,
+                                                         run_module):
+  """Case 9: converter, serving signature and predict share MAX_PIXELS."""
+  predictor = export.Predictor.load(exported['dir'])
+  # Just over the limit (42 Mpx): refused by all three.
+  over = tmp_path / 'over.png'
+  over.write_bytes(bad_inputs.blank_png(7000, 6000))
+  with pytest.raises(poster_files.BadImage, match='too large'):
+    poster_files.load_poster(str(over))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='too large: 7000x6000 pixels'):
+    predictor.predict_bytes([over.read_bytes()])
+  # 20000x20000 in 50 KB: 1.2 GB if decoded. Refused from its header.
+  bomb = tmp_path / 'bomb.png'
+  bomb.write_bytes(bad_inputs.blank_png(20000, 20000))
+  before = _peak_rss_mb()
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='too large: 20000x20000 pixels'):
+    predictor.predict_bytes([exported['encoded']['exact.jpg'],
+                             bomb.read_bytes()])
+  assert _peak_rss_mb() - before < 300
+  good = exported['paths']['exact.jpg']
+  run = run_module('posternet.predict', f'--model={exported["dir"]}',
+                   str(bomb), good, timeout=120)
+  assert run.returncode == 2 and 'Traceback' not in run.stderr, run.stderr
+  assert list(_blocks(run.stdout)) == [good]  # the other poster: predicted
+  errors = [l for l in run.stderr.splitlines() if l.startswith('error:')]
+  assert errors == [
+      f'error: {bomb}: too large: 20000x20000 pixels, more than the limit '
+      f'of {images.MAX_PIXELS:,}; not a poster, maybe a decompression bomb',
+      'error: 1 of 2 posters could not be predicted (see above)']
+
+
+def test_an_empty_batch_gets_an_empty_result(exported):
+  """Case 15: the serving signature on no posters (was a conv error)."""
+  serve = tf.saved_model.load(
+      os.path.join(exported['dir'], export.SAVED_MODEL_NAME)).signatures[
+          export.SIGNATURE]
+  result = serve(**{export.INPUT_NAME: tf.constant([], tf.string)})
+  probabilities = result[export.OUTPUT_NAME]
+  assert probabilities.dtype == tf.float32
+  assert probabilities.shape == (0, genres.NUM_GENRES)
 
 
 # The same pixels in training and in prediction.

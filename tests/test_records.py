@@ -120,6 +120,26 @@ def test_missing_manifest_is_a_user_error(tmp_path):
       records.Manifest.read(str(folder))
 
 
+def test_records_that_is_a_file_says_so(good_records, tmp_path):
+  """Issue 12, case 14: not 'does not exist', for train and verify alike."""
+  manifest_file = records.manifest_path(good_records)
+  other_file = tmp_path / 'notes.txt'
+  other_file.write_text('not records')
+  config = dict(logdir=str(tmp_path / 'runs'), model='small_cnn',
+                image_size=(32, 32), batch_size=2, epochs=1)
+  for path, hint in ((str(other_file), ''),
+                     (manifest_file, f'; give its folder, {good_records}')):
+    expected = (f'{path} is a file, not a records folder (the folder `make '
+                f'records` wrote, with manifest.json and the shards){hint}')
+    for open_records in (records.Manifest.read, verify.verify,
+                         lambda p: train.run(train.Config(records=p,
+                                                          **config))):
+      with pytest.raises(cli.UserError) as error:
+        open_records(path)
+      assert str(error.value) == expected
+  assert not os.path.exists(tmp_path / 'runs')  # nothing started
+
+
 # --- Issue 12, case 8: valid JSON of the wrong shape. ---
 
 

@@ -64,7 +64,7 @@ def test_every_config_field_has_a_flag_with_help_and_back():
       'init_weights', 'seed', 'keep_checkpoints', 'verbose',
       'log_every_steps', 'dashboard_every_epochs', 'profile_steps',
       'data_service', 'data_service_mode', 'data_service_job',
-      'optimizer', 'weight_decay', 'schedule', 'warmup_epochs', 'loss',
+      'data_service_timeout', 'optimizer', 'weight_decay', 'schedule', 'warmup_epochs', 'loss',
       'label_smoothing', 'augment', 'crop_area', 'color_jitter',
       'export_epoch')
 
@@ -135,26 +135,14 @@ def _shuffled_copy(source, target, seed=0):
   """
   manifest = records.Manifest.read(source)
   rng = np.random.RandomState(seed)
-  os.makedirs(target)
-  splits = {}
+  labels = {}
   for split in records.SPLITS:
-    examples = record_fixtures.read_split(manifest, split)
-    order = rng.permutation(len(examples))
-    start, shards = 0, []
-    for shard in manifest.split_info(split).shards:
-      path = os.path.join(target, shard.file)
-      with tf.io.TFRecordWriter(path) as writer:
-        for i in range(start, start + shard.num_examples):
-          ex = examples[i]
-          writer.write(records.make_example(
-              ex[records.IMAGE_KEY], int(ex[records.HEIGHT_KEY]),
-              int(ex[records.WIDTH_KEY]), ex[records.ID_KEY].decode(),
-              examples[order[i]][records.LABELS_KEY]).SerializeToString())
-      start += shard.num_examples
-      shards.append(records.ShardInfo.of_file(path, shard.num_examples))
-    splits[split] = dataclasses.replace(manifest.split_info(split),
-                                        shards=shards)
-  dataclasses.replace(manifest, splits=splits).write(target)
+    rows = [ex[records.LABELS_KEY]
+            for ex in record_fixtures.read_split(manifest, split)]
+    labels[split] = [rows[i] for i in rng.permutation(len(rows))]
+  record_fixtures.rewrite_records(
+      manifest, lambda split, index, ex: {
+          **ex, records.LABELS_KEY: labels[split][index]}, target)
 
 
 @pytest.fixture(scope='module')
@@ -413,5 +401,5 @@ def test_damaged_shard_names_the_shard(learnable, tmp_path):
 def test_out_of_memory_becomes_a_batch_size_hint():
   config = train.Config(records='r', batch_size=64)
   with pytest.raises(cli.UserError, match=r'lower --batch_size \(e.g. 32\)'):
-    with train._user_errors(config):  # pylint: disable=protected-access
+    with train._user_errors(config, None):  # pylint: disable=protected-access
       raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating')

@@ -30,7 +30,7 @@ from PIL import Image
 from posternet import cli
 from posternet import convert
 from posternet import csv_rows
-from posternet import poster_files
+from posternet import images
 from posternet import records
 from posternet import verify
 
@@ -62,7 +62,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('store_size', None, 'HxW, e.g. 400x400: resize every '
                       'poster at conversion so training needs no resize on the '
                       'host. Default: keep each poster as it is.')
-  flags.DEFINE_integer('max_pixels', poster_files.DEFAULT_MAX_PIXELS,
+  flags.DEFINE_integer('max_pixels', images.MAX_PIXELS,
                        'Refuse images with more pixels than this, from their '
                        'header, before decoding (decompression bombs).')
   flags.DEFINE_integer('min_shards', 1, 'At least this many shards per split '
