@@ -17,6 +17,8 @@ CSV ?= $(DATA)/multi_label_train.csv
 IMAGES ?= $(DATA)/Images
 OUT ?= records
 STORE_SIZE ?=
+# jpeg (default) or raw: uint8 pixels, nothing to decode, ~10x the disk.
+STORE_FORMAT ?=
 RECORDS_FLAGS ?=
 
 .PHONY: setup data records verify test demo clean bench tensorboard
@@ -36,7 +38,8 @@ data: setup
 
 records: setup
 	$(PY) -m tools.make_records --csv=$(CSV) --images=$(IMAGES) --out=$(OUT) \
-		$(if $(STORE_SIZE),--store_size=$(STORE_SIZE)) $(RECORDS_FLAGS)
+		$(if $(STORE_SIZE),--store_size=$(STORE_SIZE)) \
+		$(if $(STORE_FORMAT),--store_format=$(STORE_FORMAT)) $(RECORDS_FLAGS)
 
 verify: setup
 	$(PY) -m tools.make_records --verify=$(OUT)

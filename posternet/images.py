@@ -142,3 +142,39 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
                   lambda: decode_rgb(encoded))
   image = maybe_resize(image, size)
   return tf.ensure_shape(image, size + [3])
+
+
+def decode_raw(data: tf.Tensor, stored_hw: Sequence,
+               image_size: Optional[Sequence[int]] = None) -> tf.Tensor:
+  """Raw records' pixels → uint8 [H, W, 3] (or a batch) at image_size.
+
+  The raw counterpart of decode_for_model, with the same resize rule (only
+  where the stored size differs from image_size) and no codec: a raw
+  record's bytes are the pixels, row-major height x width x 3 (what
+  poster_files stores), so reading them is a reshape.
+
+  Args:
+    data: one poster's bytes (a scalar string), or a batch [B] of posters
+      of one stored size.
+    stored_hw: (height, width): ints when known before the graph runs (all
+      posters of one size; the resize is then decided once), else the
+      record's own scalar tensors (one poster only).
+    image_size: (height, width) of the output; None: the stored size.
+
+  Returns:
+    uint8 [H, W, 3], or [B, H, W, 3] for a batch.
+  """
+  # A batch keeps its static size: compiled steps see one input shape.
+  leading = [data.shape[0]] if data.shape.rank == 1 else []
+  static = all(isinstance(side, int) for side in stored_hw)
+  sides = [side if static else tf.cast(side, tf.int32) for side in stored_hw]
+  image = tf.reshape(tf.io.decode_raw(data, tf.uint8),
+                     [-1 if n is None else n for n in leading] + sides + [3])
+  if image_size is None:
+    return image
+  size = [int(image_size[0]), int(image_size[1])]
+  if not static:
+    image = maybe_resize(image, size)
+  elif list(stored_hw) != size:
+    image = resize_uint8(image, size)
+  return tf.ensure_shape(image, leading + size + [3])
