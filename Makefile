@@ -21,7 +21,8 @@ STORE_SIZE ?=
 STORE_FORMAT ?=
 RECORDS_FLAGS ?=
 
-.PHONY: setup data records verify test demo clean bench tensorboard
+.PHONY: setup data records verify test demo clean bench bench-400 \
+	tensorboard
 
 setup: $(STAMP)
 
@@ -59,6 +60,14 @@ BENCH_FLAGS ?=
 
 bench: setup
 	$(PY) -m tools.prefetch_bench --out=bench/bench.json $(BENCH_FLAGS)
+
+# The same table at the tutorial's size: posters stored at up to 400x400 as
+# JPEG and as raw records (also GZIP/ZLIB-compressed), 3 runs per variant,
+# medians and spread; synthetic posters unless BENCH_FLAGS names real ones:
+# BENCH_FLAGS='--csv=path/train.csv --images=path/Images --num_posters=2000'
+bench-400: setup
+	$(PY) -m tools.prefetch_bench --real_size --out=bench/real400.json \
+		$(BENCH_FLAGS)
 
 # The main job on built-in synthetic data: posters → records → train → predict.
 DEMO_POSTER := data/demo/Images/tt0000001.jpg
