@@ -21,7 +21,7 @@ STORE_SIZE ?=
 STORE_FORMAT ?=
 RECORDS_FLAGS ?=
 
-.PHONY: setup data records verify test demo clean bench bench-400 \
+.PHONY: setup data records verify test demo clean bench bench-400 gpu-check \
 	tensorboard
 
 setup: $(STAMP)
@@ -68,6 +68,13 @@ bench: setup
 bench-400: setup
 	$(PY) -m tools.prefetch_bench --real_size --out=bench/real400.json \
 		$(BENCH_FLAGS)
+
+# On a GPU host: seed_cnn fed from memory vs by the pipeline (JPEG, raw),
+# mixed precision, XLA on and off, and the host's decode rate; < 10 min.
+# GPU_CHECK_FLAGS=--tiny runs it anywhere in seconds (what the tests do).
+GPU_CHECK_FLAGS ?=
+gpu-check: setup
+	PYTHON=$(PY) tools/gpu_check.sh $(GPU_CHECK_FLAGS)
 
 # The main job on built-in synthetic data: posters → records → train → predict.
 DEMO_POSTER := data/demo/Images/tt0000001.jpg

@@ -1,14 +1,16 @@
-"""Tests of tools/prefetch_bench.py and tools/bench/: end to end, every field.
+"""Tests of tools/prefetch_bench.py, tools/bench/ and tools/gpu_check.py.
 
 No speed verdicts here: the benchmark's own table checks the targets. These
 tests only check that every measurement runs, on real records, in real
 processes, and reports numbers of the right type and sign; that --quick,
-whose numbers measure nothing, gives no verdict; and that --real_size
-measures both formats.
+whose numbers measure nothing, gives no verdict; that --real_size measures
+both formats; and that the GPU check runs end to end on this CPU (--tiny).
 """
 
 import json
 import os
+import subprocess
+import sys
 
 from absl import flags
 import pytest
@@ -143,6 +145,42 @@ def test_repeated_runs_report_the_median_and_spread():
                                                                     300.0)
   assert row['runs_images_per_sec'] == [300.0, 100.0, 200.0]
   assert row['peak_rss_bytes'] == 9
+
+
+def test_gpu_check_runs_end_to_end_on_this_cpu(tmp_path, repo):
+  # No GPU here: --tiny is the script's CPU mode (tiny posters, a blink per
+  # row), through the shell script a user runs.
+  out = tmp_path / 'gpu.json'
+  result = subprocess.run(
+      [os.path.join(repo, 'tools', 'gpu_check.sh'), '--tiny',
+       f'--work_dir={tmp_path / "work"}', f'--out={out}'],
+      capture_output=True, text=True, timeout=400, check=False,
+      env={**os.environ, 'PYTHON': sys.executable,
+           'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  rows = {(row['feed'], row['xla']): row for row in report['training']}
+  assert set(rows) == {(feed, xla) for feed in ('memory', 'jpeg', 'raw')
+                       for xla in (False, True)}
+  for row in rows.values():
+    assert row['images_per_sec'] > 0 and row['x_memory'] > 0
+    assert row['precision'] == 'mixed_float16'
+  assert [row['input'] for row in report['host']] == [
+      'decode JPEG from RAM (the ceiling)',
+      'posternet pipeline, jpeg records', 'posternet pipeline, raw records']
+  assert all(row['images_per_sec'] > 0 for row in report['host'])
+  assert '| seed_cnn fed by | XLA | precision |' in result.stdout
+  assert 'only show that the check runs' in result.stdout
+  # Without a GPU and without --tiny: one line saying so, exit 2.
+  refused = subprocess.run(
+      [os.path.join(repo, 'tools', 'gpu_check.sh'),
+       f'--work_dir={tmp_path / "work"}', f'--out={tmp_path / "no.json"}'],
+      capture_output=True, text=True, timeout=120, check=False,
+      env={**os.environ, 'PYTHON': sys.executable,
+           'TF_CPP_MIN_LOG_LEVEL': '3', 'CUDA_VISIBLE_DEVICES': ''})
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert refused.stderr.strip().splitlines()[-1].startswith(
+      'error: no GPU visible')
 
 
 def test_isolated_variant_runs_in_its_own_process(bench_records, tmp_path):
