@@ -107,6 +107,7 @@ def decode_jpeg_at_its_ratio(encoded: tf.Tensor, image_size: Sequence[int],
 
 def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
                      stored_hw: Optional[Sequence[int]] = None,
+                     ratio: Optional[int] = None,
                      dct_method: str = DCT_METHOD) -> tf.Tensor:
   """One poster's bytes → uint8 [H, W, 3] at image_size: the one decode rule.
 
@@ -124,6 +125,9 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
       converted with one --store_size, which are JPEG): the same rule,
       decided once when the graph is built, with no header read, no format
       test and no resize when the ratio lands on image_size.
+    ratio: the DCT ratio, when sizes differ but the rule gives every poster
+      this one (JPEG records whose smallest and largest stored sizes get the
+      same jpeg_ratio): no header read; a resize only where needed.
     dct_method: the IDCT; DCT_METHOD unless a benchmark compares.
 
   Returns:
@@ -136,6 +140,9 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
     decoded = [-(-int(side) // ratio) for side in stored_hw]  # rounds up
     if decoded != size:
       image = resize_uint8(image, size)
+    return tf.ensure_shape(image, size + [3])
+  if ratio is not None:
+    image = maybe_resize(decode_jpeg(encoded, ratio, dct_method), size)
     return tf.ensure_shape(image, size + [3])
   image = tf.cond(tf.io.is_jpeg(encoded),
                   lambda: decode_jpeg_at_its_ratio(encoded, size, dct_method),

@@ -200,6 +200,21 @@ def test_varied_sizes_get_each_its_own_ratio(varied):
   assert len(ratios) > 1
 
 
+def test_varied_sizes_of_one_ratio_read_no_header(varied):
+  # Every poster of 40-72 x 28-52 decodes at ratio 2 for 20x14: the plan
+  # says so once; the pixels are still the per-poster rule's.
+  size = (20, 14)
+  plan = input_pipeline.decode_plan(varied.stored_size_range('val'), size)
+  assert plan == {'format': 'jpeg', 'stored_hw': None, 'ratio': 2,
+                  'decoded_hw': None}
+  got = by_id(input_pipeline.make_dataset(varied, 'val', 4, size,
+                                          with_ids=True))
+  for poster_id, record in truth(varied, 'val').items():
+    np.testing.assert_array_equal(
+        got[poster_id][0],
+        images.decode_for_model(record[records.IMAGE_KEY], size).numpy())
+
+
 def test_store_size_in_manifest_drives_the_plan(make_records):
   # Varied posters of at least 40x28: every one is shrunk to the store size.
   manifest = make_records(num_train=2, num_val=2, image_hw=None,

@@ -82,6 +82,15 @@ def synthetic_records(work_dir: str, num_posters: int,
   store_size = image_size, as the README tells users to make training
   records. Both are kept in work_dir for the next run.
   """
+  csv_path, images_dir = synthetic_posters(work_dir, num_posters)
+  height, width = image_size
+  records_dir = _converted(csv_path, images_dir, os.path.join(
+      os.path.dirname(csv_path), f'records-{height}x{width}'), image_size)
+  return records_dir, images_dir
+
+
+def synthetic_posters(work_dir: str, num_posters: int) -> tuple:
+  """(CSV, Images) of num_posters synthetic posters (seed 0); made once."""
   data_dir = os.path.join(work_dir, f'synthetic-{num_posters}')
   csv_path = os.path.join(data_dir, synthetic.CSV_NAME)
   images_dir = os.path.join(data_dir, synthetic.IMAGES_DIR)
@@ -89,10 +98,7 @@ def synthetic_records(work_dir: str, num_posters: int,
     print(f'generating {num_posters} synthetic posters in {data_dir}',
           file=sys.stderr)
     synthetic.generate(data_dir, num_posters, seed=0)
-  height, width = image_size
-  records_dir = _converted(csv_path, images_dir, os.path.join(
-      data_dir, f'records-{height}x{width}'), image_size)
-  return records_dir, images_dir
+  return csv_path, images_dir
 
 
 def first_rows(csv_path: str, images_dir: str, count: int,
@@ -143,13 +149,7 @@ def record_sets(work_dir: str, num_posters: int, store_size: Sequence[int],
     csv_path, images_dir = first_rows(csv_path, images_dir, num_posters,
                                       work_dir)
   else:
-    data_dir = os.path.join(work_dir, f'synthetic-{num_posters}')
-    csv_path = os.path.join(data_dir, synthetic.CSV_NAME)
-    images_dir = os.path.join(data_dir, synthetic.IMAGES_DIR)
-    if not (os.path.exists(csv_path) and _csv_rows(csv_path) == num_posters):
-      print(f'generating {num_posters} synthetic posters in {data_dir}',
-            file=sys.stderr)
-      synthetic.generate(data_dir, num_posters, seed=0)
+    csv_path, images_dir = synthetic_posters(work_dir, num_posters)
   base = os.path.join(os.path.dirname(csv_path),
                       'records-{}x{}'.format(*store_size))
   sets = {'jpeg': _converted(csv_path, images_dir, base, store_size),

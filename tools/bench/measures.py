@@ -123,9 +123,10 @@ def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
   hw = plan['decoded_hw']
 
   def one(jpeg):
-    if hw is None:  # each poster at its own ratio, as the pipeline does
-      return tf.shape(images.decode_jpeg_at_its_ratio(jpeg, image_size,
-                                                      dct_method))
+    if hw is None:  # sizes vary: the pipeline's ratio, common or each own
+      return tf.shape(
+          images.decode_jpeg(jpeg, plan['ratio'], dct_method) if plan['ratio']
+          else images.decode_jpeg_at_its_ratio(jpeg, image_size, dct_method))
     image = images.decode_jpeg(jpeg, plan['ratio'], dct_method)
     return tf.ensure_shape(image, [hw[0], hw[1], 3])
 
