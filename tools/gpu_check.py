@@ -55,6 +55,9 @@ TINY = {'num_posters': 24, 'store_size': (96, 80), 'batch_size': 4,
         'seconds': 0.2}
 # Steps before each timed fit counts (a fit starts a new pipeline iterator).
 WARMUP_STEPS = 3
+# At most this many timed steps a row: a fast GPU's step is milliseconds,
+# and a slow feed must not stretch a row past a minute or two.
+MAX_STEPS = 1000
 FEEDS = ('memory', 'jpeg', 'raw')
 
 FLAGS = flags.FLAGS
@@ -102,7 +105,7 @@ def training_rows(manifests: Mapping[str, records.Manifest],
 
   Each XLA setting builds and compiles the model once; each feed then
   trains WARMUP_STEPS steps, and as many more as fill `seconds` at the
-  in-memory step time, in one fit (measures.fit_seconds).
+  in-memory step time (at most MAX_STEPS), in one fit (measures.fit_seconds).
   """
   feeds = {name: input_pipeline.make_dataset(
       manifests[name], 'train', batch_size, image_size)
@@ -118,7 +121,7 @@ def training_rows(manifests: Mapping[str, records.Manifest],
                                     model_size=model_size, jit_compile=xla)
       step = measures.fit_seconds(model, feeds['memory'], WARMUP_STEPS,
                                   2)[0] / 2  # also compiles
-      steps = max(2, round(seconds / max(step, 1e-6)))
+      steps = min(MAX_STEPS, max(2, round(seconds / max(step, 1e-6))))
       for feed, dataset in feeds.items():
         wall, cpu = measures.fit_seconds(model, dataset, WARMUP_STEPS, steps)
         rows.append({'feed': feed, 'xla': xla, 'precision': precision,
