@@ -17,9 +17,12 @@ CSV ?= $(DATA)/multi_label_train.csv
 IMAGES ?= $(DATA)/Images
 OUT ?= records
 STORE_SIZE ?=
+# jpeg (default) or raw: uint8 pixels, nothing to decode, ~10x the disk.
+STORE_FORMAT ?=
 RECORDS_FLAGS ?=
 
-.PHONY: setup data records verify test demo clean bench tensorboard
+.PHONY: setup data records verify test demo clean bench bench-400 gpu-check \
+	tensorboard
 
 setup: $(STAMP)
 
@@ -36,7 +39,8 @@ data: setup
 
 records: setup
 	$(PY) -m tools.make_records --csv=$(CSV) --images=$(IMAGES) --out=$(OUT) \
-		$(if $(STORE_SIZE),--store_size=$(STORE_SIZE)) $(RECORDS_FLAGS)
+		$(if $(STORE_SIZE),--store_size=$(STORE_SIZE)) \
+		$(if $(STORE_FORMAT),--store_format=$(STORE_FORMAT)) $(RECORDS_FLAGS)
 
 verify: setup
 	$(PY) -m tools.make_records --verify=$(OUT)
@@ -56,6 +60,21 @@ BENCH_FLAGS ?=
 
 bench: setup
 	$(PY) -m tools.prefetch_bench --out=bench/bench.json $(BENCH_FLAGS)
+
+# The same table at the tutorial's size: posters stored at up to 400x400 as
+# JPEG and as raw records (also GZIP/ZLIB-compressed), 3 runs per variant,
+# medians and spread; synthetic posters unless BENCH_FLAGS names real ones:
+# BENCH_FLAGS='--csv=path/train.csv --images=path/Images --num_posters=2000'
+bench-400: setup
+	$(PY) -m tools.prefetch_bench --real_size --out=bench/real400.json \
+		$(BENCH_FLAGS)
+
+# On a GPU host: seed_cnn fed from memory vs by the pipeline (JPEG, raw),
+# mixed precision, XLA on and off, and the host's decode rate; < 10 min.
+# GPU_CHECK_FLAGS=--tiny runs it anywhere in seconds (what the tests do).
+GPU_CHECK_FLAGS ?=
+gpu-check: setup
+	PYTHON=$(PY) tools/gpu_check.sh $(GPU_CHECK_FLAGS)
 
 # The main job on built-in synthetic data: posters → records → train → predict.
 DEMO_POSTER := data/demo/Images/tt0000001.jpg

@@ -5,7 +5,8 @@ main), a library the benchmark and the tests call too. In order:
 
   posternet/csv_rows.py      read and check the CSV; the tutorial's split
   posternet/shard_plan.py    which poster goes into which shard (shard rule)
-  posternet/poster_files.py  each poster file → JPEG bytes to store
+  posternet/poster_files.py  each poster file → the bytes to store (JPEG or
+                             raw pixels), never enlarged past its own size
   here                       write the shards, then the manifest
                              (posternet/records.py's Manifest), last
 
@@ -45,6 +46,8 @@ import itertools
 import json
 import os
 import re
+import shutil
+import sys
 import time
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -74,7 +77,8 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
             workers: Optional[int] = None, skip_bad_images: bool = False,
             store_size: Optional[Sequence[int]] = None,
             max_pixels: int = images.MAX_PIXELS,
-            min_shards: int = 1, progress: bool = True) -> dict:
+            min_shards: int = 1, progress: bool = True,
+            store_format: str = 'jpeg') -> dict:
   """Converts the tutorial's CSV + Images/ to shards and manifest.json.
 
   Args:
@@ -87,11 +91,13 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
     workers: threads decoding posters; None means all cores.
     skip_bad_images: leave bad images out (counted, listed in skipped.csv)
       instead of stopping at the first.
-    store_size: (height, width) to resize every poster to, or None.
+    store_size: (height, width) no poster is stored larger than (each side
+      shrunk to at most it; smaller posters keep their size), or None.
     max_pixels: images larger than this are refused from their header.
     min_shards: at least this many shards per split (at most one a poster),
       for that many input workers on a small data set.
-    progress: show a progress line on stderr.
+    progress: show the expected size on disk and a progress line on stderr.
+    store_format: 'jpeg' (JPEG bytes) or 'raw' (uint8 pixels, no codec).
 
   Returns:
     The summary: posters written per split, skipped by reason, duplicate
@@ -99,7 +105,8 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
 
   Raises:
     cli.UserError: bad CSV, bad image (without skip_bad_images), an output
-      folder that cannot be written or that another converter is writing.
+      folder that cannot be written or that another converter is writing,
+      or too little free space on its disk.
   """
   start = time.monotonic()
   # s3://, hdfs://, http(s)://: say what to install, before any work.
@@ -108,9 +115,13 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
     remote.check_path(path, what)
   workers = workers or cli.usable_cores()
   store_size = tuple(int(s) for s in store_size) if store_size else None
+  if store_format not in records.STORE_FORMATS:
+    raise cli.UserError(f'store format {store_format!r}: choose one of '
+                        f'{", ".join(records.STORE_FORMATS)}')
   options = shard_plan.Options(
       val_fraction=val_fraction, seed=seed, skip_bad_images=skip_bad_images,
-      store_size=store_size, max_pixels=max_pixels, min_shards=min_shards)
+      store_size=store_size, max_pixels=max_pixels, min_shards=min_shards,
+      store_format=store_format)
   table = csv_rows.read_csv(csv_path)
   unlisted = shard_plan.count_unlisted(images_dir, table)
   shards, key = shard_plan.make_plan(table, images_dir, options, workers)
@@ -118,6 +129,7 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
     try:
       done = _start_or_resume(out_dir, shards, key)
       pending = [s for s in shards if s.file not in done]
+      _check_disk_space(out_dir, pending, options, progress)
       _write_pending(out_dir, pending, table, images_dir, options, workers,
                      progress, done)
       manifest = _finish(out_dir, table, options, unlisted, shards, done)
@@ -142,6 +154,10 @@ def format_summary(summary: dict) -> str:
       f'skipped {s["skipped"]} + duplicate rows {s["duplicate_rows"]}; '
       f'{s["unlisted_images"]} image(s) not in the CSV ignored',
   ]
+  (min_h, min_w), (max_h, max_w) = s['stored_sizes']
+  lines.append(f'stored as {s["store_format"]}: train posters of {min_h}x'
+               f'{min_w} to {max_h}x{max_w} pixels (none larger than its '
+               'source)')
   if s['shards_reused']:
     lines.append(f'resumed: {s["shards_reused"]} shard(s) from an '
                  'interrupted run reused')
@@ -232,6 +248,32 @@ def _still_finished(out_dir: str, noted: records.ShardInfo) -> bool:
   return False
 
 
+def _check_disk_space(out_dir: str, pending: Sequence[shard_plan.Shard],
+                      options: shard_plan.Options, progress: bool) -> None:
+  """Says how much the shards to write will take; refuses what cannot fit.
+
+  The estimate is shard_plan's (raw: exact pixels from the headers; JPEG: a
+  generous guess). Remote folders (gs://) are not checked.
+  """
+  needed = sum(shard.estimated_bytes for shard in pending)
+  if remote.scheme(out_dir):
+    return
+  free = shutil.disk_usage(out_dir).free
+  if progress:
+    size = ('' if options.store_size is None else
+            ' at up to {}x{}'.format(*options.store_size))
+    print(f'expected size on disk: {needed / 1e9:,.2f} GB '
+          f'({options.store_format}{size}); {free / 1e9:,.1f} GB free in '
+          f'{out_dir}', file=sys.stderr)
+  if needed > free:
+    raise cli.UserError(
+        f'the records would take about {needed / 1e9:,.2f} GB, but only '
+        f'{free / 1e9:,.2f} GB is free in {out_dir}; free some space, or '
+        'choose another --out or a smaller --store_size'
+        + (', or --store_format=jpeg' if options.store_format == 'raw'
+           else ''))
+
+
 def _noted_shard(note: dict) -> records.ShardInfo:
   return records.ShardInfo.from_dict(note['shard'])
 
@@ -275,7 +317,8 @@ def _write_shards(folder: str, shards: Sequence[shard_plan.Shard],
   load = functools.partial(poster_files.load_poster,
                            max_pixels=options.max_pixels,
                            store_size=options.store_size,
-                           images_dir=images_dir)
+                           images_dir=images_dir,
+                           store_format=options.store_format)
   paths = (shard_plan.image_path(images_dir, table.ids[row])
            for shard in shards for row in shard.rows)
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -427,7 +470,8 @@ def _manifest(table: csv_rows.Table, options: shard_plan.Options,
           count=len(skipped),
           by_reason={r: by_reason[r] for r in poster_files.REASONS},
           report=SKIPPED_REPORT if options.skip_bad_images else None),
-      store_size=options.store_size)
+      store_size=options.store_size,
+      store_format=options.store_format)
 
 
 def _skipped_report(skipped: Sequence) -> bytes:
@@ -454,5 +498,7 @@ def _summary(manifest: records.Manifest, reused: int, seconds: float) -> dict:
       'unlisted_images': manifest.source.unlisted_images,
       'bytes': sum(shard.bytes for info in splits.values()
                    for shard in info.shards),
+      'store_format': manifest.store_format,
+      'stored_sizes': manifest.stored_size_range('train'),
       'seconds': seconds,
   }

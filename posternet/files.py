@@ -91,20 +91,31 @@ _KINDS = ((stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
 def read_regular_file(path: str, inside: Optional[str] = None) -> bytes:
   """The bytes of a regular file, checked before anything is opened.
 
+  Raises what open_regular_file raises, and OSError or tf.errors.OpError
+  when it cannot be read.
+  """
+  with open_regular_file(path, inside) as f:
+    return f.read()
+
+
+@contextlib.contextmanager
+def open_regular_file(path: str, inside: Optional[str] = None) -> Iterator:
+  """A regular file opened for binary reading, checked before it is opened.
+
   The real path (links resolved) must lie inside `inside` when given, and
   stat must say it is a regular file; then it is opened non-blocking and
   checked again (it may have been swapped in between). URLs (gs://) have
-  neither FIFOs nor links: they are read as they are.
+  neither FIFOs nor links: they are opened as they are.
 
   Raises:
     FileNotFoundError or tf.errors.NotFoundError: no such file.
     OutsideFolder: the real path is outside `inside`.
     NotARegularFile: a folder, FIFO, socket or device.
-    OSError or tf.errors.OpError: it cannot be read.
   """
   if remote.scheme(path):
     with tf.io.gfile.GFile(path, 'rb') as f:
-      return f.read()
+      yield f
+    return
   real = os.path.realpath(path)
   if inside is not None:
     folder = os.path.realpath(inside)
@@ -114,7 +125,7 @@ def read_regular_file(path: str, inside: Optional[str] = None) -> bytes:
   descriptor = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
   with open(descriptor, 'rb') as f:
     _check_regular(os.fstat(f.fileno()).st_mode)
-    return f.read()
+    yield f
 
 
 def _check_regular(mode: int) -> None:

@@ -174,6 +174,7 @@ def _check_pixel_limit(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
 
 def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
                      stored_hw: Optional[Sequence[int]] = None,
+                     ratio: Optional[int] = None,
                      dct_method: str = DCT_METHOD,
                      max_pixels: Optional[int] = MAX_PIXELS) -> tf.Tensor:
   """One poster's bytes → uint8 [H, W, 3] at image_size: the one decode rule.
@@ -193,6 +194,9 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
       converted with one --store_size, which are JPEG): the same rule,
       decided once when the graph is built, with no header read, no format
       test and no resize when the ratio lands on image_size.
+    ratio: the DCT ratio, when sizes differ but the rule gives every poster
+      this one (JPEG records whose smallest and largest stored sizes get the
+      same jpeg_ratio): no header read; a resize only where needed.
     dct_method: the IDCT; DCT_METHOD unless a benchmark compares.
     max_pixels: the most pixels an image of unknown size may have
       (InvalidArgumentError 'too large: …' before decoding); None: no limit,
@@ -209,6 +213,9 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
     if decoded != size:
       image = resize_uint8(image, size)
     return tf.ensure_shape(image, size + [3])
+  if ratio is not None:
+    image = maybe_resize(decode_jpeg(encoded, ratio, dct_method), size)
+    return tf.ensure_shape(image, size + [3])
   if max_pixels is not None:
     encoded = _check_pixel_limit(encoded, max_pixels)
   image = tf.cond(tf.io.is_jpeg(encoded),
@@ -216,3 +223,39 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
                   lambda: decode_rgb(encoded))
   image = maybe_resize(image, size)
   return tf.ensure_shape(image, size + [3])
+
+
+def decode_raw(data: tf.Tensor, stored_hw: Sequence,
+               image_size: Optional[Sequence[int]] = None) -> tf.Tensor:
+  """Raw records' pixels → uint8 [H, W, 3] (or a batch) at image_size.
+
+  The raw counterpart of decode_for_model, with the same resize rule (only
+  where the stored size differs from image_size) and no codec: a raw
+  record's bytes are the pixels, row-major height x width x 3 (what
+  poster_files stores), so reading them is a reshape.
+
+  Args:
+    data: one poster's bytes (a scalar string), or a batch [B] of posters
+      of one stored size.
+    stored_hw: (height, width): ints when known before the graph runs (all
+      posters of one size; the resize is then decided once), else the
+      record's own scalar tensors (one poster only).
+    image_size: (height, width) of the output; None: the stored size.
+
+  Returns:
+    uint8 [H, W, 3], or [B, H, W, 3] for a batch.
+  """
+  # A batch keeps its static size: compiled steps see one input shape.
+  leading = [data.shape[0]] if data.shape.rank == 1 else []
+  static = all(isinstance(side, int) for side in stored_hw)
+  sides = [side if static else tf.cast(side, tf.int32) for side in stored_hw]
+  image = tf.reshape(tf.io.decode_raw(data, tf.uint8),
+                     [-1 if n is None else n for n in leading] + sides + [3])
+  if image_size is None:
+    return image
+  size = [int(image_size[0]), int(image_size[1])]
+  if not static:
+    image = maybe_resize(image, size)
+  elif list(stored_hw) != size:
+    image = resize_uint8(image, size)
+  return tf.ensure_shape(image, leading + size + [3])

@@ -5,8 +5,12 @@ records handle the caller opened once (records.Manifest):
 
   manifest shard list → worker shard (by file) → file shuffle → interleaved
   reads, checked per shard → example shuffle → batch → batch-wise parse and
-  decode (DCT ratio, resize only where needed) → augment (training batches,
-  when asked: augment.py) → prefetch
+  decode (JPEG: DCT ratio; raw pixels: a reshape; resize only where needed)
+  → augment (training batches, when asked: augment.py) → prefetch
+
+The records' manifest says how a poster is stored (store_format: JPEG bytes,
+or raw uint8 pixels that need no decode) and whether the shards are
+compressed (compression); the read and decode steps follow it.
 
 Parse and decode run on whole batches (one parse_example call, then one
 tf.map_fn over the batch's JPEGs whose results land directly in the batch
@@ -161,25 +165,39 @@ def shard_list(manifest: records.Manifest, split: str) -> tuple:
   return paths, counts
 
 
-def decode_plan(stored_range: tuple, image_size: Sequence[int]) -> dict:
-  """What images.decode_for_model's rule comes to for a split's posters.
+def decode_plan(stored_range: tuple, image_size: Sequence[int],
+                store_format: str = 'jpeg') -> dict:
+  """What the decode rule comes to for a split's posters.
 
-  stored_range: Manifest.stored_size_range(split).
+  stored_range: Manifest.stored_size_range(split); store_format: the
+  manifest's (images.decode_for_model for 'jpeg', images.decode_raw for
+  'raw').
 
   Returns:
-    {'stored_hw': (h, w) or None, 'ratio': r or None, 'decoded_hw': (h, w)
-    or None}. When every poster has one stored size (records converted with
-    --store_size), stored_hw is it, and the DCT ratio and decoded size are
-    fixed: the decode is decided once, with no header read, and the resize
-    is left out of the graph when the ratio lands on image_size. When sizes
-    vary, all three are None: each poster gets its own ratio from its header
-    (the same rule as prediction's), then a resize where needed.
+    {'format': store_format, 'stored_hw': (h, w) or None, 'ratio': r or
+    None, 'decoded_hw': (h, w) or None}. When every poster has one stored
+    size, stored_hw is it, and the decoded size is fixed: the decode is
+    decided once (JPEG: the DCT ratio, with no header read), and the resize
+    is left out of the graph when the decoded size is image_size. When sizes
+    vary, stored_hw and decoded_hw are None: each poster is decoded at its
+    own size, then resized where needed; a JPEG at its own ratio from its
+    header (the same rule as prediction's), unless every size in the range
+    gets the same ratio (then ratio is it: no header read, measured ~10 %
+    less CPU per 128x128 poster). Raw pixels have no ratio (None).
   """
   (min_h, min_w), (max_h, max_w) = stored_range
-  if (min_h, min_w) != (max_h, max_w):
-    return {'stored_hw': None, 'ratio': None, 'decoded_hw': None}
+  fixed = (min_h, min_w) == (max_h, max_w)
+  if store_format == 'raw':
+    hw = (min_h, min_w) if fixed else None
+    return {'format': 'raw', 'stored_hw': hw, 'ratio': None, 'decoded_hw': hw}
+  if not fixed:
+    # The ratio grows with the size: if the extremes share one, all do.
+    ratio = images.jpeg_ratio((min_h, min_w), image_size)
+    common = ratio == images.jpeg_ratio((max_h, max_w), image_size)
+    return {'format': 'jpeg', 'stored_hw': None,
+            'ratio': ratio if common else None, 'decoded_hw': None}
   ratio = images.jpeg_ratio((min_h, min_w), image_size)
-  return {'stored_hw': (min_h, min_w), 'ratio': ratio,
+  return {'format': 'jpeg', 'stored_hw': (min_h, min_w), 'ratio': ratio,
           'decoded_hw': (-(-min_h // ratio), -(-min_w // ratio))}
 
 
@@ -273,7 +291,7 @@ def _assert_present(path: tf.Tensor) -> tf.Operation:
 
 
 def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int,
-               ignore_errors: bool) -> tf.data.Dataset:
+               ignore_errors: bool, compression: str = '') -> tf.data.Dataset:
   """One shard's serialized records, in batches, checked against the manifest.
 
   A damaged record ends TFRecordDataset's pass over its file with a
@@ -282,11 +300,13 @@ def read_shard(path: tf.Tensor, expected: tf.Tensor, read_batch: int,
   where _count_check reports a shortfall by shard name (the empty batch then
   vanishes in the unbatch). Records travel in batches: one hand-off between
   threads and one count per batch, not per record. Few dataset ops per
-  shard: each shard pass pays for setting them up (~0.5 ms).
+  shard: each shard pass pays for setting them up (~0.5 ms). compression:
+  the manifest's (records.Manifest.tfrecord_compression).
   """
   with tf.control_dependencies([_assert_present(path)]):
     path = tf.identity(path)
-  dataset = tf.data.TFRecordDataset(path).ignore_errors().batch(read_batch)
+  dataset = tf.data.TFRecordDataset(path, compression).ignore_errors().batch(
+      read_batch)
   end = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
   return dataset.concatenate(end).scan(
       tf.constant(0, tf.int64), _count_check(path, expected, ignore_errors))
@@ -307,8 +327,11 @@ def _interleave_widths(opts: Options) -> tuple:
 
 
 def read_records(paths: Sequence[str], counts: Sequence[int],
-                 opts: Options) -> tf.data.Dataset:
-  """Serialized records from all shards, interleaved; endless when training."""
+                 opts: Options, compression: str = '') -> tf.data.Dataset:
+  """Serialized records from all shards, interleaved; endless when training.
+
+  compression: the shards' (records.Manifest.tfrecord_compression).
+  """
   files = tf.data.Dataset.from_tensor_slices(
       (tf.constant(list(paths)), tf.constant(list(counts), tf.int64)))
   if opts.training and not opts.cache:
@@ -322,7 +345,7 @@ def read_records(paths: Sequence[str], counts: Sequence[int],
   cycle_length, parallel = _interleave_widths(opts)
   batches = files.interleave(
       lambda path, count: read_shard(path, count, opts.read_batch,
-                                     opts.ignore_errors),
+                                     opts.ignore_errors, compression),
       cycle_length=cycle_length, block_length=1,
       num_parallel_calls=parallel, deterministic=opts.ordered)
   return batches.unbatch()
@@ -340,9 +363,10 @@ def decode_one(plan: Mapping, image_size: Sequence[int],
                dct_method: str = images.DCT_METHOD):
   """A function JPEG bytes → uint8 [H, W, 3] at image_size (decode_for_model)."""
   # max_pixels=None: the converter checked the records' sizes (--max_pixels).
+  ratio = plan['ratio'] if plan['stored_hw'] is None else None
   return lambda encoded: images.decode_for_model(
-      encoded, image_size, stored_hw=plan['stored_hw'], dct_method=dct_method,
-      max_pixels=None)
+      encoded, image_size, stored_hw=plan['stored_hw'], ratio=ratio,
+      dct_method=dct_method, max_pixels=None)
 
 
 def decode_batch(plan: Mapping, image_size: Sequence[int],
@@ -351,6 +375,77 @@ def decode_batch(plan: Mapping, image_size: Sequence[int],
   spec = tf.TensorSpec([int(image_size[0]), int(image_size[1]), 3], tf.uint8)
   one = decode_one(plan, image_size, dct_method)
   return lambda encoded: tf.map_fn(one, encoded, fn_output_signature=spec)
+
+
+def decode_features(plan: Mapping, image_size: Sequence[int],
+                    dct_method: str = images.DCT_METHOD, batched: bool = True,
+                    records_dir: str = 'the records'):
+  """A function parsed features → uint8 posters at image_size, by format.
+
+  JPEG: decode_batch / decode_one on the image bytes. Raw: the pixels
+  checked against their record (checked_raw), then images.decode_raw: one
+  reshape for a batch of one stored size, poster by poster otherwise.
+
+  Args:
+    plan: decode_plan's answer for the split.
+    image_size: (height, width) of the output.
+    dct_method: the JPEG IDCT.
+    batched: features of a batch (parse of [B] records), or of one poster.
+    records_dir: the folder, for the message about a damaged raw record.
+  """
+  if plan['format'] != 'raw':
+    decode = (decode_batch if batched else decode_one)(plan, image_size,
+                                                       dct_method)
+    return lambda features: decode(features[records.IMAGE_KEY])
+  stored_hw = plan['stored_hw']
+
+  def raw(features):
+    data = checked_raw(features, stored_hw, records_dir)
+    if stored_hw is not None:
+      return images.decode_raw(data, stored_hw, image_size)
+    sides = (features[records.HEIGHT_KEY], features[records.WIDTH_KEY])
+    if not batched:
+      return images.decode_raw(data, sides, image_size)
+    spec = tf.TensorSpec([int(image_size[0]), int(image_size[1]), 3],
+                         tf.uint8)
+    return tf.map_fn(
+        lambda poster: images.decode_raw(poster[0], poster[1:], image_size),
+        (data,) + sides, fn_output_signature=spec)
+
+  return raw
+
+
+def checked_raw(features: Mapping, stored_hw: Optional[Sequence[int]],
+                records_dir: str) -> tf.Tensor:
+  """The raw pixels of parsed records, once their lengths are checked.
+
+  Every poster must hold height x width x 3 bytes, by its record's height
+  and width, which must be stored_hw when all posters have one size. A
+  record that does not fails (tagged for as_user_error) naming the poster,
+  the folder, and the command (--verify) that names its shard.
+  Branch-free: it runs on every batch.
+  """
+  flat = lambda key: tf.reshape(features[key], [-1])
+  data, ids = flat(records.IMAGE_KEY), flat(records.ID_KEY)
+  height, width = flat(records.HEIGHT_KEY), flat(records.WIDTH_KEY)
+  lengths = tf.cast(tf.strings.length(data), tf.int64)
+  bad = tf.not_equal(lengths, height * width * 3)
+  if stored_hw is not None:
+    bad |= tf.not_equal(height, stored_hw[0]) | tf.not_equal(width,
+                                                             stored_hw[1])
+  first = tf.argmax(tf.cast(bad, tf.int32))
+  text = lambda values: tf.strings.as_string(values[first])
+  every = ('' if stored_hw is None else
+           ', where every poster is {}x{}'.format(*stored_hw))
+  message = tf.strings.join([
+      ERROR_TAG, records_dir, ': poster ', ids[first], ' holds ',
+      text(lengths), ' bytes of raw pixels, its record says ', text(height),
+      'x', text(width), ' (x 3 bytes)', every, '; the records are damaged: '
+      '`python -m tools.make_records --verify=', records_dir, '` names the '
+      'shard; convert the data again'])
+  check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [message])
+  with tf.control_dependencies([check]):
+    return tf.identity(features[records.IMAGE_KEY])
 
 
 def to_output(features: Mapping, images_: tf.Tensor, with_ids: bool) -> tuple:
@@ -363,9 +458,11 @@ def to_output(features: Mapping, images_: tf.Tensor, with_ids: bool) -> tuple:
 # The pipeline.
 
 
-def _batched_stages(batch_size, plan, image_size, opts: Options):
+def _batched_stages(batch_size, plan, image_size, opts: Options,
+                    records_dir: str):
   """The default path: shuffle, batch, then parse and decode whole batches."""
-  decode = decode_batch(plan, image_size, opts.dct_method)
+  decode = decode_features(plan, image_size, opts.dct_method, True,
+                           records_dir)
   return [
       # Bounded example shuffle: encoded records are small, pixels are not.
       ('read', lambda ds: ds.shuffle(opts.shuffle_buffer, seed=opts.seed)
@@ -378,7 +475,7 @@ def _batched_stages(batch_size, plan, image_size, opts: Options):
                                   deterministic=opts.ordered)),
       # Parallel decode across batches; the CPU floor of the whole pipeline.
       ('decode', lambda ds: ds.map(
-          lambda f: to_output(f, decode(f[records.IMAGE_KEY]), opts.with_ids),
+          lambda f: to_output(f, decode(f), opts.with_ids),
           num_parallel_calls=opts.num_parallel_calls,
           deterministic=opts.ordered)),
       _augment_stage(opts),
@@ -392,13 +489,14 @@ def _augment_stage(opts: Options) -> tuple:
   return ('augment', lambda ds: augment_lib.apply(ds, opts.augment))
 
 
-def _per_poster_stages(batch_size, plan, image_size, opts: Options):
+def _per_poster_stages(batch_size, plan, image_size, opts: Options,
+                       records_dir: str):
   """For cache and ignore_errors: decode poster by poster, then batch."""
-  decode = decode_one(plan, image_size, opts.dct_method)
+  decode = decode_features(plan, image_size, opts.dct_method, False,
+                           records_dir)
 
   def decode_stage(ds):
-    ds = ds.map(lambda f: to_output(f, decode(f[records.IMAGE_KEY]),
-                                    opts.with_ids),
+    ds = ds.map(lambda f: to_output(f, decode(f), opts.with_ids),
                 num_parallel_calls=opts.num_parallel_calls,
                 deterministic=opts.ordered)
     if opts.ignore_errors:
@@ -518,14 +616,15 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
   batch_size = per_replica_batch_size(batch_size, input_context)
   if batch_size < 1:
     raise cli.UserError(f'batch_size must be >= 1, not {batch_size}')
-  plan = decode_plan(manifest.stored_size_range(split), image_size)
+  plan = decode_plan(manifest.stored_size_range(split), image_size,
+                     manifest.store_format)
   per_poster = opts.cache or opts.ignore_errors
   stages = (_per_poster_stages if per_poster else _batched_stages)(
-      batch_size, plan, image_size, opts)
+      batch_size, plan, image_size, opts, manifest.records_dir)
 
   options = _dataset_options(opts, sharded=input_context is not None)
 
-  dataset = read_records(paths, counts, opts)
+  dataset = read_records(paths, counts, opts, manifest.tfrecord_compression)
   for name, stage in stages:
     dataset = stage(dataset)
     if name == opts.stop_after:
@@ -551,7 +650,8 @@ def read_labels(manifest: records.Manifest, split: str) -> tf.Tensor:
   """
   paths, counts = shard_list(manifest, split)
   label_feature = {records.LABELS_KEY: records.FEATURES[records.LABELS_KEY]}
-  dataset = read_records(paths, counts, make_options(split, training=False))
+  dataset = read_records(paths, counts, make_options(split, training=False),
+                         manifest.tfrecord_compression)
   dataset = dataset.batch(1024).map(
       lambda serialized: tf.io.parse_example(
           serialized, label_feature)[records.LABELS_KEY])

@@ -1,4 +1,4 @@
-"""One poster file → the JPEG bytes to store, or a BadImage saying why not.
+"""One poster file → the bytes to store (JPEG or raw pixels), or a BadImage.
 
 The file is opened only if it is a regular file inside the images folder
 (files.read_regular_file): a FIFO would block, a symlink could lead to
@@ -8,13 +8,19 @@ reader calls it, makes them RGB, and re-encoding would only lose quality.
 PNG, GIF, WebP or BMP named .jpg, CMYK JPEGs and 16-bit or RGBA PNGs are
 decoded with images.decode_rgb and stored as RGB JPEG. Pillow reads each
 header first (format, mode, size), so a decompression bomb is refused before
-any pixel is decoded. A store size resizes every poster
-(images.resize_uint8) and re-encodes.
+any pixel is decoded.
+
+A store size is a bound, never a target to enlarge to (stored_size): each
+side of a poster is shrunk to at most the store size's, and a poster already
+within it keeps its own pixels (and, as a JPEG, its own bytes). Enlarging
+adds no detail, only pixels to decode; the pipeline resizes to the model's
+size where a stored poster differs from it. Raw records (store_format 'raw')
+hold the same pixels, decoded here once, with no codec.
 """
 
 import dataclasses
 import io
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from PIL import Image
 import tensorflow as tf
@@ -22,6 +28,13 @@ import tensorflow as tf
 from posternet import cli
 from posternet import files
 from posternet import images
+
+# JPEG quality of a poster shrunk to the store size: the real posters' own
+# (q85). Measured on 300 real posters shrunk to at most 400x400 (one core,
+# CPU per decode; BUILD_NOTES.md, "Converter"): q85 decodes 3-6 % faster
+# than the originals, q90 as fast, q95 12 % slower (47 KB against 32 KB).
+# Other re-encodes (PNG, CMYK, ...) keep images.encode_jpeg's q95.
+SHRUNK_QUALITY = 85
 
 # Why a poster can be skipped, in the manifest's order.
 REASONS = ('missing image', 'not a regular file', 'outside the images folder',
@@ -48,18 +61,34 @@ class BadImage(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Poster:
-  data: bytes   # the JPEG bytes to store
+  data: bytes   # what the record stores: JPEG bytes, or raw pixels
   height: int
   width: int
 
 
+def stored_size(own_hw: Sequence[int],
+                store_size: Optional[Sequence[int]]) -> Tuple[int, int]:
+  """The size a poster is stored at: each side at most the store size's.
+
+  Never larger than the poster on either side, so it keeps at most its own
+  pixels: a 444x300 poster with store size 400x400 is stored at 400x300.
+  """
+  if store_size is None:
+    return int(own_hw[0]), int(own_hw[1])
+  return (min(int(own_hw[0]), int(store_size[0])),
+          min(int(own_hw[1]), int(store_size[1])))
+
+
 def load_poster(path: str, *, max_pixels: int = images.MAX_PIXELS,
                 store_size: Optional[Sequence[int]] = None,
+                store_format: str = 'jpeg',
                 images_dir: Optional[str] = None) -> Poster:
-  """Reads one poster file and returns the JPEG bytes to store.
+  """Reads one poster file and returns the bytes to store.
 
-  Original bytes when the file is a JPEG that decode_jpeg renders as RGB and
-  no resize is asked for; otherwise decoded and re-encoded as RGB JPEG.
+  JPEG: the original bytes when the file is a JPEG that decode_jpeg renders
+  as RGB and needs no shrinking (stored_size); otherwise decoded (and
+  shrunk) and re-encoded as RGB JPEG (a shrunk one at SHRUNK_QUALITY). Raw:
+  the decoded (and shrunk) uint8 pixels, row-major height x width x 3.
   With images_dir, a path that leads outside it (a symlink) is refused
   before it is opened.
 
@@ -76,12 +105,36 @@ def load_poster(path: str, *, max_pixels: int = images.MAX_PIXELS,
              else images.decode_rgb(data))
   except tf.errors.OpError as e:
     raise BadImage('truncated or corrupt image', cli.tf_message(e)) from None
-  if store_size is not None and tuple(image.shape[:2]) != tuple(store_size):
-    image = images.resize_uint8(image, store_size)
-    pass_through = False
-  if not pass_through:
+  size = stored_size(image.shape[:2], store_size)
+  shrunk = size != tuple(image.shape[:2])
+  if shrunk:
+    image = images.resize_uint8(image, size)
+  if store_format == 'raw':
+    data = image.numpy().tobytes()
+  elif shrunk:
+    data = images.encode_jpeg(image, SHRUNK_QUALITY)
+  elif not pass_through:
     data = images.encode_jpeg(image)
   return Poster(data, int(image.shape[0]), int(image.shape[1]))
+
+
+def header_size(path: str, images_dir: Optional[str] = None
+                ) -> Optional[Tuple[int, int]]:
+  """(height, width) from an image file's header alone; None if unreadable.
+
+  For estimates before converting (raw records' size on disk): the real
+  checks come with load_poster. Opened as load_poster opens it: never a
+  FIFO, never outside images_dir.
+  """
+  try:
+    with files.open_regular_file(path, inside=images_dir) as f, \
+        Image.open(f) as header:
+      width, height = header.size
+  except (OSError, ValueError, SyntaxError, tf.errors.OpError,
+          Image.DecompressionBombError, files.NotARegularFile,
+          files.OutsideFolder):
+    return None
+  return height, width
 
 
 def _read_image(path: str, images_dir: Optional[str]) -> bytes:

@@ -34,8 +34,12 @@ from posternet import remote
 from posternet import typed_json
 
 # Bump when a key, dtype or manifest field changes meaning; readers refuse
-# other versions rather than misreading them.
-FORMAT_VERSION = 1
+# other versions rather than misreading them. Version 2: raw pixels and
+# TFRecord compression (store_format, compression), and --store_size as a
+# bound that no poster is enlarged to (stored sizes may differ). Version 1
+# manifests read as JPEG, uncompressed, every poster at its store size.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = 'manifest.json'
 SPLITS = ('train', 'val')
 
@@ -44,8 +48,16 @@ SPLIT_METHOD = ('numpy RandomState(seed).permutation(n): first '
                 'ceil(val_fraction*n) are val, rest train, in permutation '
                 'order')
 
+# How a record holds its poster (the manifest's store_format): JPEG bytes
+# (RGB or grayscale, never re-encoded needlessly), or raw uint8 pixels,
+# height x width x 3, row-major, with no codec: no decode when reading.
+STORE_FORMATS = ('jpeg', 'raw')
+# TFRecord's own compression of whole shard files (the manifest's
+# compression; None: none), as tf.data.TFRecordDataset names it.
+COMPRESSIONS = ('GZIP', 'ZLIB')
+
 # Feature keys, shared by writer and reader.
-IMAGE_KEY = 'image/encoded'    # JPEG bytes, RGB or grayscale, never re-encoded needlessly
+IMAGE_KEY = 'image/encoded'    # the poster: JPEG bytes or raw pixels (above)
 HEIGHT_KEY = 'image/height'    # stored height in pixels
 WIDTH_KEY = 'image/width'      # stored width in pixels
 ID_KEY = 'poster/id'           # the CSV's Id, e.g. b'tt0086425'
@@ -222,10 +234,16 @@ class Manifest:
   split_rule: SplitRule = dataclasses.field(default=SplitRule(),
                                             metadata={'key': 'split'})
   skipped: Skipped = Skipped()
-  store_size: Optional[Tuple[int, int]] = None   # --store_size, if given
+  # --store_size, if given: no poster is stored larger on either side.
+  store_size: Optional[Tuple[int, int]] = None
   genre_names: Tuple[str, ...] = dataclasses.field(default=genres.GENRES,
                                                    metadata={'key': 'genres'})
   format_version: int = FORMAT_VERSION
+  # Absent from version 1 files: those are JPEG, uncompressed.
+  store_format: str = dataclasses.field(default='jpeg',
+                                        metadata={'optional': True})
+  compression: Optional[str] = dataclasses.field(default=None,
+                                                 metadata={'optional': True})
   # The folder it was read from or written to: not part of the file.
   records_dir: Optional[str] = dataclasses.field(
       default=None, compare=False, metadata={'stored': False})
@@ -270,13 +288,14 @@ class Manifest:
     """The manifest in parsed JSON, its shape checked (path: for messages)."""
     version = typed_json.expect(data, dict, path, advice=_REMAKE).get(
         'format_version')
-    if type(version) is not int or version != FORMAT_VERSION:  # not True
+    if type(version) is not int or version not in READABLE_VERSIONS:
       raise cli.UserError(
           f'{path} has format version {version}, this posternet reads '
-          f'version {FORMAT_VERSION}; {_REMAKE}')
+          f'versions {", ".join(map(str, READABLE_VERSIONS))}; {_REMAKE}')
     if data.get('genres') != list(genres.GENRES):
       raise cli.UserError(f'{path} lists other genres than posternet knows')
     manifest = typed_json.from_json(data, cls, path, advice=_REMAKE)
+    _check_storage(manifest, path)
     for split, info in manifest.splits.items():
       for index, shard in enumerate(info.shards):
         if shard.file in ('', '.', '..') or (
@@ -336,10 +355,17 @@ class Manifest:
             for shard in self.split_info(split).shards]
 
   def stored_size_range(self, split: str) -> tuple:
-    """((min_h, min_w), (max_h, max_w)) of the split's stored posters."""
-    if self.store_size:
-      return self.store_size, self.store_size
+    """((min_h, min_w), (max_h, max_w)) of the split's stored posters.
+
+    Each poster's own size up to the store size: no poster is enlarged
+    when stored, so with --store_size the sizes may still differ.
+    """
     return self.split_info(split).size_range
+
+  @property
+  def tfrecord_compression(self) -> str:
+    """The shards' compression_type for tf.data.TFRecordDataset ('': none)."""
+    return self.compression or ''
 
   def steps_per_epoch(self, split: str, batch_size: int,
                       drop_remainder: Optional[bool] = None) -> int:
@@ -372,3 +398,16 @@ class Manifest:
       raise ValueError('this Manifest has no folder yet: write() it, or '
                        'at(records_dir)')
     return self.records_dir
+
+
+def _check_storage(manifest: Manifest, path: str) -> None:
+  """Refuses a store format or compression this posternet cannot read."""
+  if manifest.store_format not in STORE_FORMATS:
+    typed_json.fail(path, 'store_format',
+                    f'is {manifest.store_format!r}, not one of '
+                    f'{", ".join(STORE_FORMATS)}', _REMAKE)
+  if manifest.compression is not None and (
+      manifest.compression not in COMPRESSIONS):
+    typed_json.fail(path, 'compression',
+                    f'is {manifest.compression!r}, not null or one of '
+                    f'{", ".join(COMPRESSIONS)}', _REMAKE)

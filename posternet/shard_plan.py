@@ -18,8 +18,10 @@ the same key.
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import os
 from typing import Optional, Sequence, Tuple
 
@@ -44,6 +46,11 @@ MIN_POSTERS_PER_SHARD = 128
 # resume notes' format (posternet/convert.py): older state is then ignored.
 PLAN_VERSION = 3
 
+# A raw record's bytes beside its pixels: Id, labels, keys, TFRecord framing.
+RAW_RECORD_OVERHEAD = 256
+# A typical poster's size, for estimates where a header does not read.
+UNKNOWN_POSTER_SIZE = (400, 300)
+
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -57,6 +64,7 @@ class Options:
   store_size: Optional[Tuple[int, int]] = None
   max_pixels: int = images.MAX_PIXELS
   min_shards: int = 1
+  store_format: str = 'jpeg'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,8 @@ class Shard:
   split: str
   file: str
   rows: tuple   # CSV row indices, in split order
+  # Its share of the split's estimated bytes (the disk-space check).
+  estimated_bytes: int = 0
 
 
 def num_shards(num_posters: int, estimated_bytes: int, split: str,
@@ -88,7 +98,8 @@ def plan_shards(split: str, rows: np.ndarray, estimated_bytes: int,
   count = num_shards(len(rows), estimated_bytes, split, min_shards)
   bounds = [len(rows) * i // count for i in range(count + 1)]
   return [Shard(split, records.shard_name(split, i, count),
-                tuple(int(r) for r in rows[bounds[i]:bounds[i + 1]]))
+                tuple(int(r) for r in rows[bounds[i]:bounds[i + 1]]),
+                estimated_bytes * (bounds[i + 1] - bounds[i]) // len(rows))
           for i in range(count)]
 
 
@@ -123,6 +134,9 @@ def make_plan(table: csv_rows.Table, images_dir: str, options: Options,
                                        options.seed)
   paths = [image_path(images_dir, poster_id) for poster_id in table.ids]
   stats = _stat_images(paths, max(workers, 16))  # I/O-bound: more threads
+  # Raw records' size follows each poster's pixels: read from its header.
+  sizes = (_header_sizes(paths, images_dir, max(workers, 16))
+           if options.store_format == 'raw' else None)
   shards = []
   for split, rows in (('train', train), ('val', val)):
     rows = rows[table.first[rows]]  # a repeated Id goes with its first row
@@ -130,7 +144,7 @@ def make_plan(table: csv_rows.Table, images_dir: str, options: Options,
       raise cli.UserError(f'the {split} split is empty: {table.num_rows} CSV '
                           f'rows with val_fraction={options.val_fraction}')
     shards += plan_shards(split, rows,
-                          _estimated_bytes(rows, stats, options.store_size),
+                          _estimated_bytes(rows, stats, options, sizes),
                           options.min_shards)
   key_source = [PLAN_VERSION, records.FORMAT_VERSION, table.sha256,
                 _absolute(images_dir), stats, dataclasses.asdict(options),
@@ -153,16 +167,35 @@ def _stat_images(paths: Sequence[str], workers: int) -> list:
     return list(pool.map(stat, paths))
 
 
-def _estimated_bytes(rows: np.ndarray, sizes: Sequence[tuple],
-                     store_size: Optional[Sequence[int]]) -> int:
-  """Stored bytes of a split, guessed before converting (for the shard count).
+def _header_sizes(paths: Sequence[str], images_dir: str, workers: int) -> list:
+  """(height, width) per file from its header, None where it does not read."""
+  header_size = functools.partial(poster_files.header_size,
+                                  images_dir=images_dir)
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return list(pool.map(header_size, paths))
 
-  Source sizes when bytes pass through; otherwise 3/4 byte per stored pixel,
-  a generous guess for a q95 JPEG of a poster.
+
+def _estimated_bytes(rows: np.ndarray, stats: Sequence[tuple],
+                     options: Options,
+                     sizes: Optional[Sequence] = None) -> int:
+  """Stored bytes of a split, estimated before converting.
+
+  For the shard count and the disk-space check. Raw: 3 bytes per stored
+  pixel (poster_files.stored_size of each header's size; the store size,
+  else 400x300, where a header does not read) plus RAW_RECORD_OVERHEAD.
+  JPEG: the source sizes when bytes pass through; with a store size, 3/4
+  byte per pixel of it, a generous guess for a q95 JPEG of a poster.
   """
+  store_size = options.store_size
+  if options.store_format == 'raw':
+    fallback = store_size or UNKNOWN_POSTER_SIZE
+    return sum(
+        3 * math.prod(poster_files.stored_size(sizes[r] or fallback,
+                                               store_size))
+        + RAW_RECORD_OVERHEAD for r in rows)
   if store_size is not None:
     return len(rows) * store_size[0] * store_size[1] * 3 // 4
-  return sum(max(sizes[r][0], 0) for r in rows)
+  return sum(max(stats[r][0], 0) for r in rows)
 
 
 def _absolute(path: str) -> str:

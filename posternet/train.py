@@ -129,24 +129,30 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
 
 def warn_if_upscaled(manifest: records.Manifest,
                      image_size: Sequence[int]) -> bool:
-  """Warns, in one line, when the host must enlarge posters to image_size.
+  """Warns, in one line, when the host must enlarge every poster to image_size.
 
   Upscaling costs a resize per poster and adds no detail (configs/seed.cfg on
-  128x128 records would train at 400x400 without a word otherwise).
+  128x128 records would train at 400x400 without a word otherwise). The
+  converter never enlarges a poster, so a few small ones are enlarged here
+  whatever the records; the warning is for records whose largest poster is
+  smaller than image_size on a side. --image_size at that largest size with
+  --model_size at the wanted one moves the enlarging onto the device.
 
   Returns:
     Whether it warned.
   """
-  (min_h, min_w), _ = manifest.stored_size_range('train')
-  if min_h >= image_size[0] and min_w >= image_size[1]:
+  _, (max_h, max_w) = manifest.stored_size_range('train')
+  if max_h >= image_size[0] and max_w >= image_size[1]:
     return False
-  stored = (f'are stored at {min_h}x{min_w}' if manifest.store_size
-            else f'hold posters as small as {min_h}x{min_w}')
+  largest = train_config.size_text((min(max_h, image_size[0]),
+                                    min(max_w, image_size[1])))
   logging.warning(
-      'the records %s, smaller than --image_size=%s: the host upscales them, '
-      'which costs time and adds no detail; convert with --store_size=%s, or '
-      'train at a smaller --image_size', stored,
-      train_config.size_text(image_size), train_config.size_text(image_size))
+      'the records hold posters of at most %dx%d, smaller than --image_size='
+      '%s: the host enlarges every poster, which costs time and adds no '
+      'detail; train at --image_size=%s with --model_size=%s (the device '
+      'resizes), or convert again with a larger --store_size', max_h, max_w,
+      train_config.size_text(image_size), largest,
+      train_config.size_text(image_size))
   return True
 
 

@@ -210,8 +210,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
       f'{name}: {spec.description}' for name, spec in
       sorted(models.MODELS.items())) + '.')
   string('image_size', '400', 'Poster size the pipeline delivers: 400 or HxW. '
-         'Records stored at this size (make records --store_size) are not '
-         'resized on the host.')
+         'Posters stored at this size (make records --store_size, which '
+         'never enlarges a poster) are not resized on the host.')
   string('model_size', None, 'Size the network is built at, HxW; default '
          '--image_size. When different, the model resizes on the device.')
   integer('batch_size', 64, 'Global batch size (split among replicas).')

@@ -4,7 +4,9 @@ posternet.records describes manifest.json as dataclasses; this module turns
 them into JSON values and back, driven by their fields and type hints, so
 the file's shape is written down once (in the classes) and checked on every
 read. A field's JSON key is its name, or its metadata 'key'; a field with
-metadata {'stored': False} stays out of the file.
+metadata {'stored': False} stays out of the file, and one with
+{'optional': True} may be missing from it (added in a later version: it
+then takes its default).
 
 Types understood: int (a whole number >= 0), float, str, Optional[X],
 Tuple[X, ...], Tuple[X, Y], Mapping[str, X] and nested dataclasses.
@@ -82,15 +84,15 @@ def from_json(value, kind, path: str, where: str = '', advice: str = ''):
 
 
 def _dataclass(value, cls, path: str, where: str, advice: str):
-  """A dataclass from its JSON object: every stored field must be there."""
+  """A dataclass from its JSON object: every stored field but optional ones."""
   data = expect(value, dict, path, where, advice)
   types_ = typing.get_type_hints(cls)
-  for key, _ in stored_fields(cls):
-    if key not in data:
+  for key, f in stored_fields(cls):
+    if key not in data and not f.metadata.get('optional'):
       fail(path, where, f'has no {key!r}', advice)
   return cls(**{f.name: from_json(data[key], types_[f.name], path,
                                   _join(where, key), advice)
-                for key, f in stored_fields(cls)})
+                for key, f in stored_fields(cls) if key in data})
 
 
 def expect(value, kind: type, path: str, where: str = '', advice: str = ''):

@@ -2,16 +2,20 @@
 
 `make verify`, or `python -m tools.make_records --verify=records/`. Beside
 the schema (posternet/records.py), whose handle it checks: every shard's
-size and sha256 as listed, every record's TFRecord CRCs, that it parses as a
-posternet Example, a JPEG that decodes to the stored height x width, 0/1
-labels with at least one genre, and an Id seen once in the whole folder;
-per split, that the shards add up and the stored size range is as listed.
-The trainer and evaluate run the same checks (damaged_record_error) when a
-poster fails to decode, to name the record behind it.
+size and sha256 as listed, every record's TFRecord CRCs (through the
+shards' compression, if any), that it parses as a posternet Example, its
+image (a JPEG that decodes to the stored height x width, or raw pixels of
+height x width x 3 bytes, as the manifest's store_format says) no larger
+than the store size, 0/1 labels with at least one genre, and an Id seen once
+in the whole folder; per split, that the shards add up and the stored size
+range is as listed. The trainer and evaluate run the same checks
+(damaged_record_error) when a poster fails to decode, to name the record
+behind it.
 """
 
 import concurrent.futures
 import dataclasses
+import functools
 import itertools
 import os
 from typing import Optional, Sequence
@@ -111,7 +115,7 @@ def _verify_shard(manifest: records.Manifest,
   if sha256 != shard.sha256:
     check.problems.append(f'{name}: sha256 {sha256} differs from the '
                           f'manifest\'s {shard.sha256}')
-  count = _verify_records(path, check, manifest.store_size)
+  count = _verify_records(path, check, manifest)
   if count != shard.num_examples:
     check.problems.append(f'{name}: {count} records read, the manifest says '
                           f'{shard.num_examples}')
@@ -119,25 +123,29 @@ def _verify_shard(manifest: records.Manifest,
 
 
 def _verify_records(path: str, check: _ShardCheck,
-                    store_size: Optional[Sequence[int]]) -> int:
+                    manifest: records.Manifest) -> int:
   """Checks every record; returns how many could be read.
 
   A tf.data pass first (fast); when a record does not read, parse or decode,
   a record-by-record pass finds which one.
   """
+  facts_of = functools.partial(_record_facts,
+                               raw=manifest.store_format == 'raw')
   try:
-    facts = list(tf.data.TFRecordDataset(path).map(
-        _record_facts, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator())
+    facts = list(tf.data.TFRecordDataset(
+        path, manifest.tfrecord_compression).map(
+            facts_of, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator())
   except tf.errors.OpError:
-    return _verify_records_one_by_one(path, check, store_size)
+    return _verify_records_one_by_one(path, check, manifest)
   for index, record in enumerate(facts):
-    _check_facts(record, index, check, store_size)
+    _check_facts(record, index, check, manifest)
   return len(facts)
 
 
 def _verify_records_one_by_one(path: str, check: _ShardCheck,
-                               store_size: Optional[Sequence[int]]) -> int:
-  iterator = iter(tf.data.TFRecordDataset(path))
+                               manifest: records.Manifest) -> int:
+  iterator = iter(tf.data.TFRecordDataset(path,
+                                          manifest.tfrecord_compression))
   for index in itertools.count():
     try:
       serialized = next(iterator)
@@ -148,13 +156,14 @@ def _verify_records_one_by_one(path: str, check: _ShardCheck,
                             f'({cli.tf_message(e)})')
       return index
     try:
-      record = {k: v.numpy() for k, v in _record_facts(serialized).items()}
+      record = {k: v.numpy() for k, v in _record_facts(
+          serialized, manifest.store_format == 'raw').items()}
     except tf.errors.OpError as e:
       check.problems.append(f'{check.file} record {index}: '
                             f'{_failure_of(serialized)} '
                             f'({cli.tf_message(e)})')
       continue
-    _check_facts(record, index, check, store_size)
+    _check_facts(record, index, check, manifest)
 
 
 def _failure_of(serialized: tf.Tensor) -> str:
@@ -167,8 +176,11 @@ def _failure_of(serialized: tf.Tensor) -> str:
   return f'Id {poster_id}: the image does not decode'
 
 
-def _record_facts(serialized: tf.Tensor) -> dict:
-  """Parses one record and decodes its image: what _check_facts looks at."""
+def _record_facts(serialized: tf.Tensor, raw: bool = False) -> dict:
+  """Parses one record and decodes its image: what _check_facts looks at.
+
+  Raw pixels have no codec to run: their byte length is the fact (shape -1).
+  """
   example = tf.io.parse_single_example(serialized, records.FEATURES)
   encoded = example[records.IMAGE_KEY]
   return {'id': example[records.ID_KEY],
@@ -176,33 +188,55 @@ def _record_facts(serialized: tf.Tensor) -> dict:
           'width': example[records.WIDTH_KEY],
           'labels': example[records.LABELS_KEY],
           'magic': tf.strings.substr(encoded, 0, 2),
-          'shape': tf.shape(images.decode_jpeg(encoded))}
+          'length': tf.strings.length(encoded),
+          'shape': (tf.constant([-1, -1, -1]) if raw
+                    else tf.shape(images.decode_jpeg(encoded)))}
 
 
 def _check_facts(record: dict, index: int, check: _ShardCheck,
-                 store_size: Optional[Sequence[int]]) -> None:
+                 manifest: records.Manifest) -> None:
   """Notes the record's Id and size, and what is wrong with it, if anything."""
   poster_id = record['id'].decode('utf-8', 'replace')
   height, width = int(record['height']), int(record['width'])
-  shape = tuple(int(d) for d in record['shape'])
   labels = record['labels']
+  store_size = manifest.store_size
   check.ids.append((poster_id, index))
   check.sizes.append((height, width))
   problem = None
   if not poster_id:
     problem = 'empty Id'
-  elif record['magic'] != b'\xff\xd8':
-    problem = f'Id {poster_id}: the image is not a JPEG'
-  elif shape != (height, width, 3):
-    problem = (f'Id {poster_id}: the image decodes to {shape}, the record '
-               f'says {height}x{width}')
-  elif store_size and (height, width) != tuple(store_size):
-    problem = (f'Id {poster_id}: {height}x{width}, not the store size '
-               f'{list(store_size)}')
+  elif manifest.store_format == 'raw':
+    problem = _raw_problem(int(record['length']), height, width)
+  else:
+    problem = _jpeg_problem(record, height, width)
+  if problem:
+    problem = f'Id {poster_id}: {problem}'
+  elif store_size and (height > store_size[0] or width > store_size[1]):
+    problem = (f'Id {poster_id}: {height}x{width}, larger than the store '
+               f'size {store_size[0]}x{store_size[1]}')
   elif not np.isin(labels, (0.0, 1.0)).all() or not labels.any():
     problem = f'Id {poster_id}: labels {labels.tolist()} are not multi-hot'
   if problem:
     check.problems.append(f'{check.file} record {index}: {problem}')
+
+
+def _jpeg_problem(record: dict, height: int, width: int) -> Optional[str]:
+  """What is wrong with a JPEG record's image, or None."""
+  shape = tuple(int(d) for d in record['shape'])
+  if record['magic'] != b'\xff\xd8':
+    return 'the image is not a JPEG'
+  if shape != (height, width, 3):
+    return (f'the image decodes to {shape}, the record says '
+            f'{height}x{width}')
+  return None
+
+
+def _raw_problem(length: int, height: int, width: int) -> Optional[str]:
+  """What is wrong with a raw record's pixels (their length), or None."""
+  if length != height * width * 3:
+    return (f'{length} bytes of raw pixels, the record says {height}x'
+            f'{width} (x 3 = {height * width * 3} bytes)')
+  return None
 
 
 def _duplicate_ids(results: Sequence[_ShardCheck]) -> list:

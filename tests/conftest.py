@@ -131,8 +131,8 @@ def make_records(tmp_path_factory) -> Callable[..., records.Manifest]:
   """make_records(name='records', **options): a new records folder's handle.
 
   The options are record_fixtures.write_records's (num_train, num_val,
-  image_hw, num_shards, seed, store_size); the folder is a fresh temporary
-  one named after `name`.
+  image_hw, num_shards, seed, store_size, store_format, compression); the
+  folder is a fresh temporary one named after `name`.
   """
 
   def make(name: str = 'records', **options) -> records.Manifest:

@@ -2,8 +2,9 @@
 
 A folder made here looks exactly like one made by the converter
 (posternet/convert.py): shards named by records.shard_name, Examples built by
-records.make_example, JPEGs encoded by images.encode_jpeg, and manifest.json
-built and written by records.Manifest.
+records.make_example, JPEGs encoded by images.encode_jpeg (or raw pixels),
+stored sizes by poster_files.stored_size, and manifest.json built and
+written by records.Manifest.
 Posters are tiny and learnable: each of a poster's genres paints one
 horizontal band in that genre's own colour, over light noise, so a small CNN
 can learn the labels in a few steps while nothing is constant across posters.
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from posternet import genres
 from posternet import images
+from posternet import poster_files
 from posternet import records
 
 # One colour per genre, fixed for every fixture (the learnable signal): the
@@ -74,28 +76,32 @@ def _poster_hw(rng: np.random.RandomState,
           rng.randint(VARIED_WIDTHS[0], VARIED_WIDTHS[1] + 1))
 
 
-def _encoded_poster(rng, labels, image_hw, store_size) -> tuple:
-  """(JPEG bytes, stored height, stored width) of one poster."""
+def _encoded_poster(rng, labels, image_hw, store_size, store_format) -> tuple:
+  """(stored bytes, stored height, stored width) of one poster."""
   pixels = tf.constant(poster_pixels(rng, labels, _poster_hw(rng, image_hw)))
   if store_size is not None:
-    # What the converter's --store_size does: resize once, at conversion.
-    pixels = images.maybe_resize(pixels, store_size)
+    # What the converter's --store_size does: shrink once, at conversion,
+    # never enlarging.
+    pixels = images.maybe_resize(
+        pixels, poster_files.stored_size(pixels.shape[:2], store_size))
   height, width = int(pixels.shape[0]), int(pixels.shape[1])
-  return images.encode_jpeg(pixels), height, width
+  data = (pixels.numpy().tobytes() if store_format == 'raw'
+          else images.encode_jpeg(pixels))
+  return data, height, width
 
 
 def _write_split(records_dir, split, count, num_shards, rng, image_hw,
-                 store_size) -> records.SplitInfo:
+                 store_size, store_format, compression) -> records.SplitInfo:
   """Writes one split's shards; returns its manifest entry."""
   labels = sample_labels(rng, count)
   shards = min(num_shards, max(count, 1))
   entries, sizes = [], []
   for shard, indices in enumerate(np.array_split(np.arange(count), shards)):
     path = os.path.join(records_dir, records.shard_name(split, shard, shards))
-    with tf.io.TFRecordWriter(path) as writer:
+    with tf.io.TFRecordWriter(path, compression) as writer:
       for index in indices:
         encoded, height, width = _encoded_poster(rng, labels[index], image_hw,
-                                                 store_size)
+                                                 store_size, store_format)
         sizes.append((height, width))
         writer.write(records.make_example(
             encoded, height, width, poster_id(split, int(index)),
@@ -107,8 +113,9 @@ def _write_split(records_dir, split, count, num_shards, rng, image_hw,
 def write_records(records_dir: str, num_train: int = 32, num_val: int = 8,
                   image_hw: Optional[Sequence[int]] = (32, 32),
                   num_shards: int = 2, seed: int = 0,
-                  store_size: Optional[Sequence[int]] = None
-                  ) -> records.Manifest:
+                  store_size: Optional[Sequence[int]] = None,
+                  store_format: str = 'jpeg',
+                  compression: Optional[str] = None) -> records.Manifest:
   """Writes a complete records folder of tiny synthetic posters.
 
   Args:
@@ -119,8 +126,12 @@ def write_records(records_dir: str, num_train: int = 32, num_val: int = 8,
       (heights 40–72, widths 28–52), like real posters.
     num_shards: shards per split (fewer when a split has fewer posters).
     seed: makes labels, sizes and pixels reproducible.
-    store_size: (height, width) every poster is resized to before encoding,
-      as the converter's --store_size does; recorded in the manifest.
+    store_size: (height, width) no poster is stored larger than (each side
+      shrunk to at most it), as the converter's --store_size does; recorded
+      in the manifest.
+    store_format: 'jpeg', or 'raw' for uint8 pixels (the converter's
+      --store_format).
+    compression: the shards' TFRecord compression, None or 'GZIP'/'ZLIB'.
 
   Returns:
     The records handle (records.Manifest) of the folder, as written.
@@ -129,7 +140,8 @@ def write_records(records_dir: str, num_train: int = 32, num_val: int = 8,
   rng = np.random.RandomState(seed)
   total = num_train + num_val
   splits = {split: _write_split(records_dir, split, count, num_shards, rng,
-                                image_hw, store_size)
+                                image_hw, store_size, store_format,
+                                compression)
             for split, count in (('train', num_train), ('val', num_val))}
   manifest = records.Manifest(
       splits=splits,
@@ -140,7 +152,8 @@ def write_records(records_dir: str, num_train: int = 32, num_val: int = 8,
           csv_rows=total, unique_ids=total),
       split_rule=records.SplitRule(
           val_fraction=round(num_val / max(total, 1), 6)),
-      store_size=store_size)
+      store_size=store_size, store_format=store_format,
+      compression=compression)
   return manifest.write(records_dir)
 
 
@@ -153,7 +166,8 @@ def read_split(folder, split: str) -> list:
   if not isinstance(folder, records.Manifest):
     folder = records.Manifest.read(folder)
   paths = folder.shard_paths(split)
-  serialized = list(tf.data.TFRecordDataset(paths).as_numpy_iterator())
+  serialized = list(tf.data.TFRecordDataset(
+      paths, folder.tfrecord_compression).as_numpy_iterator())
   if not serialized:
     return []
   parsed = {key: value.numpy() for key, value in

@@ -200,14 +200,31 @@ def test_varied_sizes_get_each_its_own_ratio(varied):
   assert len(ratios) > 1
 
 
+def test_varied_sizes_of_one_ratio_read_no_header(varied):
+  # Every poster of 40-72 x 28-52 decodes at ratio 2 for 20x14: the plan
+  # says so once; the pixels are still the per-poster rule's.
+  size = (20, 14)
+  plan = input_pipeline.decode_plan(varied.stored_size_range('val'), size)
+  assert plan == {'format': 'jpeg', 'stored_hw': None, 'ratio': 2,
+                  'decoded_hw': None}
+  got = by_id(input_pipeline.make_dataset(varied, 'val', 4, size,
+                                          with_ids=True))
+  for poster_id, record in truth(varied, 'val').items():
+    np.testing.assert_array_equal(
+        got[poster_id][0],
+        images.decode_for_model(record[records.IMAGE_KEY], size).numpy())
+
+
 def test_store_size_in_manifest_drives_the_plan(make_records):
+  # Varied posters of at least 40x28: every one is shrunk to the store size.
   manifest = make_records(num_train=2, num_val=2, image_hw=None,
-                          store_size=(48, 40))
-  assert manifest.store_size == (48, 40)
+                          store_size=(40, 28))
+  assert manifest.store_size == (40, 28)
   stored = manifest.stored_size_range('train')
-  assert stored == ((48, 40), (48, 40))
-  assert input_pipeline.decode_plan(stored, (24, 20)) == {
-      'stored_hw': (48, 40), 'ratio': 2, 'decoded_hw': (24, 20)}
+  assert stored == ((40, 28), (40, 28))
+  assert input_pipeline.decode_plan(stored, (20, 14)) == {
+      'format': 'jpeg', 'stored_hw': (40, 28), 'ratio': 2,
+      'decoded_hw': (20, 14)}
 
 
 # Stage functions, eagerly and inside tf.data.
@@ -217,7 +234,8 @@ def test_decode_stages_agree_eagerly_and_in_tf_data(big):
   encoded = [r[records.IMAGE_KEY] for r in record_fixtures.read_split(
       big, 'val')]
   plan = input_pipeline.decode_plan(big.stored_size_range('val'), (24, 24))
-  assert plan == {'stored_hw': (64, 64), 'ratio': 2, 'decoded_hw': (32, 32)}
+  assert plan == {'format': 'jpeg', 'stored_hw': (64, 64), 'ratio': 2,
+                  'decoded_hw': (32, 32)}
   one = input_pipeline.decode_one(plan, (24, 24))
   batch = input_pipeline.decode_batch(plan, (24, 24))
   eager = np.stack([one(tf.constant(e)).numpy() for e in encoded])

@@ -1,13 +1,16 @@
-"""Tests of tools/prefetch_bench.py and tools/bench/: end to end, every field.
+"""Tests of tools/prefetch_bench.py, tools/bench/ and tools/gpu_check.py.
 
 No speed verdicts here: the benchmark's own table checks the targets. These
 tests only check that every measurement runs, on real records, in real
-processes, and reports numbers of the right type and sign; and that --quick,
-whose numbers measure nothing, gives no verdict.
+processes, and reports numbers of the right type and sign; that --quick,
+whose numbers measure nothing, gives no verdict; that --real_size measures
+both formats; and that the GPU check runs end to end on this CPU (--tiny).
 """
 
 import json
 import os
+import subprocess
+import sys
 
 from absl import flags
 import pytest
@@ -29,7 +32,7 @@ TOP_LEVEL = ('ceiling_images_per_sec', 'pipeline_images_per_sec',
 @pytest.fixture(scope='module')
 def bench_records(make_records):
   """A records folder of 48 + 8 posters stored at 80×80 (--quick's size)."""
-  return make_records(num_train=48, num_val=8, image_hw=(96, 72),
+  return make_records(num_train=48, num_val=8, image_hw=(96, 88),
                       store_size=(80, 80)).records_dir
 
 
@@ -61,7 +64,8 @@ def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
     assert isinstance(row['peak_rss_bytes'], int), row['name']
     assert row['peak_rss_bytes'] > 0, row['name']
     assert row['x_ceiling'] > 0 and row['x_seed_loop'] > 0, row['name']
-  assert set(report['epoch_peak_rss_bytes']) == {'1x', '4x'}
+  assert set(report['epoch_peak_rss_bytes']) == {'jpeg'}
+  assert set(report['epoch_peak_rss_bytes']['jpeg']) == {'1x', '4x'}
   # --quick: every variant in this one process, and no verdict.
   assert report['setup']['quick'] and not report['setup']['isolate']
   assert {t['name'] for t in report['targets']} >= {'stall ratio'}
@@ -72,7 +76,8 @@ def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
   epochs = {row['scale']: row for row in report['rows'] if 'scale' in row}
   assert epochs[1]['images'] == 48 and epochs[4]['images'] == 4 * 48
   # The table on stdout: every row, no verdict, and once why not.
-  assert '| variant | images/s | × ceiling | × tutorial loop |' in result.stdout
+  assert ('| variant | images/s | spread | × ceiling | × tutorial loop |'
+          in result.stdout)
   for name in names:
     assert f'| {name} |' in result.stdout
   assert ': met' not in result.stdout and 'MISSED' not in result.stdout
@@ -83,6 +88,99 @@ def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
   table = summary.format_table(report)
   assert table.count(': met') + table.count(': MISSED') == 6
   assert 'smoke test' not in table
+
+
+def test_real_size_mode_measures_both_formats(tmp_path, run_module):
+  # The first 30 rows of a 36-poster CSV, as the lead runs it on real ones.
+  from posternet import synthetic  # pylint: disable=g-import-not-at-top
+  csv_path = synthetic.generate(str(tmp_path / 'data'), 36, seed=1,
+                                workers=1)
+  out = tmp_path / 'real.json'
+  result = run_module('tools.prefetch_bench', '--quick', '--real_size',
+                      f'--csv={csv_path}',
+                      f'--images={tmp_path / "data" / "Images"}',
+                      '--num_posters=30', f'--work_dir={tmp_path / "work"}',
+                      f'--out={out}', timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  names = {row['name'] for row in report['rows']}
+  for record_set in ('raw', 'raw GZIP', 'raw ZLIB'):
+    assert f'{record_set}: {measures.PIPELINE_ROW}' in names
+    assert f'{record_set}: epoch 1x' in names
+  assert measures.STALL_MEMORY_ROW not in names  # seed_cnn: gpu_check
+  assert report['raw_pipeline_images_per_sec'] > 0
+  assert report['stall_ratio'] is None
+  assert set(report['epoch_peak_rss_bytes']) == {'jpeg', 'raw', 'raw GZIP',
+                                                 'raw ZLIB'}
+  targets = {t['name'] for t in report['targets']}
+  assert 'raw pipeline / JPEG ceiling' in targets
+  assert 'stall ratio' not in targets
+  # Both formats of the same 30 posters, the raw one also compressed; the
+  # pipeline at the JPEG records' largest stored poster.
+  sets = report['setup']['record_sets']
+  jpeg = records.Manifest.read(report['setup']['records'])
+  assert jpeg.store_format == 'jpeg' and jpeg.store_size == (96, 80)
+  assert tuple(report['setup']['image_size']) == (
+      jpeg.stored_size_range('train')[1])
+  for name, compression in (('raw', None), ('raw GZIP', 'GZIP'),
+                            ('raw ZLIB', 'ZLIB')):
+    manifest = records.Manifest.read(sets[name])
+    assert (manifest.store_format, manifest.compression) == ('raw',
+                                                             compression)
+    assert sum(manifest.num_examples(s) for s in records.SPLITS) == 30
+  # The baselines read the first 30 posters: linked, not copied.
+  images_dir = report['setup']['images']
+  assert len(data.poster_paths(images_dir)) == 30
+  assert all(os.path.islink(p) for p in data.poster_paths(images_dir))
+
+
+def test_repeated_runs_report_the_median_and_spread():
+  runs = [[{'name': 'a', 'images_per_sec': rate, 'load_average': 1.0,
+            'peak_rss_bytes': rss, 'cpu_ms_per_image': cpu}]
+          for rate, rss, cpu in ((300.0, 5, 0.3), (100.0, 9, 0.1),
+                                 (200.0, 7, 0.2))]
+  (row,) = runner.median_of(runs)
+  assert row['images_per_sec'] == 200.0 and row['cpu_ms_per_image'] == 0.2
+  assert (row['images_per_sec_min'], row['images_per_sec_max']) == (100.0,
+                                                                    300.0)
+  assert row['runs_images_per_sec'] == [300.0, 100.0, 200.0]
+  assert row['peak_rss_bytes'] == 9
+
+
+def test_gpu_check_runs_end_to_end_on_this_cpu(tmp_path, repo):
+  # No GPU here: --tiny is the script's CPU mode (tiny posters, a blink per
+  # row), through the shell script a user runs.
+  out = tmp_path / 'gpu.json'
+  result = subprocess.run(
+      [os.path.join(repo, 'tools', 'gpu_check.sh'), '--tiny',
+       f'--work_dir={tmp_path / "work"}', f'--out={out}'],
+      capture_output=True, text=True, timeout=400, check=False,
+      env={**os.environ, 'PYTHON': sys.executable,
+           'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  rows = {(row['feed'], row['xla']): row for row in report['training']}
+  assert set(rows) == {(feed, xla) for feed in ('memory', 'jpeg', 'raw')
+                       for xla in (False, True)}
+  for row in rows.values():
+    assert row['images_per_sec'] > 0 and row['x_memory'] > 0
+    assert row['precision'] == 'mixed_float16'
+  assert [row['input'] for row in report['host']] == [
+      'decode JPEG from RAM (the ceiling)',
+      'posternet pipeline, jpeg records', 'posternet pipeline, raw records']
+  assert all(row['images_per_sec'] > 0 for row in report['host'])
+  assert '| seed_cnn fed by | XLA | precision |' in result.stdout
+  assert 'only show that the check runs' in result.stdout
+  # Without a GPU and without --tiny: one line saying so, exit 2.
+  refused = subprocess.run(
+      [os.path.join(repo, 'tools', 'gpu_check.sh'),
+       f'--work_dir={tmp_path / "work"}', f'--out={tmp_path / "no.json"}'],
+      capture_output=True, text=True, timeout=120, check=False,
+      env={**os.environ, 'PYTHON': sys.executable,
+           'TF_CPP_MIN_LOG_LEVEL': '3', 'CUDA_VISIBLE_DEVICES': ''})
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert refused.stderr.strip().splitlines()[-1].startswith(
+      'error: no GPU visible')
 
 
 def test_isolated_variant_runs_in_its_own_process(bench_records, tmp_path):
@@ -137,7 +235,7 @@ def test_synthetic_records_made_once_then_reused(tmp_path):
   assert os.path.getmtime(records.manifest_path(records_dir)) == stamp
 
 
-def test_prepare_rejects_bad_folders(bench_records, tmp_path):
+def test_prepare_rejects_bad_folders(bench_records, make_records, tmp_path):
   with pytest.raises(cli.UserError, match='does not exist'):
     data.prepare(str(tmp_path / 'nope'), None, str(tmp_path), 10,
                            (80, 80))
@@ -146,6 +244,10 @@ def test_prepare_rejects_bad_folders(bench_records, tmp_path):
                            str(tmp_path), 10, (80, 80))
   with pytest.raises(cli.UserError, match='give --records too'):
     data.prepare(None, str(tmp_path), str(tmp_path), 10, (80, 80))
+  # Raw records have no JPEG ceiling to hold them against: --real_size.
+  raw = make_records('raw_bench', num_train=4, num_val=2, store_format='raw')
+  with pytest.raises(cli.UserError, match='holds raw records.*--real_size'):
+    data.prepare(raw.records_dir, None, str(tmp_path), 10, (80, 80))
 
 
 def test_bad_flags_are_one_line_errors(tmp_path, run_module):

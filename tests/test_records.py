@@ -82,11 +82,35 @@ def test_manifest_round_trip_and_version_check(tmp_path):
     records.Manifest.read(str(tmp_path))
 
 
+def test_store_format_and_compression_round_trip(tmp_path):
+  manifest = _manifest(store_format='raw', compression='GZIP')
+  read = records.Manifest.read(manifest.write(str(tmp_path)).records_dir)
+  assert (read.store_format, read.compression) == ('raw', 'GZIP')
+  assert read.tfrecord_compression == 'GZIP'
+  assert records.Manifest.read(_manifest().write(
+      str(tmp_path)).records_dir).tfrecord_compression == ''
+
+
+def test_a_version_1_manifest_reads_as_jpeg_uncompressed(tmp_path):
+  data = json.loads(_manifest().to_json())
+  assert data['format_version'] == records.FORMAT_VERSION == 2
+  del data['store_format'], data['compression']
+  (tmp_path / 'manifest.json').write_text(json.dumps(
+      dict(data, format_version=1)))
+  read = records.Manifest.read(str(tmp_path))
+  assert (read.format_version, read.store_format, read.compression) == (
+      1, 'jpeg', None)
+  # Optional in version 2 too: left out, they are the defaults.
+  (tmp_path / 'manifest.json').write_text(json.dumps(data))
+  assert records.Manifest.read(str(tmp_path)).store_format == 'jpeg'
+
+
 def test_store_size_and_steps_per_epoch():
   manifest = _manifest(store_size=[48, 40])
   assert manifest.store_size == (48, 40)
   assert manifest.to_dict()['store_size'] == [48, 40]
-  assert manifest.stored_size_range('val') == ((48, 40), (48, 40))
+  # The store size is a bound: the split's own sizes are what is stored.
+  assert manifest.stored_size_range('val') == ((44, 28), (44, 28))
   assert manifest.steps_per_epoch('train', 2) == 3  # 7 // 2
   assert manifest.steps_per_epoch('train', 2, drop_remainder=False) == 4
   assert manifest.steps_per_epoch('val', 4) == 1  # ceil(1 / 4)
@@ -188,6 +212,12 @@ BAD_SHAPES = {
     'store size of three': (_set('store_size', [1, 2, 3]),
                             'store_size has 3 values, not 2'),
     'no source': (_set('source', _DELETE), "the top level has no 'source'"),
+    'unknown store format': (_set('store_format', 'png'),
+                             "store_format is 'png', not one of jpeg, raw"),
+    'store format a number': (_set('store_format', 3),
+                              'store_format is 3 (a number), not a string'),
+    'unknown compression': (_set('compression', 'LZ4'),
+                            "compression is 'LZ4', not null or one of GZIP"),
     'size a bool': (_set('splits', 'train', 'min_height', True),
                     'splits.train.min_height is true (a bool)'),
 }

@@ -5,7 +5,8 @@ r"""Converts the tutorial's CSV and Images/ folder to sharded TFRecords.
   python -m tools.make_records --data_dir=path/Multi_Label_dataset \
       --out=records/
   python -m tools.make_records --csv=path/multi_label_train.csv \
-      --images=path/Images --out=records/ [--store_size=400x400]
+      --images=path/Images --out=records/ [--store_size=400x400] \
+      [--store_format=raw]
   python -m tools.make_records --verify=records/
 
 The command: its flags and main. The work is posternet/convert.py (the
@@ -59,9 +60,15 @@ def _define_flags() -> None:
                        'all cores. The output does not depend on it.')
   flags.DEFINE_bool('skip_bad_images', False, 'Skip (count, and list in '
                     'skipped.csv) bad images instead of stopping at the first.')
-  flags.DEFINE_string('store_size', None, 'HxW, e.g. 400x400: resize every '
-                      'poster at conversion so training needs no resize on the '
-                      'host. Default: keep each poster as it is.')
+  flags.DEFINE_string('store_size', None, 'HxW, e.g. 400x400: shrink each '
+                      'poster at conversion to at most this on each side, so '
+                      'the host decodes no more pixels than training needs; '
+                      'smaller posters keep their own size (never enlarged). '
+                      'Default: keep each poster as it is.')
+  flags.DEFINE_enum('store_format', 'jpeg', records.STORE_FORMATS,
+                    'jpeg: JPEG bytes (small on disk; decoded every epoch). '
+                    'raw: uint8 pixels with no codec (nothing to decode; '
+                    '3 bytes a pixel on disk: ~360 KB a poster at 400x300).')
   flags.DEFINE_integer('max_pixels', images.MAX_PIXELS,
                        'Refuse images with more pixels than this, from their '
                        'header, before decoding (decompression bombs).')
@@ -123,7 +130,7 @@ def main(argv: Sequence[str]) -> None:
       store_size=(cli.parse_size(FLAGS.store_size, 'store_size')
                   if FLAGS.store_size else None),
       max_pixels=FLAGS.max_pixels, min_shards=FLAGS.min_shards,
-      progress=FLAGS.progress)
+      progress=FLAGS.progress, store_format=FLAGS.store_format)
   print(convert.format_summary(summary))
 
 

@@ -8,13 +8,15 @@ process. Row kinds, on the same records and poster bytes:
              inside tf.data, with both DCT methods, poster by poster and batch
              by batch (the ceiling is the faster of the two)
   pipeline   posternet's pipeline built up to each stage (make_dataset's
-             stop_after), or in full with one option changed
+             stop_after), or in full with one option changed; on the JPEG
+             records, or (--real_size) on a set of raw ones
   seed_loop, keras_dir
              the tutorial's loop and image_dataset_from_directory, at the
              same image size, on the source posters
   stall      seed_cnn's training step rate fed by the pipeline, over the same
              model fed one in-memory batch again and again
-  epoch      a full training epoch at 1x and SCALE x the posters (memory)
+  epoch      a full training epoch at 1x and SCALE x the posters (memory),
+             per record set
   service    the full pipeline fed by a local tf.data service
 """
 
@@ -22,7 +24,7 @@ import dataclasses
 import gc
 import math
 import time
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import keras
 import numpy as np
@@ -51,6 +53,13 @@ STALL_STREAM_ROW = 'seed_cnn fed by the pipeline'
 # 2 CPU cores: 5 s were ~7 steps, and the ratio moved ±5 % between runs).
 STALL_ROUND_SECONDS = 10.0
 EPOCH_ROWS = {1: 'epoch 1x', data.SCALE: f'epoch {data.SCALE}x'}
+# --real_size: the raw record sets, and the row of each one's full pipeline.
+RAW_SETS = ('raw',) + tuple(f'raw {c}' for c in records.COMPRESSIONS)
+
+
+def set_row(record_set: Optional[str], name: str) -> str:
+  """A row's name on a record set: 'raw: posternet pipeline (+ prefetch)'."""
+  return f'{record_set}: {name}' if record_set else name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +74,21 @@ class Setup:
   warmup_seconds: float
   precision: str          # --precision for the stall rows ('auto': trainer's)
   quick: bool = False     # --quick: one short stall round, no verdicts
+  # --real_size: more record sets of the same posters ('raw', 'raw GZIP', …)
+  # → folder, and each one's scaled copy (the memory check).
+  record_sets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  scaled_sets: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
   @classmethod
   def from_json(cls, values: Mapping) -> 'Setup':
     return cls(**{**values, 'image_size': tuple(values['image_size'])})
+
+  def folder(self, record_set: Optional[str] = None,
+             scaled: bool = False) -> str:
+    """The records folder of a set (None: the JPEG records), or its copy."""
+    if record_set is None:
+      return self.records_scaled if scaled else self.records
+    return (self.scaled_sets if scaled else self.record_sets)[record_set]
 
 
 # --- The ceiling: in-memory decode of the records' bytes. ---
@@ -78,7 +98,8 @@ def load_encoded(manifest: records.Manifest,
                  split: str = 'train') -> tf.Tensor:
   """The JPEG bytes of a split's posters, as one string tensor in memory."""
   paths = manifest.shard_paths(split)
-  dataset = tf.data.TFRecordDataset(paths).batch(256).map(
+  dataset = tf.data.TFRecordDataset(
+      paths, manifest.tfrecord_compression).batch(256).map(
       lambda s: records.parse_examples(s)[records.IMAGE_KEY])
   return tf.concat(list(dataset), axis=0)
 
@@ -87,7 +108,7 @@ def decode_plan(manifest: records.Manifest,
                 image_size: Sequence[int]) -> dict:
   """The pipeline's static decode choice (DCT ratio, resize) for these records."""
   return input_pipeline.decode_plan(manifest.stored_size_range('train'),
-                                    image_size)
+                                    image_size, manifest.store_format)
 
 
 def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
@@ -102,9 +123,10 @@ def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
   hw = plan['decoded_hw']
 
   def one(jpeg):
-    if hw is None:  # each poster at its own ratio, as the pipeline does
-      return tf.shape(images.decode_jpeg_at_its_ratio(jpeg, image_size,
-                                                      dct_method))
+    if hw is None:  # sizes vary: the pipeline's ratio, common or each own
+      return tf.shape(
+          images.decode_jpeg(jpeg, plan['ratio'], dct_method) if plan['ratio']
+          else images.decode_jpeg_at_its_ratio(jpeg, image_size, dct_method))
     image = images.decode_jpeg(jpeg, plan['ratio'], dct_method)
     return tf.ensure_shape(image, [hw[0], hw[1], 3])
 
@@ -137,9 +159,13 @@ def measure_ceiling(setup: Setup, dct_method: str, batched: bool) -> list:
 # --- posternet's pipeline: stage by stage, and under each option. ---
 
 
-def measure_pipeline(setup: Setup, options: Mapping) -> list:
-  """One pipeline row: make_dataset(**options) on the train split, endless."""
-  manifest = records.Manifest.read(setup.records)
+def measure_pipeline(setup: Setup, options: Mapping,
+                     record_set: Optional[str] = None) -> list:
+  """One pipeline row: make_dataset(**options) on the train split, endless.
+
+  record_set: None for the JPEG records, else one of setup.record_sets.
+  """
+  manifest = records.Manifest.read(setup.folder(record_set))
   dataset = input_pipeline.make_dataset(
       manifest, 'train', setup.batch_size, setup.image_size, **options)
   dataset = timing.batched_for_counting(dataset, setup.batch_size)
@@ -284,10 +310,10 @@ def measure_stall(setup: Setup, rounds: int = 3) -> list:
 # --- Memory over a full epoch, at 1x and SCALE x the posters. ---
 
 
-def measure_epoch(setup: Setup, scale: int) -> list:
+def measure_epoch(setup: Setup, scale: int,
+                  record_set: Optional[str] = None) -> list:
   """One full training epoch of the default pipeline, from a cold start."""
-  folder = setup.records if scale == 1 else setup.records_scaled
-  manifest = records.Manifest.read(folder)
+  manifest = records.Manifest.read(setup.folder(record_set, scale != 1))
   steps = manifest.steps_per_epoch('train', setup.batch_size)
   rss_start = timing.current_rss()
   dataset = input_pipeline.make_dataset(manifest, 'train', setup.batch_size,
@@ -299,7 +325,7 @@ def measure_epoch(setup: Setup, scale: int) -> list:
            'seconds': elapsed, 'rss_start_bytes': rss_start,
            'cpu_ms_per_image': 1e3 * (timing.cpu_seconds() - cpu) / counted,
            'posters': manifest.num_examples('train'),
-           'scale': scale}]
+           'scale': scale, 'record_set': record_set}]
 
 
 # --- The tf.data service (--data_service). ---

@@ -2,18 +2,29 @@
 
 Each variant runs in a fresh process (isolate, the default but under
 --quick): its peak RSS is its own, and no variant inherits another's threads
-or memory. Repeated runs go round-robin, and each row keeps its fastest run.
+or memory. Repeated runs go round-robin, and each row reports its median run
+with the spread (slowest and fastest) beside it.
+
+--real_size measures records at the tutorial's store size in both formats:
+the JPEG rows as always, the raw records' stages and options, the raw
+records read through TFRecord's GZIP and ZLIB compression, a full epoch of
+each, against the same baselines on the original posters. seed_cnn's stall
+rows are left out there (on 2 CPU cores a 400x400 step takes ~25 s;
+tools/gpu_check.py measures the model's share on a GPU host).
 """
 
 import dataclasses
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Mapping, Optional, Sequence
+
+from posternet import records
 
 from posternet import cli
 from posternet import models
@@ -25,6 +36,8 @@ from tools.bench import timing
 # The demo's stored size (configs/demo.cfg): thumbnails a CPU trains on.
 DEFAULT_IMAGE_SIZE = (128, 128)
 DEFAULT_NUM_POSTERS = 7254  # the tutorial's CSV rows
+# --real_size: the tutorial's size, as a store size (no poster enlarged).
+REAL_STORE_SIZE = (400, 400)
 
 # --quick's warm-up per variant: a blink (its numbers measure nothing).
 QUICK_WARMUP_SECONDS = 0.05
@@ -41,11 +54,14 @@ MEASURES = {
 }
 
 
-def variants(plan: Mapping, service: bool = False) -> list:
+def variants(plan: Mapping, service: bool = False,
+             raw_plan: Optional[Mapping] = None) -> list:
   """Every measurement of one run, in order: {name, kind, params}.
 
   With service, the full pipeline fed by a local tf.data service with 1 and
-  2 worker processes follows the option rows.
+  2 worker processes follows the option rows. With raw_plan (--real_size:
+  the raw records' decode plan), the raw records' rows follow them, and
+  seed_cnn's stall rows are left out.
   """
   ratio = plan['ratio'] or 'per poster'
   resize = 'no resize' if plan['decoded_hw'] is not None else 'resize if needed'
@@ -55,24 +71,59 @@ def variants(plan: Mapping, service: bool = False) -> list:
   stages = (('read (+ shuffle)', 'read'), ('+ batch + parse', 'parse'),
             (f'+ decode (ratio {ratio}, {resize})', 'decode'),
             (measures.PIPELINE_ROW, 'prefetch'))
-  out += [{'name': name, 'kind': 'pipeline',
-           'params': {'options': {'stop_after': stage}}}
-          for name, stage in stages]
+  out += _pipeline_rows(stages)
   changes = (('parallel calls 1', {'num_parallel_calls': 1}),
              ('prefetch off', {'prefetch': 0}),
              ('deterministic order', {'deterministic': True}),
              ('cache decoded posters', {'cache': True}))
   out += [{'name': f'pipeline: {name}', 'kind': 'pipeline',
            'params': {'options': options}} for name, options in changes]
+  if raw_plan is not None:
+    out += _raw_rows(raw_plan)
   if service:
     out += [{'name': measures.service_row(n), 'kind': 'service',
              'params': {'workers': n}} for n in (1, 2)]
   out += [{'name': measures.SEED_LOOP_ROW, 'kind': 'seed_loop', 'params': {}},
-          {'name': measures.KERAS_DIR_ROW, 'kind': 'keras_dir', 'params': {}},
-          {'name': 'stall', 'kind': 'stall', 'params': {}}]
-  out += [{'name': name, 'kind': 'epoch', 'params': {'scale': scale}}
-          for scale, name in measures.EPOCH_ROWS.items()]
+          {'name': measures.KERAS_DIR_ROW, 'kind': 'keras_dir', 'params': {}}]
+  if raw_plan is None:
+    out.append({'name': 'stall', 'kind': 'stall', 'params': {}})
+  out += _epoch_rows(None, measures.EPOCH_ROWS)
+  if raw_plan is not None:
+    out += _epoch_rows('raw', measures.EPOCH_ROWS)
+    out += [row for record_set in measures.RAW_SETS[1:]
+            for row in _epoch_rows(record_set, {1: measures.EPOCH_ROWS[1]})]
   return out
+
+
+def _pipeline_rows(stages, record_set: Optional[str] = None) -> list:
+  """Rows of the pipeline built up to each (name, stage) on a record set."""
+  return [{'name': measures.set_row(record_set, name), 'kind': 'pipeline',
+           'params': {'options': {'stop_after': stage},
+                      **({'record_set': record_set} if record_set else {})}}
+          for name, stage in stages]
+
+
+def _raw_rows(raw_plan: Mapping) -> list:
+  """The raw records' stages and prefetch off; each compressed copy's whole."""
+  reshape = ('one size, no resize' if raw_plan['stored_hw'] is not None
+             else 'per poster, resize if needed')
+  rows = _pipeline_rows((('read (+ shuffle)', 'read'),
+                         ('+ batch + parse', 'parse'),
+                         (f'+ reshape ({reshape})', 'decode'),
+                         (measures.PIPELINE_ROW, 'prefetch')), 'raw')
+  rows.append({'name': 'raw: pipeline: prefetch off', 'kind': 'pipeline',
+               'params': {'options': {'prefetch': 0}, 'record_set': 'raw'}})
+  for record_set in measures.RAW_SETS[1:]:
+    rows += _pipeline_rows(((measures.PIPELINE_ROW, 'prefetch'),), record_set)
+  return rows
+
+
+def _epoch_rows(record_set: Optional[str], names: Mapping) -> list:
+  """A full epoch at each scale in names, on a record set (None: JPEG)."""
+  return [{'name': measures.set_row(record_set, name), 'kind': 'epoch',
+           'params': {'scale': scale,
+                      **({'record_set': record_set} if record_set else {})}}
+          for scale, name in names.items()]
 
 
 def run_variant(setup: measures.Setup, variant: Mapping) -> list:
@@ -89,12 +140,14 @@ def run_variant(setup: measures.Setup, variant: Mapping) -> list:
   return rows
 
 
-def best_of(runs: Sequence[list]) -> list:
-  """Merges repeated runs of the variants: per row, its fastest run.
+def median_of(runs: Sequence[list]) -> list:
+  """Merges repeated runs of the variants: per row, its median run.
 
-  Other jobs on a shared machine only ever slow a run down, so the fastest of
-  several runs comes closest to what a variant does on free cores. Every
-  run's rate and load average are kept beside it; peak RSS is the largest.
+  The median run's numbers (its rate, CPU and load; of an even count, the
+  slower middle run), with the spread of all runs beside them
+  (images_per_sec_min and _max): a single fastest run says what a variant
+  did once, the median what it does, the spread how far to trust it. Every
+  run's rate and load average are kept; peak RSS is the largest.
   """
   by_name = {}
   for rows in runs:
@@ -102,11 +155,14 @@ def best_of(runs: Sequence[list]) -> list:
       by_name.setdefault(row['name'], []).append(row)
   merged = []
   for found in by_name.values():
-    best = dict(max(found, key=lambda row: row['images_per_sec']))
-    best['runs_images_per_sec'] = [row['images_per_sec'] for row in found]
-    best['runs_load_average'] = [row['load_average'] for row in found]
-    best['peak_rss_bytes'] = max(row['peak_rss_bytes'] for row in found)
-    merged.append(best)
+    rates = [row['images_per_sec'] for row in found]
+    median = dict(found[rates.index(statistics.median_low(rates))])
+    median['runs_images_per_sec'] = rates
+    median['images_per_sec_min'], median['images_per_sec_max'] = (
+        min(rates), max(rates))
+    median['runs_load_average'] = [row['load_average'] for row in found]
+    median['peak_rss_bytes'] = max(row['peak_rss_bytes'] for row in found)
+    merged.append(median)
   return merged
 
 
@@ -141,30 +197,40 @@ def run_variant_file(spec_path: str) -> None:
 def run_benchmark(*, out: str, records_dir: Optional[str] = None,
                   images_dir: Optional[str] = None,
                   num_posters: int = DEFAULT_NUM_POSTERS,
-                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
+                  image_size: Optional[Sequence[int]] = DEFAULT_IMAGE_SIZE,
                   batch_size: int = 64, seconds: float = 5.0,
                   precision: str = 'auto', work_dir: str = 'bench/work',
                   isolate: bool = True, repeats: int = 1,
-                  service: bool = False, quick: bool = False) -> dict:
+                  service: bool = False, quick: bool = False,
+                  real_size: bool = False, csv_path: Optional[str] = None,
+                  store_size: Sequence[int] = REAL_STORE_SIZE) -> dict:
   """Runs every measurement, writes the JSON report and returns it.
 
   Args:
     out: the JSON report's path.
-    records_dir: records to measure; None: synthetic ones in work_dir.
-    images_dir: source posters for the baselines; default: the synthetic
-      Images/, or the records' own posters written out as files.
-    num_posters: synthetic posters to make (without records_dir).
-    image_size: (height, width) of the model-ready batches.
+    records_dir: records to measure; None: converted ones in work_dir.
+    images_dir: source posters for the baselines (and of csv_path);
+      default: the synthetic Images/, or the records' own posters written
+      out as files.
+    num_posters: synthetic posters to make, or csv_path's rows to take
+      (without records_dir).
+    image_size: (height, width) of the model-ready batches; None under
+      real_size: the JPEG records' largest stored size.
     batch_size: images per batch, for every variant.
     seconds: timed run per variant, after its warm-up.
     precision: the stall rows' Keras policy ('auto': the trainer's choice).
-    work_dir: synthetic data, the scaled records, posters written out.
+    work_dir: synthetic data, converted records, the scaled records,
+      posters written out.
     isolate: each variant in its own process (its own peak RSS).
     repeats: runs of every variant, round-robin; each row reports the
-      fastest (see best_of).
+      median and the spread (see median_of).
     service: add the rows fed by a local tf.data service (1 and 2 workers).
     quick: a smoke test (--quick): short warm-ups, one stall round, and the
       targets get no verdict.
+    real_size: both formats at store_size (data.record_sets), no stall rows.
+    csv_path: the tutorial's CSV of images_dir to convert (its first
+      num_posters rows) instead of synthetic posters.
+    store_size: real_size's store size.
 
   Returns:
     The report (see summary.summarize), also written to `out`.
@@ -173,23 +239,33 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
     cli.UserError: bad records or images folder, unwritable out or work_dir,
       a failed variant.
   """
-  image_size = tuple(int(s) for s in image_size)
-  models.check_input('seed_cnn', image_size)
   load_start = os.getloadavg()
-  manifest, images_dir = data.prepare(records_dir, images_dir, work_dir,
-                                      num_posters, image_size)
-  records_dir = manifest.records_dir
+  os.makedirs(work_dir, exist_ok=True)
+  sets, scaled_sets, raw_plan = {}, {}, None
+  if real_size:
+    sets, images_dir = data.record_sets(work_dir, num_posters, store_size,
+                                        csv_path, images_dir)
+    manifest = records.Manifest.read(sets.pop('jpeg'))
+    image_size = image_size or manifest.stored_size_range('train')[1]
+    scaled_sets = {name: _scaled(records.Manifest.read(folder), work_dir)
+                   for name, folder in sets.items()}
+    raw_plan = measures.decode_plan(records.Manifest.read(sets['raw']),
+                                    image_size)
+  else:
+    models.check_input('seed_cnn', image_size)  # the stall rows' model
+    manifest, images_dir = data.prepare(records_dir, images_dir, work_dir,
+                                        num_posters, image_size, csv_path)
+  image_size = tuple(int(s) for s in image_size)
   setup = measures.Setup(
-      records=records_dir, images=images_dir, image_size=image_size,
-      records_scaled=data.scaled_records(manifest, os.path.join(
-          work_dir, f'{os.path.basename(os.path.normpath(records_dir))}-'
-          f'{data.SCALE}x')),
+      records=manifest.records_dir, images=images_dir, image_size=image_size,
+      records_scaled=_scaled(manifest, work_dir),
       batch_size=batch_size, seconds=seconds,
       warmup_seconds=(QUICK_WARMUP_SECONDS if quick
                       else min(3.0, max(0.2, seconds / 2))),
-      precision=precision, quick=quick)
+      precision=precision, quick=quick, record_sets=sets,
+      scaled_sets=scaled_sets)
   plan = measures.decode_plan(manifest, image_size)
-  todo = variants(plan, service)
+  todo = variants(plan, service, raw_plan)
   runs = []
   for repeat in range(repeats):
     # Round-robin: a busy spell on a shared machine hits one run of a
@@ -203,12 +279,19 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
               f'({time.perf_counter() - start:.1f} s, load '
               f'{row["load_average"]:.1f})', file=sys.stderr)
       runs.append(found)
-  rows = best_of(runs)
+  rows = median_of(runs)
   report = summary.summarize(rows, setup, {
       'cpu_cores': len(os.sched_getaffinity(0)), 'isolate': isolate,
-      'repeats': repeats,
+      'repeats': repeats, 'real_size': real_size,
+      'store_size': list(store_size) if real_size else None,
       'load_average_start': load_start, 'load_average_end': os.getloadavg(),
-      'decode_plan': plan})
+      'decode_plan': plan, 'raw_decode_plan': raw_plan})
   summary.write_json(out, report)
   return report
 
+
+def _scaled(manifest: records.Manifest, work_dir: str) -> str:
+  """data.scaled_records of a records folder, in work_dir."""
+  name = os.path.basename(os.path.normpath(manifest.records_dir))
+  return data.scaled_records(manifest,
+                             os.path.join(work_dir, f'{name}-{data.SCALE}x'))
