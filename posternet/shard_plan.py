@@ -31,6 +31,7 @@ import tensorflow as tf
 from posternet import cli
 from posternet import csv_rows
 from posternet import images
+from posternet import poster_files
 from posternet import records
 from posternet import remote
 
