@@ -128,10 +128,15 @@ def test_real_size_mode_measures_both_formats(tmp_path, run_module):
     assert (manifest.store_format, manifest.compression) == ('raw',
                                                              compression)
     assert sum(manifest.num_examples(s) for s in records.SPLITS) == 30
-  # The baselines read the first 30 posters: linked, not copied.
+  # The baselines read the first 30 posters: copies (the converter refuses
+  # links that lead out of --images), byte for byte.
   images_dir = report['setup']['images']
-  assert len(data.poster_paths(images_dir)) == 30
-  assert all(os.path.islink(p) for p in data.poster_paths(images_dir))
+  copies = data.poster_paths(images_dir)
+  assert len(copies) == 30
+  for copy in copies:
+    original = tmp_path / 'data' / 'Images' / os.path.basename(copy)
+    assert not os.path.islink(copy)
+    assert open(copy, 'rb').read() == original.read_bytes()
 
 
 def test_repeated_runs_report_the_median_and_spread():

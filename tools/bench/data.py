@@ -16,6 +16,7 @@ import glob
 import hashlib
 import io
 import os
+import shutil
 import sys
 from typing import Optional, Sequence
 
@@ -105,8 +106,9 @@ def first_rows(csv_path: str, images_dir: str, count: int,
                work_dir: str) -> tuple:
   """(CSV, Images) of the CSV's first `count` rows, in work_dir; made once.
 
-  The CSV holds those rows; the Images folder links their posters, so the
-  baselines read the same posters as the records. Checked as the converter
+  The CSV holds those rows; the Images folder holds copies of their posters
+  (the converter refuses links that lead out of --images), so the baselines
+  read the same posters as the records. Checked as the converter
   checks a CSV (csv_rows.read_csv), so a bad CSV is one line here.
   """
   if not images_dir or not os.path.isdir(images_dir):
@@ -124,10 +126,10 @@ def first_rows(csv_path: str, images_dir: str, count: int,
     lines = list(csv.reader(f))[:count + 1]
   for poster_id in table.ids[:count]:
     name = poster_id + csv_rows.IMAGE_SUFFIX
-    source, link = (os.path.join(images_dir, name),
+    source, copy = (os.path.join(images_dir, name),
                     os.path.join(subset_images, name))
-    if os.path.exists(source) and not os.path.lexists(link):
-      os.symlink(os.path.abspath(source), link)
+    if os.path.isfile(source) and not os.path.exists(copy):
+      shutil.copyfile(source, copy)
   text = io.StringIO()
   csv.writer(text, lineterminator='\n').writerows(lines)
   files.write_atomically(subset_csv, text.getvalue())  # last: marks it done
