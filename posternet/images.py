@@ -205,8 +205,8 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
   Args:
     encoded: scalar string tensor of the poster's bytes.
     image_size: (height, width) of the output.
-    stored_hw: the poster's size when known before the graph runs (records
-      converted with one --store_size, which are JPEG): the same rule,
+    stored_hw: the poster's size when known before the graph runs (JPEG
+      records whose posters all have one stored size): the same rule,
       decided once when the graph is built, with no header read, no format
       test and no resize when the ratio lands on image_size.
     ratio: the DCT ratio, when sizes differ but the rule gives every poster
