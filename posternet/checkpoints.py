@@ -61,6 +61,12 @@ class Backup(keras.callbacks.BackupAndRestore):
         found.append((int(suffix), path))
     return sorted(found)
 
+  def completed_epochs(self) -> int:
+    """The epochs a run started now resumes after (0: it starts afresh)."""
+    completed = ((self._completed(self.restore_dir) if self.restore_dir
+                  else []) or self._completed())
+    return completed[-1][0] if completed else 0
+
   def _load_model(self):
     completed = self._completed(self.restore_dir) if self.restore_dir else []
     completed = completed or self._completed()

