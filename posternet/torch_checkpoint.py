@@ -60,8 +60,8 @@ class _TensorRef:
 
   def to_numpy(self) -> np.ndarray:
     flat = self.storage.array
-    if not self.shape:
-      return flat[self.offset].copy()
+    if not self.shape:  # a 0-d array, not a numpy scalar
+      return flat[self.offset:self.offset + 1].reshape(()).copy()
     end = self.offset + 1 + sum((n - 1) * s
                                 for n, s in zip(self.shape, self.stride))
     if self.offset < 0 or end > flat.size:

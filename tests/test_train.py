@@ -61,7 +61,9 @@ def test_every_config_field_has_a_flag_with_help_and_back():
       'batch_size', 'epochs', 'learning_rate', 'export_dir', 'precision',
       'jit_compile', 'steps_per_execution', 'strategy', 'resume',
       'shuffle_buffer', 'cache', 'threadpool_size', 'ignore_errors',
-      'init_weights', 'seed', 'keep_checkpoints', 'verbose',
+      'init_weights', 'pretrained', 'fine_tune_blocks', 'head_epochs',
+      'head_learning_rate', 'feature_passes', 'seed', 'keep_checkpoints',
+      'verbose',
       'log_every_steps', 'dashboard_every_epochs', 'profile_steps',
       'data_service', 'data_service_mode', 'data_service_job',
       'data_service_timeout', 'optimizer', 'weight_decay', 'schedule', 'warmup_epochs', 'loss',
@@ -313,7 +315,7 @@ def test_missing_records_is_one_line_exit_2(tmp_path, run_module):
   assert not os.listdir(tmp_path)  # nothing written
 
 
-@pytest.mark.parametrize('config', ['demo', 'real'])
+@pytest.mark.parametrize('config', ['demo', 'real', 'real_pretrained'])
 def test_configs_parse(tmp_path, run_module, config):
   (tmp_path / 'empty').mkdir()
   process = run_module('posternet.train', f'--flagfile=configs/{config}.cfg',
