@@ -21,8 +21,8 @@ STORE_SIZE ?=
 STORE_FORMAT ?=
 RECORDS_FLAGS ?=
 
-.PHONY: setup data records verify test demo clean bench bench-400 gpu-check \
-	tensorboard
+.PHONY: setup data records verify test demo demo-records clean bench \
+	bench-400 gpu-check tensorboard FORCE
 
 setup: $(STAMP)
 
@@ -55,19 +55,20 @@ test: setup
 # once), every variant in its own process; the table on stdout, the numbers
 # in bench/bench.json. BENCH_FLAGS adds flags, e.g.
 # BENCH_FLAGS='--records=/tmp/real128 --images=path/Images', or
-# BENCH_FLAGS=--quick for a smoke test (seconds; its numbers mean nothing).
+# BENCH_FLAGS=--quick for a smoke test (seconds; its numbers mean nothing,
+# and go to bench/quick.json, never over a measurement).
 BENCH_FLAGS ?=
 
 bench: setup
-	$(PY) -m tools.prefetch_bench --out=bench/bench.json $(BENCH_FLAGS)
+	$(PY) -m tools.prefetch_bench $(BENCH_FLAGS)
 
 # The same table at the tutorial's size: posters stored at up to 400x400 as
 # JPEG and as raw records (also GZIP/ZLIB-compressed), 3 runs per variant,
-# medians and spread; synthetic posters unless BENCH_FLAGS names real ones:
+# medians and spread, in bench/real400.json; synthetic posters unless
+# BENCH_FLAGS names real ones:
 # BENCH_FLAGS='--csv=path/train.csv --images=path/Images --num_posters=2000'
 bench-400: setup
-	$(PY) -m tools.prefetch_bench --real_size --out=bench/real400.json \
-		$(BENCH_FLAGS)
+	$(PY) -m tools.prefetch_bench --real_size $(BENCH_FLAGS)
 
 # On a GPU host: seed_cnn fed from memory vs by the pipeline (JPEG, raw),
 # mixed precision, XLA on and off, and the host's decode rate; < 10 min.
@@ -77,11 +78,44 @@ gpu-check: setup
 	PYTHON=$(PY) tools/gpu_check.sh $(GPU_CHECK_FLAGS)
 
 # The main job on built-in synthetic data: posters → records → train → predict.
-DEMO_POSTER := data/demo/Images/tt0000001.jpg
-demo: setup
-	$(PY) -m posternet.synthetic --out=data/demo --num_posters=2000 --seed=0
-	$(PY) -m tools.make_records --data_dir=data/demo --out=records/demo --store_size=128x128
-	$(PY) -m posternet.train --flagfile=configs/demo.cfg
+# The posters and records are made once and reused while up to date: each is
+# made again only when missing, incomplete (the CSV and manifest.json are
+# written last), older than the code that makes it, or made with other
+# settings (DEMO_DATA.settings, DEMO_RECORDS.settings). The training runs
+# every time (--overwrite: runs/demo is the demo's own run).
+DEMO_DATA ?= data/demo
+DEMO_RECORDS ?= records/demo
+DEMO_N ?= 2000
+DEMO_STORE_SIZE ?= 128x128
+DEMO_CSV := $(DEMO_DATA)/multi_label_train.csv
+DEMO_MANIFEST := $(DEMO_RECORDS)/manifest.json
+DEMO_POSTER := $(DEMO_DATA)/Images/tt0000001.jpg
+SYNTHETIC_CODE := $(wildcard posternet/synthetic*.py)
+CONVERTER_CODE := tools/make_records.py $(addprefix posternet/,convert.py \
+	records.py shard_plan.py poster_files.py csv_rows.py images.py)
+
+# $(call settings,TEXT): the target holds TEXT, rewritten only when TEXT
+# changes, so that what depends on it is made again only then.
+settings = @mkdir -p $(@D) && echo '$(1)' | cmp -s - $@ || echo '$(1)' > $@
+
+$(DEMO_DATA).settings: FORCE
+	$(call settings,--num_posters=$(DEMO_N) --seed=0)
+
+$(DEMO_RECORDS).settings: FORCE
+	$(call settings,--store_size=$(DEMO_STORE_SIZE))
+
+$(DEMO_CSV): $(DEMO_DATA).settings $(SYNTHETIC_CODE) | $(STAMP)
+	$(PY) -m posternet.synthetic --out=$(DEMO_DATA) --num_posters=$(DEMO_N) --seed=0
+
+$(DEMO_MANIFEST): $(DEMO_CSV) $(DEMO_RECORDS).settings $(CONVERTER_CODE) | $(STAMP)
+	$(PY) -m tools.make_records --data_dir=$(DEMO_DATA) --out=$(DEMO_RECORDS) \
+		--store_size=$(DEMO_STORE_SIZE)
+
+# The demo's posters and records alone.
+demo-records: $(DEMO_MANIFEST)
+
+demo: $(DEMO_MANIFEST)
+	$(PY) -m posternet.train --flagfile=configs/demo.cfg --overwrite
 	$(PY) -m posternet.predict --model=runs/demo/export $(DEMO_POSTER)
 	@echo
 	@echo "TensorBoard logs: runs/demo   (make tensorboard)"
@@ -90,10 +124,14 @@ demo: setup
 
 # TensorBoard for every run under runs/, on this machine only (127.0.0.1).
 # For the Profile dashboard (--profile_steps): pip install -e '.[profile]'.
+# posternet.board is TensorBoard without TensorFlow's start-up lines;
+# TB_FLAGS adds TensorBoard flags, e.g. TB_FLAGS=--reload_interval=1.
 TB_PORT ?= 6006
 LOGDIR ?= runs
+TB_FLAGS ?=
 tensorboard: setup
-	$(PY) -m tensorboard.main --logdir=$(LOGDIR) --host=127.0.0.1 --port=$(TB_PORT)
+	$(PY) -m posternet.board --logdir=$(LOGDIR) --host=127.0.0.1 \
+		--port=$(TB_PORT) $(TB_FLAGS)
 
 clean:
 	rm -rf data records runs bench

@@ -9,10 +9,11 @@
                 and only scores, exports and summarises
   best/         the weights of the epoch with the best validation score so
                 far, and best.json saying which epoch and score (BestEpoch)
+  history.csv   a row of metrics per epoch, counted from 1 (HistoryCSV)
 
 Every write is atomic (a temporary name, then a rename), so a killed run
 never leaves a torn file under a final name. prepare_run_dir decides at start
-whether a folder's state is resumed from or cleared.
+whether a folder's state is resumed from, kept (a finished run) or cleared.
 """
 
 import json
@@ -170,16 +171,42 @@ class BestEpoch(keras.callbacks.Callback):
     return self.best
 
 
-def prepare_run_dir(folder: str, resume: bool) -> None:
-  """Keeps an unfinished run's state to resume from; clears anything else.
+class HistoryCSV(keras.callbacks.CSVLogger):
+  """Keras' CSVLogger with epochs counted from 1, as everywhere else.
 
-  An unfinished run has a backup/ folder. With resume it is continued;
-  without, or when the run had finished, the old outputs are removed so the
-  new run's logs and checkpoints do not mix with them.
+  Keras numbers its epochs from 0; the console, the checkpoint names and
+  summary.json count them from 1, and so does history.csv's `epoch` column.
+  Rows are appended: a resumed run continues the file.
   """
-  backup = os.path.join(folder, 'backup')
-  if tf.io.gfile.exists(backup) and resume:
-    return
+
+  def __init__(self, path: str):
+    super().__init__(path, append=True)
+
+  def on_epoch_end(self, epoch, logs=None):
+    super().on_epoch_end(epoch + 1, logs)
+
+
+def prepare_run_dir(folder: str, resume: bool, overwrite: bool = False) -> bool:
+  """Keeps an unfinished run's state to resume from; keeps a finished run.
+
+  An unfinished run has a backup/ folder: with resume it is continued. A
+  finished run (summary.json written) is the result of a whole training:
+  it is kept, and starting it again is an error unless overwrite. Anything
+  else (a run started over with --noresume or overwrite, or leftovers of a
+  run stopped before its first epoch ended) is removed, so the new run's
+  logs and checkpoints do not mix with the old ones.
+
+  Returns:
+    Whether the run resumes (its backup/ is kept).
+
+  Raises:
+    cli.UserError: the folder holds a finished run and overwrite is off.
+  """
+  if tf.io.gfile.exists(os.path.join(folder, 'backup')) and resume and (
+      not overwrite):
+    return True
+  if not overwrite:
+    _refuse_a_finished_run(folder)
   outputs = ('backup', 'best', 'checkpoints', 'train', 'validation',
              'history.csv', 'summary.json')
   old = [name for name in outputs
@@ -194,6 +221,24 @@ def prepare_run_dir(folder: str, resume: bool) -> None:
     else:
       tf.io.gfile.remove(path)
   _makedirs(folder)
+  return False
+
+
+def _refuse_a_finished_run(folder: str) -> None:
+  """A one-line UserError if folder holds a finished run (its summary.json)."""
+  path = os.path.join(folder, 'summary.json')
+  if not tf.io.gfile.exists(path):
+    return
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      summary = json.load(f)
+    what = (f" ({summary['epochs']} epochs, val ROC-AUC "
+            f"{summary['val']['roc_auc']:.3f})")
+  except (ValueError, KeyError, TypeError, tf.errors.OpError):
+    what = ''
+  raise cli.UserError(
+      f'{folder} holds a finished run{what}, kept: give another --run_name, '
+      'or --overwrite to train it again from scratch')
 
 
 def finish_run(folder: str) -> None:

@@ -6,9 +6,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Tuple
+from typing import Optional, Tuple
 
 from absl import app
+from absl import flags
 
 
 class UserError(Exception):
@@ -26,7 +27,8 @@ def run(main):
   """Runs an absl `main(argv)`, turning a UserError into 'error: …' and exit 2.
 
   Ctrl-C becomes 'interrupted' and exit 130, after the work's own cleanup
-  (finally blocks, locks) ran.
+  (finally blocks, locks) ran. --help (-h, --helpshort) prints the command's
+  own flags and exits 0 (see help_text).
   """
 
   def guarded_main(argv):
@@ -40,7 +42,94 @@ def run(main):
       print('interrupted', file=sys.stderr)
       sys.exit(EXIT_INTERRUPTED)
 
-  app.run(guarded_main)
+  app.run(guarded_main, flags_parser=_help_or_parse(main.__module__))
+
+
+# --- --help: the command's own flags. ---
+#
+# absl's --help lists the flags of the module that is __main__ only, so a
+# command whose flags are defined in a library module (the trainer's, in
+# train_config) showed none of them, and absl exits 1 after any help.
+
+_HELP = ('--help', '-help', '-h', '--h', '-?', '--helpshort', '-helpshort')
+_HELP_FULL = ('--helpfull', '-helpfull')
+# Packages whose flags are a command's own (the rest: absl's, TensorFlow's).
+_OWN_PACKAGES = ('posternet', 'tools')
+# absl's own --flagfile, which every command takes.
+_FLAGFILE_HELP = ('  --flagfile: Reads more flags from a file, one a line (as in '
+                  'configs/*.cfg);\n    later flags win.')
+
+
+def _help_or_parse(module_name: str):
+  """A flags_parser for app.run: help on stdout and exit 0, else absl's parse."""
+
+  def parse(argv):
+    asked = _help_asked(argv[1:])
+    if asked:
+      print(help_text(module_name, full=asked == 'full'))
+      sys.exit(0)
+    return app.parse_flags_with_usage(argv)
+
+  return parse
+
+
+def _help_asked(args) -> Optional[str]:
+  """'full', 'short' or None: which help the command line asks for.
+
+  Only the arguments before a lone `--` are flags.
+  """
+  for arg in args:
+    if arg == '--':
+      return None
+    if arg in _HELP_FULL:
+      return 'full'
+    if arg in _HELP:
+      return 'short'
+  return None
+
+
+def help_text(module_name: str, full: bool = False,
+              values: flags.FlagValues = flags.FLAGS) -> str:
+  """The command's docstring, then its own flags (all flags with full).
+
+  Args:
+    module_name: the command's module ('__main__' under `python -m`).
+    full: list every flag, absl's and TensorFlow's too (--helpfull).
+    values: the flags (tests pass their own).
+  """
+  module = sys.modules.get(module_name)
+  doc = ((module.__doc__ if module else None) or '').strip('\n')
+  if full:
+    return f'{doc}\n\nflags:\n{values.get_help()}'
+  lines = [doc, '', 'flags:']
+  lines += [_flag_help(flag) for flag in own_flags(values)]
+  lines += [_FLAGFILE_HELP, '',
+            'Every flag, absl\'s and TensorFlow\'s too: --helpfull.']
+  return '\n'.join(lines)
+
+
+def own_flags(values: flags.FlagValues = flags.FLAGS) -> list:
+  """The flags posternet's own modules defined, in the order defined.
+
+  Flags of `python -m`'s __main__ are filed under sys.argv[0] by absl.
+  """
+  found = []
+  for module, module_flags in values.flags_by_module_dict().items():
+    if (module == sys.argv[0] or
+        module.split('.')[0] in _OWN_PACKAGES):
+      found += [flag for flag in module_flags if flag not in found]
+  return found
+
+
+def _flag_help(flag) -> str:
+  """One flag as absl's help lays it out: name, help, default."""
+  name = f'--[no]{flag.name}' if flag.boolean else f'--{flag.name}'
+  text = flags.text_wrap(f'{name}: {flag.help}', indent='    ',
+                         firstline_indent='  ')
+  if flag.default_as_str:
+    text += '\n' + flags.text_wrap(f'(default: {flag.default_as_str})',
+                                   indent='    ')
+  return text
 
 
 def exit_on_ctrl_c_while_a_command_starts() -> None:

@@ -110,7 +110,8 @@ def make_callbacks(run_dir: str, clock: step_scalars.InputClock, *,
     batch_size: the global batch size (images per step).
     hparams: the settings shown in the HParams dashboard
       (hparams_dashboard.hparams_values).
-    metric_names: the compiled metrics' names, besides the loss.
+    metric_names: the final validation scores' names, besides the loss
+      (the HParams columns final_<name>).
     log_every_steps: train scalars every this many steps; 0: per epoch only.
     dashboard_every_epochs: per-genre results and the grid every this many
       epochs; 0: never.

@@ -24,7 +24,7 @@ Processing modes (--data_service_mode of the trainer):
     training; a poster may arrive twice before another arrives once. A worker
     that dies is dropped after the dispatcher's --worker_timeout and the
     stream goes on from the others: its batches in flight are lost, nothing
-    else (tests/test_data_service.py kills one).
+    else.
   distributed_epoch: the dispatcher hands out shard files, each to one worker,
     so one pass delivers every training poster exactly once (partial batches
     are merged on the trainer); each pass is a new job. TensorFlow promises

@@ -8,7 +8,10 @@ It prints macro ROC-AUC, macro average precision, precision@3, binary
 cross-entropy and F1 micro/macro at 0.5, each beside the same metric for the
 base rates (predicting every poster each genre's frequency in the records'
 train split), then one row per genre (support, ROC-AUC, AP), and writes it
-all as JSON (--json_out; default <model>/evaluation-<split>.json).
+all as JSON (--json_out; default <model>/evaluation-<split>.json, or
+evaluation-csv-<CSV name>.json for --csv). A JSON of other posters (another
+split, CSV or model) is never replaced without --overwrite; one of the same
+posters is, and the command says so.
 
 --records scores a split (--split, default val) through the trainer's own
 pipeline. --csv and --images score any posters in the tutorial's CSV format:
@@ -303,16 +306,55 @@ def write_json(path: str, document: dict) -> None:
 
 def default_json_path(model_dir: str, split: str,
                       csv_path: Optional[str] = None) -> str:
-  """<model>/evaluation-<split>.json, or -<CSV name> for a CSV."""
-  name = (os.path.splitext(os.path.basename(csv_path))[0] if csv_path
-          else split)
+  """<model>/evaluation-<split>.json, or evaluation-csv-<CSV name>.json.
+
+  The csv- prefix keeps `--csv=…/train.csv` and `--split=train` apart.
+  """
+  name = (f'csv-{os.path.splitext(os.path.basename(csv_path))[0]}'
+          if csv_path else split)
   return os.path.join(model_dir, f'evaluation-{name}.json')
+
+
+def _what_was_scored(document: dict) -> tuple:
+  """What an evaluation JSON is of: the model and posters, paths absolute."""
+  scored = document['scored']
+  paths = (('records', 'split') if scored['kind'] == 'records'
+           else ('csv', 'images'))
+  absolute = lambda path: os.path.abspath(path) if path else path
+  return (absolute(document['model']), scored['kind'],
+          absolute(scored[paths[0]]),
+          scored[paths[1]] if paths[1] == 'split' else absolute(
+              scored[paths[1]]))
+
+
+def check_json_target(path: str, wanted: tuple, overwrite: bool) -> bool:
+  """Whether path holds an earlier evaluation of the same (wanted) posters.
+
+  Checked before scoring, so a refusal costs nothing.
+
+  Raises:
+    cli.UserError: path holds something else (another split, CSV or model,
+      or no evaluation at all) and overwrite is off.
+  """
+  if not os.path.exists(path):
+    return False
+  try:
+    with open(path) as f:
+      same = _what_was_scored(json.load(f)) == wanted
+  except (OSError, ValueError, KeyError, TypeError):
+    same = False
+  if not same and not overwrite:
+    raise cli.UserError(
+        f'{path} holds the evaluation of other posters, kept: give '
+        '--json_out=PATH, or --overwrite to replace it')
+  return same
 
 
 def evaluate(model_dir: str, *, records_dir: Optional[str] = None,
              split: str = 'val', csv_path: Optional[str] = None,
              images_dir: Optional[str] = None, skip_bad_images: bool = False,
-             batch_size: int = 64, json_out: Optional[str] = None) -> dict:
+             batch_size: int = 64, json_out: Optional[str] = None,
+             overwrite: bool = False) -> dict:
   """Scores the model, prints the report, writes the JSON; the command's job.
 
   Args:
@@ -325,15 +367,24 @@ def evaluate(model_dir: str, *, records_dir: Optional[str] = None,
     skip_bad_images: leave unreadable posters out (counted, listed).
     batch_size: posters per batch in records mode.
     json_out: where the JSON goes; default: default_json_path.
+    overwrite: replace a JSON there that holds other posters' evaluation.
 
   Returns:
     The evaluation document (as written to the JSON).
 
   Raises:
-    cli.UserError: a missing or bad model, records folder, CSV or poster.
+    cli.UserError: a missing or bad model, records folder, CSV or poster,
+      or a JSON of other posters at json_out (without overwrite).
   """
   export.read_info(model_dir)
   manifest = records.Manifest.read(records_dir) if records_dir else None
+  path = json_out or default_json_path(model_dir, split, csv_path)
+  replaces = check_json_target(path, _what_was_scored({
+      'model': model_dir,
+      'scored': ({'kind': 'csv', 'csv': csv_path, 'images': images_dir}
+                 if csv_path else
+                 {'kind': 'records', 'records': records_dir, 'split': split})
+  }), overwrite)
   if csv_path:
     scored = score_csv(model_dir, csv_path, images_dir, skip_bad_images)
   else:
@@ -341,10 +392,10 @@ def evaluate(model_dir: str, *, records_dir: Optional[str] = None,
   base = (records_base_rates(manifest) if manifest is not None
           else csv_base_rates(scored.labels, csv_path))
   document = evaluation_document(model_dir, scored, base)
-  path = json_out or default_json_path(model_dir, split, csv_path)
   write_json(path, document)
   print(format_report(document))
-  print(f'\nJSON: {path}')
+  print(f'\nJSON: {path}' + (' (replaces the earlier evaluation of the same '
+                             'posters)' if replaces else ''))
   return document
 
 
@@ -373,7 +424,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer('batch_size', 64, 'Posters per batch (records).')
   flags.DEFINE_string('json_out', None, 'Where to write the JSON; default '
                       '<model>/evaluation-<split>.json (with --csv: '
-                      'evaluation-<CSV name>.json).')
+                      'evaluation-csv-<CSV name>.json).')
+  flags.DEFINE_bool('overwrite', False, 'Replace the JSON even when it holds '
+                    'the evaluation of other posters (another split, CSV or '
+                    'model); one of the same posters is always replaced.')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -397,7 +451,8 @@ def main(argv: Sequence[str]) -> None:
   evaluate(FLAGS.model, records_dir=FLAGS.records, split=FLAGS.split,
            csv_path=FLAGS.csv, images_dir=images_dir,
            skip_bad_images=FLAGS.skip_bad_images,
-           batch_size=FLAGS.batch_size, json_out=FLAGS.json_out)
+           batch_size=FLAGS.batch_size, json_out=FLAGS.json_out,
+           overwrite=FLAGS.overwrite)
 
 
 def entry() -> None:

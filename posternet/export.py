@@ -6,8 +6,8 @@ An export folder holds:
   saved_model/     a SavedModel for TF Serving: `serving_default` takes a batch
                    of encoded posters (JPEG, PNG, GIF, BMP or WebP bytes) and
                    returns their 25 genre probabilities
-  posternet.json   genres, image size, thresholds (and which were tuned),
-                   training info
+  posternet.json   genres, image size, thresholds by genre name (and which
+                   were tuned), training info
 
 The writer (export_model) and the readers (load_keras_model, Predictor) live
 here together so the folder's layout is defined in one place. A genre is
@@ -30,8 +30,10 @@ from posternet import genres
 from posternet import images
 
 # Bump when a file name or posternet.json field changes meaning; readers
-# refuse other versions rather than misreading them.
-EXPORT_VERSION = 1
+# refuse other versions rather than misreading them. Version 2: thresholds
+# is {genre: threshold}; version 1 (still read) had a list in genre order.
+EXPORT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 KERAS_NAME = 'model.keras'
 SAVED_MODEL_NAME = 'saved_model'
 INFO_NAME = 'posternet.json'
@@ -273,7 +275,8 @@ def _write_info(path: str, image_size: Sequence[int], thresholds: Thresholds,
       'format_version': EXPORT_VERSION,
       'genres': list(genres.GENRES),
       'image_size': [int(image_size[0]), int(image_size[1])],
-      'thresholds': [float(t) for t in thresholds.values],
+      'thresholds': {genre: float(t)
+                     for genre, t in zip(genres.GENRES, thresholds.values)},
       # Added within version 1: readers must not require these two.
       'tuned_genres': [g for g in genres.GENRES
                        if g in thresholds.tuned_genres],
@@ -328,13 +331,32 @@ def read_info(export_dir: str) -> dict:
       document = json.load(f)
   except ValueError as e:
     raise cli.UserError(f'{path} is not valid JSON: {e}') from None
-  if document.get('format_version') != EXPORT_VERSION:
+  if document.get('format_version') not in READABLE_VERSIONS:
     raise cli.UserError(
         f'{path} has export version {document.get("format_version")}, this '
-        f'posternet reads version {EXPORT_VERSION}; export the model again')
+        'posternet reads versions '
+        f'{", ".join(map(str, READABLE_VERSIONS))}; export the model again')
   if document.get('genres') != list(genres.GENRES):
     raise cli.UserError(f'{path} lists other genres than posternet knows')
   return document
+
+
+def thresholds_by_genre(info: Mapping) -> dict:
+  """{genre: threshold} of a posternet.json, whichever version wrote it.
+
+  Version 1 kept a list in the order of info['genres'].
+
+  Raises:
+    cli.UserError: a genre's threshold is missing.
+  """
+  values = info['thresholds']
+  if not isinstance(values, Mapping):
+    values = dict(zip(info['genres'], values))
+  missing = [genre for genre in info['genres'] if genre not in values]
+  if missing:
+    raise cli.UserError(f'{INFO_NAME} has no threshold for '
+                        f'{", ".join(missing)}; export the model again')
+  return {genre: float(values[genre]) for genre in info['genres']}
 
 
 def load_keras_model(export_dir: str) -> keras.Model:
@@ -362,7 +384,10 @@ class Predictor:
     self.info = dict(info)
     self.genres = tuple(info['genres'])
     self.image_size = tuple(info['image_size'])
-    self.thresholds = np.asarray(info['thresholds'], np.float64)
+    by_genre = thresholds_by_genre(info)
+    self.thresholds = np.array([by_genre[g] for g in self.genres])
+    # Older exports do not say which were tuned (nor how many positives).
+    self.tuned_genres = tuple(info.get('tuned_genres', ()))
 
   @classmethod
   def load(cls, export_dir: str) -> 'Predictor':

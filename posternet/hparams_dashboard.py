@@ -17,8 +17,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 # Config fields left out of HParams: where files go and how loud it is; they
 # do not change what is learned.
 _NOT_HPARAMS = ('logdir', 'run_name', 'export_dir', 'verbose', 'resume',
-                'keep_checkpoints', 'log_every_steps', 'dashboard_every_epochs',
-                'profile_steps', 'data_service_timeout')
+                'overwrite', 'keep_checkpoints', 'log_every_steps',
+                'dashboard_every_epochs', 'profile_steps', 'data_service_timeout')
 
 # The settings that tell runs apart, listed first in the HParams dashboard.
 # It checks only its first five hparams by default (batch_size, epochs,

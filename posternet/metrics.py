@@ -1,4 +1,9 @@
-"""The metrics a run logs for train and val, besides the loss.
+"""Every score, one implementation each: Keras metrics per epoch, exact ones.
+
+The Keras metrics (make_metrics) are what a run logs for train and val per
+epoch, besides the loss; ROC-AUC and PR-AUC among them are binned. The exact
+scores on whole arrays (score_arrays, summary_scores) are the final ones:
+the end of training, posternet.evaluate.
 
 GenreAUC and PrecisionAtK are registered with Keras under the package
 'posternet' (registered names 'posternet>GenreAUC', 'posternet>PrecisionAtK'):
@@ -242,6 +247,39 @@ def score_arrays(labels: np.ndarray, probabilities: np.ndarray) -> dict:
       'f1_micro': f1_micro,
       'f1_macro': f1_macro,
   }
+
+
+def binary_accuracy_array(labels: np.ndarray, probabilities: np.ndarray,
+                          threshold: float = 0.5) -> float:
+  """The share of (poster, genre) pairs on the right side of the threshold.
+
+  The tutorial's metrics=['accuracy'] (BinaryAccuracy: predicted when the
+  probability is above the threshold).
+  """
+  predicted = np.asarray(probabilities, np.float64) > threshold
+  return float(np.mean(predicted == (np.asarray(labels) > 0.5)))
+
+
+def summary_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+  """The trainer's final validation scores: score_arrays's, plus accuracy.
+
+  Exact, so the end of training and `posternet.evaluate` on the export and
+  split give the same numbers; the per-epoch Keras metrics above are binned.
+  The binary cross-entropy is under 'loss' (Keras' name in history.csv and
+  the dashboards) instead of 'bce'.
+
+  Returns:
+    The SUMMARY_SCORES, by name.
+  """
+  scores = score_arrays(labels, probabilities)
+  scores['loss'] = scores.pop('bce')
+  scores['accuracy'] = binary_accuracy_array(labels, probabilities)
+  return {name: scores[name] for name in SUMMARY_SCORES}
+
+
+# summary_scores's names: summary.json's 'val', the final_* scalars.
+SUMMARY_SCORES = ('roc_auc', 'average_precision', 'precision_at_3', 'loss',
+                  'f1_micro', 'f1_macro', 'accuracy')
 
 
 def _nan_mean(values: np.ndarray) -> float:

@@ -203,6 +203,4 @@ class Throughput(keras.callbacks.Callback):
     seconds = (self._train_end or time.perf_counter()) - self._start
     rate = self.images_per_epoch / max(seconds, 1e-9)
     if logs is not None:
-      logs['images_per_sec'] = rate
-    logging.info('epoch %d: %.1f images/s (%.1f s of training)%s', epoch + 1,
-                 rate, seconds, '' if epoch else ', first epoch with tracing')
+      logs['images_per_sec'] = rate  # the console's epoch line prints it

@@ -1,19 +1,20 @@
 """Synthetic posters in the tutorial's exact format: a CSV and an Images/ folder.
 
-The real dataset cannot ship with the project, so tests, demos and benchmarks
-run on posters made here. They imitate the real set where it matters for
-posternet: the CSV's 27 columns, the label counts and genre frequencies, and
+The real dataset cannot ship with posternet, so the demo, the benchmark and
+the tests run on posters made here. They imitate the real set where it
+matters: the CSV's 27 columns, the label counts and genre frequencies, and
 JPEGs of the real sizes, quality and entropy, so that they decode at the speed
 of real posters. Each genre leaves a visual trace, so a small CNN learns
 something in a few epochs.
 
-This module writes the data set (the CSV, Images/, the worker processes and
-the command); synthetic_labels.py draws the label vectors and
-synthetic_posters.py draws each poster.
-
 Usage:
   python -m posternet.synthetic --out=data/synthetic --num_posters=7254 --seed=0
 """
+
+# (A comment, not the docstring: the docstring is the command's --help.)
+# This module writes the data set (the CSV, Images/, the worker processes and
+# the command); synthetic_labels.py draws the label vectors and
+# synthetic_posters.py draws each poster.
 
 import concurrent.futures
 import csv

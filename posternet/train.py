@@ -7,23 +7,29 @@ A run lives in --logdir/<run_name>/:
   config.json         the resolved settings (precision chosen and why, ...)
   flags.txt           the flags, as a flagfile that repeats the run
   train/ validation/  TensorBoard event files
-  history.csv         one row of metrics per epoch
-  checkpoints/        epoch-NNNN.keras, the model after each epoch (atomic)
-  backup/             the resume state while a run is unfinished
-  summary.json        final validation metrics, steps, throughput
+  history.csv         one row of metrics per epoch, epochs counted from 1
+  checkpoints/        epoch-NNNN.keras, the model after each epoch
+  best/               the weights of the best epoch so far (val ROC-AUC)
+  backup/             the resume state, while the run is unfinished
+  summary.json        exact validation scores of the export, steps, throughput
   export/             the exported model (unless --export_dir says elsewhere)
+
+Each epoch prints one line (loss, val loss, val ROC-AUC from Keras' binned
+metric, val precision@3, images/s); at the end the exported epoch is scored
+exactly on the whole val split, the same numbers `python -m
+posternet.evaluate` gives for the export.
 
 A run that was killed (even with kill -9) continues from its last finished
 epoch when started again with the same flags, and ends after the same number
 of steps. One that stopped after its last epoch (killed, or its export
-failed) only scores, exports and summarises when started again. Starting a
-finished run (summary.json written) again starts it over.
-
-This module is `main`; the work is `run(Config)`, which tests call
-directly. The flags are train_config's.
+failed) only scores, exports and summarises when started again. A finished
+run (summary.json written) is kept: starting it again stops with an error;
+--overwrite trains it again from scratch, another --run_name beside it.
 """
 
 # (A comment, not the docstring: the docstring is the command's --help.)
+# This module is `main`; the work is `run(Config)`, which tests call
+# directly. The flags are train_config's.
 # What a run builds on has a module each: train_config (Config, its flags,
 # Resolved), hardware (precision, XLA, strategy), models (compiled_model),
 # optim (optimizer, schedule, loss), metrics, checkpoints (resume state,
@@ -35,7 +41,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -48,6 +53,7 @@ import tensorflow as tf
 
 from posternet import checkpoints
 from posternet import cli
+from posternet import console
 from posternet import dashboards
 from posternet import data_service
 from posternet import export
@@ -94,15 +100,16 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
     data_service.probe_dispatcher(config.data_service)
   choices = hardware.resolve(config.precision, config.jit_compile,
                              config.strategy)
-  for key in ('precision', 'jit_compile', 'strategy'):
-    logging.info('%s: %s (%s)', key, getattr(choices, key),
-                 getattr(choices, f'{key}_reason'))
   # Multi-worker: TF_CONFIG checked first; only the chief writes run_dir().
   task = (multi_worker.task_from_tf_config()
           if choices.strategy == 'multi_worker' else None)
   run_dir = train_config.run_dir(config)
   folder = multi_worker.worker_folder(run_dir, task)
-  checkpoints.prepare_run_dir(folder, config.resume)
+  resuming = checkpoints.prepare_run_dir(folder, config.resume,
+                                         config.overwrite)
+  logging.info('; '.join(f'{key} {getattr(choices, key)} '
+                         f'({getattr(choices, f"{key}_reason")})'
+                         for key in ('precision', 'jit_compile', 'strategy')))
   settings = Resolved(
       **dataclasses.asdict(choices),
       steps_per_epoch=manifest.steps_per_epoch('train', config.batch_size),
@@ -114,7 +121,11 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
       export_dir=(config.export_dir
                   if config.export_dir is not None and folder == run_dir
                   else os.path.join(folder, 'export')))
+  if settings.export_dir and not (resuming or config.overwrite):
+    _keep_another_export(settings.export_dir, folder)
   _write_run_config(folder, config, settings, flags_text)
+  logging.info('run folder %s (its flags: flags.txt; settings: config.json)',
+               folder)
   if settings.export_dir:
     export.check_writable(settings.export_dir)  # now, not after training
   previous_policy = keras.mixed_precision.global_policy()
@@ -126,6 +137,23 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   # A non-chief's outputs were only its share of the work: delete them.
   multi_worker.remove_worker_folder(folder, task)
   return summary
+
+
+def _keep_another_export(export_dir: str, folder: str) -> None:
+  """A new run does not replace an export outside its folder unless asked.
+
+  The run folder's own export/ belongs to the run (kept or replaced with
+  it); an --export_dir elsewhere may hold another run's model.
+
+  Raises:
+    cli.UserError: export_dir, outside folder, holds an exported model.
+  """
+  inside = os.path.abspath(export_dir).startswith(
+      os.path.join(os.path.abspath(folder), ''))
+  if not inside and os.path.isfile(os.path.join(export_dir, export.INFO_NAME)):
+    raise cli.UserError(
+        f'--export_dir {export_dir} holds an exported model, kept: give '
+        'another --export_dir, or --overwrite to replace it')
 
 
 def warn_if_upscaled(manifest: records.Manifest,
@@ -225,22 +253,21 @@ def _choose_export_epoch(model: keras.Model, config: Config,
   best = next(c for c in callbacks if isinstance(c, checkpoints.BestEpoch))
   if config.export_epoch == 'best' and best.best is not None:
     record = best.restore(model)
-    logging.info('exporting epoch %d of %d: the best %s (%.4f)',
-                 record['epoch'], config.epochs, record['monitor'],
+    logging.info('exporting epoch %d of %d: the best %s (%.4f, binned)',
+                 record['epoch'], config.epochs,
+                 record['monitor'].replace('val_roc_auc', 'val ROC-AUC'),
                  record['value'])
     return record['epoch']
   return config.epochs
 
 
 def _fit_verbosity(verbose):
-  """model.fit's verbose: 'auto' is a progress bar on a terminal only.
+  """model.fit's verbose: none under 'auto', where console.EpochLine prints.
 
-  Elsewhere (a log file, CI) the bar's redraws have no newline, and the
-  epoch's log lines would be glued to its end: one line per epoch instead.
+  Keras' own output (1: a progress bar, 2: a line per epoch) lists every
+  metric for train and validation, ~600 characters an epoch.
   """
-  if verbose != 'auto':
-    return verbose
-  return 1 if sys.stdout.isatty() else 2
+  return 0 if verbose == 'auto' else verbose
 
 
 def _pipeline_options(config: Config) -> dict:
@@ -306,11 +333,13 @@ def _callbacks(config: Config, settings: Resolved,
   """The epoch's callbacks, in the order they run.
 
   Throughput first, so the loggers after it record images_per_sec (and the
-  dashboards' input_wait_share, for the CSV log). The
+  dashboards' input_wait_share, for the CSV log and the epoch line). The
   backup last: an epoch the backup counts as done is already in the logs
   and checkpoints (a kill before it only repeats that epoch).
   """
   folder = settings.run_dir
+  epoch_line = ([console.EpochLine(config.epochs, settings.steps_per_epoch)]
+                if config.verbose == 'auto' else [])
   return [
       step_scalars.Throughput(settings.steps_per_epoch * config.batch_size,
                  settings.steps_per_epoch),
@@ -319,12 +348,13 @@ def _callbacks(config: Config, settings: Resolved,
           image_size=config.image_size, batch_size=config.batch_size,
           hparams=hparams_dashboard.hparams_values(_config_dict(config),
                                                    settings.hparams()),
-          metric_names=[metric.name for metric in metrics.make_metrics()],
+          metric_names=[name for name in metrics.SUMMARY_SCORES
+                        if name != 'loss'],
           log_every_steps=config.log_every_steps,
           dashboard_every_epochs=config.dashboard_every_epochs,
           profile_steps=config.profile_steps),
-      keras.callbacks.CSVLogger(os.path.join(folder, 'history.csv'),
-                                append=True),
+      checkpoints.HistoryCSV(os.path.join(folder, 'history.csv')),
+      *epoch_line,
       checkpoints.EpochCheckpoint(os.path.join(folder, 'checkpoints'),
                                   config.keep_checkpoints),
       checkpoints.BestEpoch(os.path.join(folder, 'best')),
@@ -370,7 +400,7 @@ def _finish(model, config: Config, settings: Resolved,
   with _user_errors(config, manifest):
     labels, probabilities = predict_split(model, config, manifest, 'val')
   logging.info('scored %d val posters', len(labels))
-  val = metrics.evaluate_arrays(labels, probabilities)
+  val = metrics.summary_scores(labels, probabilities)  # exact, as evaluate
   thresholds = export.tune_thresholds(labels, probabilities)
   val['f1_macro_tuned'] = float(np.mean(
       export.f1_scores(labels, probabilities, thresholds.values)))
@@ -407,7 +437,7 @@ def _finish(model, config: Config, settings: Resolved,
   files.write_atomically(os.path.join(settings.run_dir, 'summary.json'),
                          json.dumps(summary, indent=2, sort_keys=True) + '\n')
   checkpoints.finish_run(settings.run_dir)
-  _log_summary(summary, settings)
+  _log_summary(summary, settings, config.records)
   return summary
 
 
@@ -425,15 +455,20 @@ def predict_split(model: keras.Model, config: Config,
   return np.concatenate(labels), np.concatenate(probabilities)
 
 
-def _log_summary(summary: dict, settings: Resolved) -> None:
+def _log_summary(summary: dict, settings: Resolved, records_dir: str) -> None:
+  """The result in a few lines, and commands to look further (as printed)."""
   val = summary['val']
   logging.info(
-      'done: %d steps; val ROC-AUC %.3f, PR-AUC %.3f, F1 micro %.3f, '
-      'precision@3 %.3f, loss %.4f', summary['steps'], val['roc_auc'],
-      val['pr_auc'], val['f1_micro'], val['precision_at_3'], val['loss'])
-  logging.info('TensorBoard: tensorboard --logdir %s', settings.run_dir)
+      'done: %d steps; epoch %d of %d, scored exactly on the whole val split '
+      '(as posternet.evaluate): ROC-AUC %.3f, macro AP %.3f, precision@3 '
+      '%.3f, F1 micro %.3f, binary cross-entropy %.4f', summary['steps'],
+      summary['exported_epoch'], summary['epochs'], val['roc_auc'],
+      val['average_precision'], val['precision_at_3'], val['f1_micro'],
+      val['loss'])
+  logging.info('TensorBoard: %s', console.tensorboard_hint(settings.run_dir))
   if settings.export_dir:
-    logging.info('exported model: %s', settings.export_dir)
+    logging.info('exported model: %s; per genre: %s', settings.export_dir,
+                 console.evaluate_hint(settings.export_dir, records_dir))
 
 
 # --- The run folder. ---
@@ -471,9 +506,9 @@ def main(argv):
   if not values.records:
     raise app.UsageError('--records is required: a folder made by '
                          '`make records`')
-  text = train_config.flags_text(values)
-  logging.info('flags:\n%s', text)
-  run(train_config.config_from_flags(values), flags_text=text)
+  # The flags go to the run folder (flags.txt), not to the console.
+  run(train_config.config_from_flags(values),
+      flags_text=train_config.flags_text(values))
 
 
 def entry():

@@ -51,6 +51,7 @@ class Config:
   steps_per_execution: int = 1
   strategy: str = 'auto'
   resume: bool = True
+  overwrite: bool = False               # start a finished run over
   shuffle_buffer: int = 1024
   cache: bool = False
   threadpool_size: Optional[int] = None
@@ -239,7 +240,8 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
   string('logdir', 'runs', 'Parent folder of the run folders (the '
          'TensorBoard logdir).')
   string('run_name', None, 'The run folder under --logdir; default '
-         '<model>_<H>x<W>. The same name resumes an unfinished run.')
+         '<model>_<H>x<W>. The same name resumes an unfinished run; a '
+         'finished one is kept (see --overwrite).')
   enum('model', 'seed_cnn', sorted(models.MODELS), 'The network: ' + '; '.join(
       f'{name}: {spec.description}' for name, spec in
       sorted(models.MODELS.items())) + '.')
@@ -270,6 +272,11 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
        'the chief writes the run folder).')
   boolean('resume', True, 'Continue an unfinished run in the run folder from '
           'its last finished epoch; --noresume starts it over.')
+  boolean('overwrite', False, 'Start the run folder over even when it holds '
+          'a finished run (summary.json): its checkpoints, logs, summary and '
+          'export are replaced. Without it, such a run is kept and the '
+          'trainer stops with an error; an external --export_dir that holds '
+          'a model is kept likewise.')
   integer('shuffle_buffer', 1024, 'Training examples in the shuffle buffer '
           '(serialized records, not pixels).')
   boolean('cache', False, 'Keep decoded posters in RAM after the first epoch '
@@ -322,9 +329,10 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
        'trainer waits for a batch from the tf.data service (--data_service) '
        'before it stops with an error; after %g s of waiting it says what it '
        'waits for (no worker registered, ...).' % data_service.NOTICE_S)
-  enum('verbose', 'auto', ('auto', '0', '1', '2'), 'model.fit output: 1 a '
-       'progress bar, 2 one line per epoch, 0 none; auto: 1 on a terminal, '
-       'else 2.')
+  enum('verbose', 'auto', ('auto', '0', '1', '2'), 'Output per epoch. auto: '
+       'one short line (loss, val loss, val ROC-AUC, val precision@3, '
+       'images/s), with the step count on a terminal; 0: none; 1 and 2: '
+       'Keras\' own, a progress bar or a line with every metric.')
   integer('log_every_steps', 20, 'TensorBoard train scalars (loss, metrics, '
           'learning rate, images/s, input-wait share) every this many steps; '
           '0: per epoch only.')
@@ -373,9 +381,14 @@ def config_from_flags(values) -> Config:
   return Config(**v)
 
 
+# Not in flags.txt: repeating a run from it must not replace a finished one.
+NOT_REPEATED = ('overwrite',)
+
+
 def flags_text(values) -> str:
-  """The command's flags as a flagfile that repeats the run."""
+  """The command's flags as a flagfile that repeats the run (no --overwrite)."""
   return ''.join(f'{values[name].serialize()}\n' for name in FLAG_NAMES
-                 if values[name].value is not None)
+                 if values[name].value is not None
+                 and name not in NOT_REPEATED)
 
 

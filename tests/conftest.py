@@ -5,6 +5,8 @@ Fixtures:
   run_module     runs `python -m MODULE ARGS` as a user would, from the
                  repository with its code first on PYTHONPATH; a finished
                  process with its output, or with start=True a running one.
+  run_make       runs `make -s TARGET VAR=VALUE …` in the repository with this
+                 Python as the Makefile's $(PY) and its set-up taken as done.
   free_port, free_ports
                  ports the OS says are free on 127.0.0.1.
   make_records   writes a small records folder (tests/record_fixtures.py)
@@ -100,6 +102,34 @@ def _run_module(module: str, *args: str, env=None, start: bool = False,
 def run_module() -> Callable:
   """Runs `python -m MODULE ARGS` from the repository (see _run_module)."""
   return _run_module
+
+
+def _run_make(target: str, *variables: str, env=None, start: bool = False,
+              timeout: float = 300, **kwargs):
+  """`make -s target variables` in the repository, as _run_module runs.
+
+  PY is this Python; `-o .venv/.installed` takes `make setup` as done, so a
+  test never creates or updates a virtual environment. start: the running
+  process, in a session of its own (stop it with os.killpg).
+  """
+  command = ['make', '-s', '-o', '.venv/.installed', target,
+             f'PY={sys.executable}', *variables]
+  kwargs.setdefault('cwd', REPO)
+  kwargs['env'] = _environment(env)
+  kwargs.setdefault('text', True)
+  if start:
+    kwargs.setdefault('stdout', subprocess.PIPE)
+    kwargs.setdefault('stderr', subprocess.PIPE)
+    return subprocess.Popen(command, start_new_session=True, **kwargs)
+  if 'stdout' not in kwargs and 'stderr' not in kwargs:
+    kwargs['capture_output'] = True
+  return subprocess.run(command, timeout=timeout, check=False, **kwargs)
+
+
+@pytest.fixture(scope='session')
+def run_make() -> Callable:
+  """Runs `make -s TARGET VAR=VALUE …` in the repository (see _run_make)."""
+  return _run_make
 
 
 def _free_ports(count: int) -> List[int]:

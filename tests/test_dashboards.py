@@ -9,6 +9,7 @@ process on a loopback port. The rest are unit tests of the pieces.
 import csv
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -36,6 +37,7 @@ from posternet import genres
 from posternet import hardware
 from posternet import hparams_dashboard
 from posternet import metrics
+from posternet import quiet
 from posternet import records
 from posternet import render
 from posternet import step_scalars
@@ -337,15 +339,18 @@ def _dashboard_order(hparam_infos):
   return names, names[:5]
 
 
-def test_tensorboard_serves_the_run(trained, tmp_path, run_module, free_port):
+def test_tensorboard_serves_the_run(trained, tmp_path, run_make, free_port):
   run_dir, _, summary = trained
   logdir = os.path.dirname(run_dir)
   port = free_port()
   log = open(tmp_path / 'tensorboard.log', 'w')
-  process = run_module(
-      'tensorboard.main', f'--logdir={logdir}', '--host=127.0.0.1',
-      f'--port={port}', '--reload_interval=1', start=True, stdout=log,
-      stderr=subprocess.STDOUT)
+  # As a user starts it, with TensorFlow's own log settings (issue 21,
+  # point 5: no start-up lines from TensorFlow).
+  process = run_make(
+      'tensorboard', f'LOGDIR={logdir}', f'TB_PORT={port}',
+      'TB_FLAGS=--reload_interval=1', start=True, stdout=log,
+      stderr=subprocess.STDOUT,
+      env={quiet.SHOW_TF_LOGS_ENV: None, 'TF_CPP_MIN_LOG_LEVEL': None})
   try:
     runs = {RUN, f'{RUN}/train', f'{RUN}/validation'}
     assert runs <= set(_poll(port, '/data/runs',
@@ -394,9 +399,14 @@ def test_tensorboard_serves_the_run(trained, tmp_path, run_module, free_port):
              '&conceptual=false').decode(), graph_pb2.GraphDef())
     assert 'Conv2D' in {node.op for node in graph.node}
   finally:
-    process.kill()
+    os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
     log.close()
+  printed = (tmp_path / 'tensorboard.log').read_text()
+  assert 'TensorBoard' in printed and f'http://127.0.0.1:{port}/' in printed
+  for tensorflow_line in ('oneDNN', 'cuda', 'cuInit', 'absl::InitializeLog',
+                          'cpu_feature_guard'):
+    assert tensorflow_line not in printed, printed
 
 
 # --- The Graphs tab, under both precisions. ---

@@ -312,7 +312,7 @@ def test_csv_mode_gives_the_records_numbers(exported, records_run, tmp_path,
   out = capsys.readouterr().out
   assert '1 repeated CSV rows scored once' in out
   assert out.splitlines()[-1] == (
-      f'JSON: {os.path.join(exported["model"], "evaluation-posters.json")}')
+      f'JSON: {os.path.join(exported["model"], "evaluation-csv-posters.json")}')
 
 
 def test_csv_without_records_takes_base_rates_from_its_labels(
@@ -358,6 +358,68 @@ def test_unreadable_poster_is_an_error_or_a_counted_skip(exported, tmp_path,
   out = capsys.readouterr().out
   assert ('skipped 1 posters that could not be read (--skip_bad_images):\n'
           f'  {bad} (line 5): truncated or corrupt image') in out
+
+
+# Outputs never replaced by surprise (issue 21, point 2).
+
+
+def test_each_evaluation_has_its_own_json_and_others_are_kept(
+    exported, tmp_path):
+  model = str(tmp_path / 'export')
+  shutil.copytree(exported['model'], model)
+  # A CSV named train.csv and the records' train split: two files.
+  (tmp_path / 'a').mkdir()
+  csv_path, _ = _write_csv_and_images(tmp_path / 'a', exported['val'])
+  train_csv = str(tmp_path / 'a' / 'train.csv')
+  os.rename(csv_path, train_csv)
+  split = _evaluate_command(f'--model={model}',
+                            f'--records={exported["records"]}',
+                            '--split=train')
+  assert split.returncode == 0, split.stderr[-2000:]
+  csv_run = _evaluate_command(f'--model={model}', f'--csv={train_csv}')
+  assert csv_run.returncode == 0, csv_run.stderr[-2000:]
+  by_split = os.path.join(model, 'evaluation-train.json')
+  by_csv = os.path.join(model, 'evaluation-csv-train.json')
+  assert split.stdout.splitlines()[-1] == f'JSON: {by_split}'
+  assert csv_run.stdout.splitlines()[-1] == f'JSON: {by_csv}'
+  with open(by_split) as f:
+    assert json.load(f)['scored']['split'] == 'train'
+  with open(by_csv) as f:
+    kept = f.read()
+  assert json.loads(kept)['scored']['csv'] == train_csv
+  # Another train.csv, elsewhere: refused before scoring, the file kept.
+  (tmp_path / 'b').mkdir()
+  other, _ = _write_csv_and_images(tmp_path / 'b', exported['val'][:20])
+  other_train = str(tmp_path / 'b' / 'train.csv')
+  os.rename(other, other_train)
+  refused = _evaluate_command(f'--model={model}', f'--csv={other_train}')
+  assert refused.returncode == cli.EXIT_USER_ERROR
+  assert refused.stdout == '' and 'Traceback' not in refused.stderr
+  assert refused.stderr.strip().splitlines() == [
+      f'error: {by_csv} holds the evaluation of other posters, kept: give '
+      '--json_out=PATH, or --overwrite to replace it']
+  with open(by_csv) as f:
+    assert f.read() == kept
+  # --overwrite replaces it.
+  replaced = _evaluate_command(f'--model={model}', f'--csv={other_train}',
+                               '--overwrite')
+  assert replaced.returncode == 0, replaced.stderr[-2000:]
+  with open(by_csv) as f:
+    assert json.load(f)['scored']['posters'] == 20
+
+
+def test_the_same_posters_again_replace_their_json(exported, tmp_path,
+                                                   capsys):
+  json_out = str(tmp_path / 'scores.json')
+  for _ in range(2):
+    evaluate.evaluate(exported['model'], records_dir=exported['records'],
+                      json_out=json_out)
+  assert capsys.readouterr().out.splitlines()[-1] == (
+      f'JSON: {json_out} (replaces the earlier evaluation of the same '
+      'posters)')
+  with pytest.raises(cli.UserError, match='holds the evaluation of other'):
+    evaluate.evaluate(exported['model'], records_dir=exported['records'],
+                      split='train', json_out=json_out)
 
 
 # Bad input, as a user meets it.

@@ -28,7 +28,8 @@ from posternet import records
 import record_fixtures
 
 IMAGE_SIZE = (40, 32)
-GENRE_LINE = re.compile(r'^  (\S.*) \((\d\.\d{3})\)$')
+# '  Drama (0.532)', or with --threshold=tuned '  Drama (0.532 > 0.410)'.
+GENRE_LINE = re.compile(r'^  (\S.*) \((\d\.\d{3})(?: > (\d\.\d{3}))?\)$')
 
 
 # Thresholds.
@@ -181,7 +182,9 @@ def test_export_writes_the_three_parts(exported):
   info = export.read_info(exported['dir'])
   assert info['genres'] == list(genres.GENRES)
   assert info['image_size'] == list(IMAGE_SIZE)
-  np.testing.assert_array_equal(info['thresholds'], exported['thresholds'])
+  assert info['format_version'] == export.EXPORT_VERSION == 2
+  assert info['thresholds'] == dict(zip(genres.GENRES,
+                                        exported['thresholds']))
   assert info['tuned_genres'] == list(genres.GENRES)
   assert info['min_tuning_positives'] == 1
   assert info['info'] == {'val_auc': 0.5}
@@ -220,22 +223,37 @@ def test_export_replaces_an_older_one(exported, tmp_path):
     export.export_model(
         exported['model'], export_dir, image_size=IMAGE_SIZE,
         thresholds=export.Thresholds(np.full(genres.NUM_GENRES, value), (), 20))
-  assert export.read_info(export_dir)['thresholds'][0] == 0.75
+  assert export.read_info(export_dir)['thresholds']['Action'] == 0.75
   assert os.listdir(tmp_path) == ['model']
 
 
-def test_an_export_without_tuned_genres_still_loads(exported, tmp_path):
-  """posternet.json before tuned_genres and min_tuning_positives existed."""
-  export_dir = str(tmp_path / 'old')
+def _as_version_1(exported, folder, keep_tuned_genres=True) -> str:
+  """A copy of the export whose posternet.json is version 1's.
+
+  Version 1: thresholds a list in genre order; its first files had no
+  tuned_genres or min_tuning_positives either.
+  """
+  export_dir = str(folder)
   shutil.copytree(exported['dir'], export_dir)
   path = os.path.join(export_dir, 'posternet.json')
   with open(path) as f:
     document = json.load(f)
-  del document['tuned_genres'], document['min_tuning_positives']
+  document['format_version'] = 1
+  document['thresholds'] = [document['thresholds'][g] for g in genres.GENRES]
+  if not keep_tuned_genres:
+    del document['tuned_genres'], document['min_tuning_positives']
   with open(path, 'w') as f:
     json.dump(document, f)
+  return export_dir
+
+
+def test_an_export_without_tuned_genres_still_loads(exported, tmp_path):
+  """posternet.json before tuned_genres and min_tuning_positives existed."""
+  export_dir = _as_version_1(exported, tmp_path / 'old',
+                             keep_tuned_genres=False)
   predictor = export.Predictor.load(export_dir)
   np.testing.assert_array_equal(predictor.thresholds, exported['thresholds'])
+  assert predictor.tuned_genres == ()
 
 
 def test_a_folder_that_is_no_export_is_a_user_error(tmp_path):
@@ -255,7 +273,7 @@ def _blocks(stdout):
   blocks = {}
   for line in stdout.splitlines():
     if line.startswith('  '):
-      name, p = GENRE_LINE.match(line).groups()
+      name, p, _ = GENRE_LINE.match(line).groups()
       blocks[current].append((name, float(p)))
     else:
       current = line
@@ -314,21 +332,55 @@ def test_predict_json_has_all_probabilities(exported, run_module):
     assert len(shown) == 5 and shown == sorted(probabilities, reverse=True)[:5]
 
 
-def test_predict_tuned_threshold_prints_genres_above_it(exported, run_module):
+def _tuned_lines(stdout):
+  """{genre: (probability, threshold)} of each poster's lines, by poster."""
+  shown = {}
+  for line in stdout.splitlines()[1:]:
+    match = GENRE_LINE.match(line)
+    if match:
+      shown[current][match[1]] = (float(match[2]), float(match[3]))
+    else:
+      current = line
+      shown[current] = {}
+  return shown
+
+
+@pytest.mark.parametrize('version', [2, 1])
+def test_predict_tuned_threshold_prints_genres_above_it(exported, run_module,
+                                                        tmp_path, version):
+  model = (exported['dir'] if version == 2
+           else _as_version_1(exported, tmp_path / 'v1'))
   names = ['exact.jpg', 'large.jpg']
-  run = run_module('posternet.predict', f'--model={exported["dir"]}',
+  run = run_module('posternet.predict', f'--model={model}',
                    '--threshold=tuned',
                    *[exported['paths'][n] for n in names])
   assert run.returncode == 0, run.stderr
-  blocks = _blocks(run.stdout)
+  # First the thresholds it uses, by genre name (all 25 were tuned here).
+  thresholds = dict(zip(genres.GENRES, exported['thresholds']))
+  assert run.stdout.splitlines()[0] == (
+      'thresholds tuned on validation: ' + ', '.join(
+          f'{g} {t:.3f}' for g, t in thresholds.items()))
+  shown = _tuned_lines(run.stdout)
   for name in names:
     expected = exported['expected'][name]
     above = {genres.GENRES[g] for g in range(genres.NUM_GENRES)
              if expected[g] > exported['thresholds'][g]}
-    assert {genre for genre, _ in blocks[exported['paths'][name]]} == above
+    lines = shown[exported['paths'][name]]
+    assert set(lines) == above
+    for genre, (p, threshold) in lines.items():
+      assert threshold == pytest.approx(thresholds[genre], abs=5e-4)
+      assert p >= threshold
   # The thresholds sit just below exact.jpg's even genres, above its odd ones.
-  assert {g for g, _ in blocks[exported['paths']['exact.jpg']]} == set(
-      genres.GENRES[::2])
+  assert set(shown[exported['paths']['exact.jpg']]) == set(genres.GENRES[::2])
+  if version == 1:
+    return  # the JSON's selection once is enough
+  as_json = run_module('posternet.predict', f'--model={model}',
+                       '--threshold=tuned', '--json',
+                       exported['paths']['exact.jpg'])
+  selection = json.loads(as_json.stdout)['selection']
+  assert selection['threshold'] == 'tuned'
+  assert selection['thresholds'] == pytest.approx(thresholds)
+  assert selection['tuned_genres'] == list(genres.GENRES)
 
 
 @pytest.fixture(scope='module')
@@ -370,12 +422,16 @@ def test_predict_tuned_skips_a_genre_with_few_val_positives(
   info = export.read_info(rare_genre_export['dir'])
   assert info['tuned_genres'] == ['Drama']
   assert info['min_tuning_positives'] == export.MIN_TUNING_POSITIVES
-  assert info['thresholds'][history] == export.DEFAULT_THRESHOLD
-  assert info['thresholds'][drama] < exact[drama]
+  assert info['thresholds']['History'] == export.DEFAULT_THRESHOLD
+  assert info['thresholds']['Drama'] < exact[drama]
   run = run_module('posternet.predict',
                    f'--model={rare_genre_export["dir"]}', '--threshold=tuned',
                    exported['paths']['exact.jpg'])
   assert run.returncode == 0, run.stderr
+  drama_threshold = info['thresholds']['Drama']
+  assert run.stdout.splitlines()[0] == (
+      f'thresholds tuned on validation: Drama {drama_threshold:.3f}; the '
+      'other 24 genres 0.5')
   printed = {g for g, _ in _blocks(run.stdout)[exported['paths']['exact.jpg']]}
   above_half = {genres.GENRES[g] for g in range(genres.NUM_GENRES)
                 if exact[g] > 0.5}

@@ -9,6 +9,7 @@ both formats; and that the GPU check runs end to end on this CPU (--tiny).
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -49,11 +50,19 @@ def _setup(bench_records, tmp_path):
 
 
 def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
-  out = tmp_path / 'bench.json'
+  # No --out, from a fresh folder: --quick writes its own file there, never
+  # bench/bench.json, where a real run's numbers live (issue 21, point 9).
+  out = tmp_path / 'bench' / 'quick.json'
   result = run_module('tools.prefetch_bench', '--quick',
                       f'--records={bench_records}',
-                      f'--work_dir={tmp_path / "work"}', f'--out={out}')
+                      f'--work_dir={tmp_path / "work"}', cwd=str(tmp_path))
   assert result.returncode == 0, result.stderr[-3000:]
+  assert os.listdir(tmp_path / 'bench') == ['quick.json']
+  assert result.stdout.splitlines()[-1] == 'wrote bench/quick.json'
+  # One progress line per variant, counted once each.
+  counters = re.findall(r'^\[(\d+)/(\d+), run 1/1\] ', result.stderr, re.M)
+  total = int(counters[0][1])
+  assert [int(i) for i, _ in counters] == list(range(1, total + 1))
   report = json.loads(out.read_text())
   for key in TOP_LEVEL:
     assert isinstance(report[key], float) and report[key] > 0, key

@@ -10,9 +10,11 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 
 from absl import flags
 import keras
@@ -59,7 +61,7 @@ def test_every_config_field_has_a_flag_with_help_and_back():
   assert train_config.FLAG_NAMES == (
       'records', 'logdir', 'run_name', 'model', 'image_size', 'model_size',
       'batch_size', 'epochs', 'learning_rate', 'export_dir', 'precision',
-      'jit_compile', 'steps_per_execution', 'strategy', 'resume',
+      'jit_compile', 'steps_per_execution', 'strategy', 'resume', 'overwrite',
       'shuffle_buffer', 'cache', 'threadpool_size', 'ignore_errors',
       'init_weights', 'pretrained', 'fine_tune_blocks', 'head_epochs',
       'head_learning_rate', 'feature_passes', 'seed', 'keep_checkpoints',
@@ -279,26 +281,154 @@ def test_resume_after_kill_9_ends_with_the_same_steps(learnable, tmp_path,
   assert summary['resumed_from_epoch'] >= 1  # it resumed, not restarted
   assert summary['steps'] == epochs * steps_per_epoch
   epochs_logged = [int(row['epoch']) for row in _history(tmp_path / 'k')]
-  assert sorted(set(epochs_logged)) == list(range(epochs))
+  assert sorted(set(epochs_logged)) == list(range(1, epochs + 1))
 
 
-def test_log_lines_stand_alone_when_not_a_terminal(learnable, tmp_path,
-                                                   run_module):
-  # stdout and stderr into one pipe, as in a log file: Keras' progress and
-  # the epoch's log lines must not share a line.
-  process = run_module(
-      'posternet.train', f'--records={learnable["real"]}',
-      f'--logdir={tmp_path}', '--model=small_cnn', f'--image_size={SIZE}',
-      '--batch_size=64', '--epochs=2', '--export_dir=',
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
-  assert process.returncode == 0, process.stdout[-2000:]
-  lines = process.stdout.splitlines()
-  rate_lines = [line for line in lines if 'images/s (' in line]
-  assert len(rate_lines) == 2, process.stdout[-2000:]
-  assert all(line.startswith('I') for line in rate_lines), rate_lines
-  epoch_ends = [line for line in lines if line.startswith('8/8 - ')]
-  assert len(epoch_ends) == 2, process.stdout[-2000:]  # one line per epoch
-  assert '\r' not in process.stdout and '\x1b[' not in process.stdout
+# --- The command as a user meets it (issue 21). ---
+
+CLI_EPOCHS = 2
+
+
+def _train_args(records_dir, logdir, *more):
+  return [f'--records={records_dir}', f'--logdir={logdir}', '--run_name=cli',
+          '--model=small_cnn', f'--image_size={SIZE}', '--batch_size=64',
+          f'--epochs={CLI_EPOCHS}', *more]
+
+
+@pytest.fixture(scope='module')
+def cli_run(learnable, tmp_path_factory, run_module):
+  """The trainer as a command, stdout and stderr in one pipe (a log file)."""
+  logdir = tmp_path_factory.mktemp('cli') / 'runs'
+  args = _train_args(learnable['real'], logdir)
+  process = run_module('posternet.train', *args, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=300)
+  assert process.returncode == 0, process.stdout[-3000:]
+  with open(logdir / 'cli' / 'summary.json') as f:
+    summary = json.load(f)
+  return dict(args=args, logdir=logdir, folder=logdir / 'cli',
+              lines=process.stdout.splitlines(), output=process.stdout,
+              summary=summary)
+
+
+def _message(line):
+  """An absl log line's message, after its 'I1204 21:18:15.18 … file.py:12] '."""
+  return line.split('] ', 1)[1] if '] ' in line else line
+
+
+def test_the_console_gets_a_short_line_per_epoch(cli_run):
+  lines = [_message(line) for line in cli_run['lines']]
+  epochs = [line for line in lines if line.startswith('epoch ')]
+  assert [line.split(':')[0] for line in epochs] == [
+      f'epoch {e}/{CLI_EPOCHS}' for e in range(1, CLI_EPOCHS + 1)]
+  for line in epochs:
+    assert 'val ROC-AUC (binned) ' in line and 'images/s' in line, line
+    assert len(line) < 160, line
+  # A few lines before the first epoch; the flags are in the run folder.
+  assert lines.index(epochs[0]) <= 4, lines[:8]
+  assert not any(line.startswith(('flags:', '--records')) for line in lines)
+  assert (cli_run['folder'] / 'flags.txt').read_text().startswith(
+      '--records=')
+  assert '\r' not in cli_run['output'] and '\x1b[' not in cli_run['output']
+
+
+def test_epochs_are_counted_from_1_everywhere(cli_run):
+  folder = cli_run['folder']
+  assert [int(row['epoch']) for row in _history(folder)] == [1, 2]
+  assert sorted(os.listdir(folder / 'checkpoints')) == [
+      'epoch-0001.keras', 'epoch-0002.keras']
+  best = json.loads((folder / 'best' / 'best.json').read_text())
+  assert best['epoch'] in (1, 2) and best['epoch'] == (
+      cli_run['summary']['exported_epoch'])
+  assert cli_run['summary']['epochs'] == CLI_EPOCHS
+
+
+def _hint(lines, label):
+  """The command a log line offers after `label`, as printed."""
+  line = next(_message(l) for l in lines if _message(l).startswith(label))
+  return line[len(label):].split('; per genre: ')[-1]
+
+
+def test_the_final_score_is_evaluate_s_and_its_hint_works(cli_run, repo):
+  # The per-genre hint, run as printed: posternet.evaluate on the export.
+  command = _hint(cli_run['lines'], 'exported model: ')
+  assert ' -m posternet.evaluate --model=' in command
+  evaluation = subprocess.run(command, shell=True, cwd=repo, text=True,
+                              capture_output=True, timeout=300)
+  assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+  with open(cli_run['folder'] / 'export' / 'evaluation-val.json') as f:
+    scores = json.load(f)['metrics']['model']
+  val = cli_run['summary']['val']
+  for mine, theirs in (('roc_auc', 'roc_auc'),
+                       ('average_precision', 'average_precision'),
+                       ('precision_at_3', 'precision_at_3'),
+                       ('loss', 'bce'), ('f1_micro', 'f1_micro'),
+                       ('f1_macro', 'f1_macro')):
+    assert val[mine] == pytest.approx(scores[theirs], abs=1e-5), mine
+  done = next(_message(l) for l in cli_run['lines']
+              if _message(l).startswith('done: '))
+  assert 'scored exactly' in done and f'ROC-AUC {val["roc_auc"]:.3f}' in done
+  assert f'macro AP {val["average_precision"]:.3f}' in done
+
+
+def test_the_tensorboard_hint_works_as_printed(cli_run, repo, free_port):
+  command = _hint(cli_run['lines'], 'TensorBoard: ')
+  assert command.split()[1:3] == ['-m', 'posternet.board'], command
+  port = free_port()
+  board = subprocess.Popen(
+      f'{command} --host=127.0.0.1 --port={port}', shell=True, cwd=repo,
+      text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      start_new_session=True)
+  try:
+    deadline = time.time() + 60
+    served = None
+    while time.time() < deadline and served is None:
+      try:
+        with urllib.request.urlopen(
+            f'http://127.0.0.1:{port}/data/runs', timeout=5) as response:
+          served = json.load(response)
+      except OSError:
+        assert board.poll() is None, board.communicate()[0][-2000:]
+        time.sleep(0.5)
+    assert served is not None and 'train' in served, served
+  finally:
+    os.killpg(board.pid, signal.SIGTERM)
+    board.communicate(timeout=30)
+
+
+def test_a_finished_run_is_kept_unless_overwrite(cli_run, tmp_path,
+                                                 run_module):
+  logdir = tmp_path / 'runs'
+  shutil.copytree(cli_run['folder'], logdir / 'cli')
+  summary = logdir / 'cli' / 'summary.json'
+  before = sorted(p.name for p in (logdir / 'cli').iterdir())
+  args = [a if not a.startswith('--logdir=') else f'--logdir={logdir}'
+          for a in cli_run['args']]
+  again = run_module('posternet.train', *args)
+  assert again.returncode == 2, again.stderr[-2000:]
+  assert 'Traceback' not in again.stderr
+  assert again.stderr.strip().splitlines()[-1] == (
+      f'error: {logdir / "cli"} holds a finished run ({CLI_EPOCHS} epochs, '
+      f'val ROC-AUC {cli_run["summary"]["val"]["roc_auc"]:.3f}), kept: give '
+      'another --run_name, or --overwrite to train it again from scratch')
+  assert sorted(p.name for p in (logdir / 'cli').iterdir()) == before
+  assert json.loads(summary.read_text()) == cli_run['summary']
+  over = run_module('posternet.train', *args, '--overwrite', '--epochs=1',
+                    '--verbose=0', timeout=300)
+  assert over.returncode == 0, over.stderr[-2000:]
+  assert json.loads(summary.read_text())['epochs'] == 1
+  assert [int(row['epoch']) for row in _history(logdir / 'cli')] == [1]
+  # flags.txt repeats the run, but never with --overwrite.
+  assert '--overwrite' not in (logdir / 'cli' / 'flags.txt').read_text()
+
+
+def test_an_export_dir_of_another_run_is_kept(cli_run, learnable, tmp_path):
+  other = str(cli_run['folder'] / 'export')
+  with pytest.raises(cli.UserError, match='holds an exported model, kept'):
+    train.run(train.Config(records=learnable['real'],
+                           logdir=str(tmp_path), run_name='new',
+                           export_dir=other, **LEARN))
+  assert not (tmp_path / 'new').exists() or not any(
+      (tmp_path / 'new').iterdir())
 
 
 def test_missing_records_is_one_line_exit_2(tmp_path, run_module):

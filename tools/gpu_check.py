@@ -22,8 +22,8 @@ formats, in --work_dir, and reused by later runs. The pipeline delivers the
 JPEG records' largest stored poster (400x300 for the tutorial's posters) and
 the model resizes to --store_size on the device (--model_size), as the
 README's recipe trains. --tiny: tiny posters and a blink per row, on any
-machine (the tests run it on a CPU): it checks that the command works; its
-numbers measure nothing.
+machine, even without a GPU: it checks that the command works; its numbers
+measure nothing.
 """
 
 import os

@@ -9,10 +9,14 @@ r"""Converts the tutorial's CSV and Images/ folder to sharded TFRecords.
       [--store_format=raw]
   python -m tools.make_records --verify=records/
 
-The command: its flags and main. The work is posternet/convert.py (the
-conversion: what it writes, the split, the shard rule, resume) and
-posternet/verify.py (--verify); posternet/records.py owns every name and key.
+It writes train-00000-of-000NN.tfrecord …, val-… and, last, manifest.json;
+--verify reads a finished folder back and exits 0 only when all is well.
 """
+
+# (A comment, not the docstring: the docstring is the command's --help.)
+# The command: its flags and main. The work is posternet/convert.py (the
+# conversion: what it writes, the split, the shard rule, resume) and
+# posternet/verify.py (--verify); posternet/records.py owns every name and key.
 
 import os
 import time

@@ -7,7 +7,7 @@ r"""The prefetch benchmark: how fast posternet's input pipeline feeds a model.
       --out=/tmp/real128 --store_size=128x128
   python -m tools.prefetch_bench --records=/tmp/real128 \
       --images=path/Images --out=bench/real.json
-  python -m tools.prefetch_bench --quick   # smoke test, 20-40 s: no numbers
+  python -m tools.prefetch_bench --quick   # smoke test, 20-40 s: bench/quick.json
   python -m tools.prefetch_bench --real_size --csv=path/train.csv \
       --images=path/Images --num_posters=2000 --out=bench/real400.json
 
@@ -34,9 +34,10 @@ Everything is measured in one run, on the same records and poster bytes:
 Each variant runs in a fresh process (--isolate, the default but under
 --quick): its peak RSS is its own, and no variant inherits another's threads
 or memory. With --repeats, every variant runs that many times, round-robin,
-and each row reports its median run and the spread (slowest–fastest). Images are counted inside TensorFlow, many batches per call (a
-tf.while_loop pulling from one iterator): a Python loop per poster would cap
-the rate at a few thousand per second and hide the pipeline's real speed.
+and each row reports its median run and the spread (slowest–fastest).
+Images are counted inside TensorFlow, many batches per call: a Python loop
+per poster would cap the rate at a few thousand per second and hide the
+pipeline's real speed.
 Every variant warms up first (threads started, buffers filled, AUTOTUNE
 settled), then runs --seconds.
 
@@ -66,13 +67,16 @@ from tools.bench import summary
 # the benchmark runs at all. Tiny data (seed_cnn needs at least 76 px), a
 # blink per variant, all in one process (a fresh TensorFlow process per
 # variant costs ~10 s on 2 cores), no verdicts: its numbers measure nothing.
+# Its report has a file of its own: a smoke test never replaces a
+# measurement.
 QUICK = {'num_posters': 48, 'image_size': (80, 80), 'batch_size': 8,
          'seconds': 0.1, 'isolate': False, 'repeats': 1,
-         'store_size': (96, 80)}
+         'store_size': (96, 80), 'out': 'bench/quick.json'}
 # --real_size: the tutorial's size, every variant 3 times, a subset of
 # posters (raw records take ~360 KB each on disk, and compressed copies).
 REAL_SIZE = {'repeats': 3, 'num_posters': 2000,
-             'store_size': runner.REAL_STORE_SIZE}
+             'store_size': runner.REAL_STORE_SIZE,
+             'out': 'bench/real400.json'}
 
 FLAGS = flags.FLAGS
 
@@ -113,7 +117,8 @@ def _define_flags() -> None:
   flags.DEFINE_float('seconds', 5.0, 'Timed seconds per variant, after its '
                      'warm-up.')
   flags.DEFINE_string('out', 'bench/bench.json', 'Where to write the JSON '
-                      'report.')
+                      'report; default bench/bench.json, bench/quick.json '
+                      'with --quick, bench/real400.json with --real_size.')
   flags.DEFINE_bool('quick', False, 'Smoke test: every variant once, in this '
                     'process, on tiny data (48 posters, 80x80, batch 8, '
                     '0.1 s per variant; flags given explicitly win). Its '
@@ -131,9 +136,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer('repeats', 1, 'Runs of every variant, round-robin; '
                        'each row reports its median run and the spread '
                        '(slowest–fastest). --real_size: 3.')
-  flags.DEFINE_string('variant', None, 'Internal: run the one measurement '
-                      'described in this JSON file and write its rows beside '
-                      'it (how --isolate runs each variant).')
+  flags.DEFINE_string('variant', None, 'Used by the benchmark itself: '
+                      'measures the one variant a JSON file describes, in '
+                      'its own process (--isolate).')
   flags.DEFINE_bool('data_service', False, 'Also time the full pipeline fed '
                     'by a tf.data service on this machine: a dispatcher and '
                     '1, then 2, worker processes on 127.0.0.1 '
@@ -202,8 +207,9 @@ def main(argv: Sequence[str]) -> None:
     runner.run_variant_file(FLAGS.variant)
     return
   _check_flags()
+  out = _value('out')
   report = runner.run_benchmark(
-      out=FLAGS.out, records_dir=FLAGS.records, images_dir=FLAGS.images,
+      out=out, records_dir=FLAGS.records, images_dir=FLAGS.images,
       num_posters=_value('num_posters'), image_size=_image_size(),
       batch_size=_value('batch_size'), seconds=_value('seconds'),
       precision=FLAGS.precision, work_dir=FLAGS.work_dir,
@@ -221,7 +227,7 @@ def main(argv: Sequence[str]) -> None:
         f'load average {setup["load_average_start"][0]:.1f} → '
         f'{setup["load_average_end"][0]:.1f}\n')
   print(summary.format_table(report))
-  print(f'\nwrote {FLAGS.out}')
+  print(f'\nwrote {out}')
 
 
 def entry() -> None:

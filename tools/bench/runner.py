@@ -273,11 +273,8 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
     for index, variant in enumerate(todo, 1):
       start = time.perf_counter()
       found = (run_isolated if isolate else run_variant)(setup, variant)
-      for row in found:
-        print(f'[{index}/{len(todo)}, run {repeat + 1}/{repeats}] '
-              f'{row["name"]}: {row["images_per_sec"]:,.0f} images/s '
-              f'({time.perf_counter() - start:.1f} s, load '
-              f'{row["load_average"]:.1f})', file=sys.stderr)
+      print(_progress_line(index, len(todo), repeat, repeats, found,
+                           time.perf_counter() - start), file=sys.stderr)
       runs.append(found)
   rows = median_of(runs)
   report = summary.summarize(rows, setup, {
@@ -288,6 +285,20 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
       'decode_plan': plan, 'raw_decode_plan': raw_plan})
   summary.write_json(out, report)
   return report
+
+
+def _progress_line(index: int, total: int, repeat: int, repeats: int,
+                   found: Sequence[dict], seconds: float) -> str:
+  """One line per variant, '[i/n, run r/R] row: N images/s; row: …'.
+
+  A variant may measure several rows (the stall's two, an epoch's): they
+  share its one counter, so the count never repeats.
+  """
+  rows = '; '.join(f'{row["name"]}: {row["images_per_sec"]:,.0f} images/s'
+                   for row in found)
+  load = max((row['load_average'] for row in found), default=0.0)
+  return (f'[{index}/{total}, run {repeat + 1}/{repeats}] {rows} '
+          f'({seconds:.1f} s, load {load:.1f})')
 
 
 def _scaled(manifest: records.Manifest, work_dir: str) -> str:
