@@ -116,7 +116,9 @@ def test_resolved_settings_are_config_json_and_hparams():
       'strategy', 'shuffle_buffer', 'cache', 'ignore_errors', 'seed',
       'data_service_mode', 'num_gpus', 'steps_per_epoch', 'optimizer',
       'weight_decay', 'schedule', 'warmup_epochs', 'loss', 'label_smoothing',
-      'augment', 'crop_area', 'color_jitter', 'export_epoch'}
+      'augment', 'crop_area', 'color_jitter', 'export_epoch', 'pretrained',
+      'fine_tune_blocks', 'head_epochs', 'head_learning_rate',
+      'feature_passes'}
   assert values['precision'] == 'float32' and values['jit_compile'] is False
   assert values['image_size'] == '64x48'
 
