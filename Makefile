@@ -90,8 +90,8 @@ DEMO_STORE_SIZE ?= 128x128
 DEMO_CSV := $(DEMO_DATA)/multi_label_train.csv
 DEMO_MANIFEST := $(DEMO_RECORDS)/manifest.json
 DEMO_POSTER := $(DEMO_DATA)/Images/tt0000001.jpg
-SYNTHETIC_CODE := $(wildcard posternet/synthetic*.py)
-CONVERTER_CODE := tools/make_records.py $(addprefix posternet/,convert.py \
+SYNTHETIC_CODE := $(wildcard posternet/data/synthetic*.py)
+CONVERTER_CODE := $(addprefix posternet/data/,make_records.py convert.py \
 	records.py shard_plan.py poster_files.py csv_rows.py images.py)
 
 # $(call settings,TEXT): the target holds TEXT, rewritten only when TEXT

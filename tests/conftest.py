@@ -31,8 +31,8 @@ from typing import Callable, List, Mapping, Optional
 
 import pytest
 
-from posternet import hardware
-from posternet import records
+from posternet.train import hardware
+from posternet.data import records
 import record_fixtures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,7 @@
 """Small synthetic records folders for tests (after tf-models' tfexample_utils).
 
 A folder made here looks exactly like one made by the converter
-(posternet/convert.py): shards named by records.shard_name, Examples built by
+(posternet/data/convert.py): shards named by records.shard_name, Examples built by
 records.make_example, JPEGs encoded by images.encode_jpeg (or raw pixels),
 stored sizes by poster_files.stored_size, and manifest.json built and
 written by records.Manifest.
@@ -24,10 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import genres
-from posternet import images
-from posternet import poster_files
-from posternet import records
-
+from posternet.data import images
+from posternet.data import poster_files
+from posternet.data import records
 # One colour per genre, fixed for every fixture (the learnable signal): the
 # 3×3×3 grid of channel levels 0/128/255 without mid grey and black, so any
 # two genres differ by at least 127 in some channel, far above the noise.

@@ -1,11 +1,10 @@
-"""Tests of posternet/augment.py, eagerly and inside tf.data."""
+"""Tests of posternet/data/augment.py, eagerly and inside tf.data."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from posternet import augment
-
+from posternet.data import augment
 SHAPE = (6, 48, 32, 3)  # tall posters, as real ones are
 
 

@@ -1,4 +1,4 @@
-"""Tests of posternet/checkpoints.py: backups that survive kill -9, and a run
+"""Tests of posternet/train/checkpoints.py: backups that survive kill -9, and a run
 folder that is resumed or started over.
 
 The end-to-end resume after kill -9 is in test_train.py.
@@ -8,14 +8,13 @@ import os
 
 import numpy as np
 
-from posternet import checkpoints
-from posternet import models
-
+from posternet.train import checkpoints
+from posternet.model import networks
 SIZE = 24
 
 
 def _compiled_small_cnn():
-  model = models.build_model('small_cnn', (SIZE, SIZE))
+  model = networks.build_model('small_cnn', (SIZE, SIZE))
   model.compile(optimizer='adam', loss='binary_crossentropy')
   model.optimizer.build(model.trainable_variables)
   return model

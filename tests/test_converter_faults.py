@@ -19,11 +19,11 @@ import pytest
 
 import bad_inputs
 from posternet import cli
-from posternet import convert
-from posternet import csv_rows
+from posternet.data import convert
+from posternet.data import csv_rows
 from posternet import genres
-from posternet import records
-from posternet import verify
+from posternet.data import records
+from posternet.data import verify
 # Helpers and a fixture shared with the converter's other tests.
 from test_export_predict import exported  # pylint: disable=unused-import
 from test_make_records import _converter

@@ -1,7 +1,7 @@
-"""Tests of posternet/dashboards.py: what training writes for TensorBoard.
+"""Tests of posternet/observe/dashboards.py: what training writes for TensorBoard.
 
 One short real training run (small_cnn on tiny synthetic records, through
-train.run) is shared by the end-to-end tests, which read its event files back
+trainer.run) is shared by the end-to-end tests, which read its event files back
 with TensorBoard's own reader and serve them with a real `tensorboard`
 process on a loopback port. The rest are unit tests of the pieces.
 """
@@ -31,19 +31,18 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import record_fixtures
 from posternet import cli
-from posternet import dashboards
-from posternet import genre_dashboards
+from posternet.observe import dashboards
+from posternet.observe import genre_dashboards
 from posternet import genres
-from posternet import hardware
-from posternet import hparams_dashboard
+from posternet.train import hardware
+from posternet.observe import hparams_dashboard
 from posternet import metrics
 from posternet import quiet
-from posternet import records
-from posternet import render
-from posternet import step_scalars
-from posternet import train
-from posternet import train_config
-
+from posternet.data import records
+from posternet.observe import render
+from posternet.observe import step_scalars
+from posternet.train import trainer
+from posternet.train import config as train_config
 SIZE = 24
 EPOCHS = 2
 RUN = 'dash'
@@ -180,12 +179,12 @@ def trained(tmp_path_factory, make_records):
   base = tmp_path_factory.mktemp('dash')
   records_dir = make_records(num_train=64, num_val=24,
                              image_hw=(SIZE, SIZE)).records_dir
-  config = train.Config(
+  config = trainer.Config(
       records=records_dir, logdir=str(base / 'runs'), run_name=RUN,
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
       epochs=EPOCHS, learning_rate=3e-3, export_dir='', verbose=0,
       log_every_steps=2, profile_steps=(2, 3))
-  summary = train.run(config)
+  summary = trainer.run(config)
   return train_config.run_dir(config), records_dir, summary
 
 
@@ -426,12 +425,12 @@ def _graphs_plugin(logdir):
 def test_graphs_tab_draws_the_model(precision, tmp_path, make_records):
   records_dir = make_records(num_train=16, num_val=8,
                              image_hw=(SIZE, SIZE)).records_dir
-  config = train.Config(
+  config = trainer.Config(
       records=records_dir, logdir=str(tmp_path / 'runs'), run_name='g',
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=8, epochs=1,
       precision=precision, export_dir='', verbose=0, log_every_steps=0,
       dashboard_every_epochs=0)
-  train.run(config)
+  trainer.run(config)
   plugin, ctx = _graphs_plugin(config.logdir), context.RequestContext()
   info = plugin.info_impl(ctx, '')
   # The tab opens a run's first graph as an op graph: a tag with only a

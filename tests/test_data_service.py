@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 
 from posternet import cli
-from posternet import data_service
-from posternet import records
-from posternet import train
+from posternet.data import service as data_service
+from posternet.data import records
+from posternet.train import trainer
 import record_fixtures
 
 START_TIMEOUT_S = 90
@@ -212,13 +212,13 @@ def test_killing_a_worker_mid_epoch_does_not_stop_the_job(manifest,
 
 def test_trainer_trains_through_the_service(records_dir, service, tmp_path):
   address, _ = service
-  config = train.Config(
+  config = trainer.Config(
       records=records_dir, logdir=str(tmp_path), run_name='svc',
       model='small_cnn', image_size=SIZE, batch_size=8, epochs=2,
       precision='float32', verbose=0, data_service=address,
       data_service_mode='parallel_epochs', log_every_steps=0,
       dashboard_every_epochs=0)
-  summary = train.run(config)
+  summary = trainer.run(config)
   assert summary['steps'] == 2 * (NUM_TRAIN // 8)
   assert (tmp_path / 'svc' / 'export' / 'saved_model').is_dir()
   resolved = json.loads((tmp_path / 'svc' / 'config.json').read_text())
@@ -309,8 +309,8 @@ def test_trainer_without_workers_says_so_and_gives_up(records_dir, run_module,
 
 def test_benchmark_service_rows(records_dir, manifest):
   # pylint: disable=g-import-not-at-top
-  from tools.bench import measures
-  from tools.bench import runner
+  from posternet.bench import measures
+  from posternet.bench import runner
   plan = measures.decode_plan(manifest, SIZE)
   names = [v['name'] for v in runner.variants(plan, service=True)]
   assert measures.service_row(1) in names

@@ -1,4 +1,4 @@
-"""Tests of posternet/evaluate.py and the exact NumPy metrics it reports.
+"""Tests of posternet/serve/evaluate.py and the exact NumPy metrics it reports.
 
 The reference is computed here from first principles (every positive/negative
 pair for ROC-AUC, a loop over thresholds for AP) on the in-memory model's
@@ -22,14 +22,13 @@ import pytest
 import bad_inputs
 import record_fixtures
 from posternet import cli
-from posternet import evaluate
-from posternet import export
+from posternet.serve import evaluate
+from posternet.serve import export
 from posternet import genres
-from posternet import images
+from posternet.data import images
 from posternet import metrics
-from posternet import models
-from posternet import records
-
+from posternet.model import networks
+from posternet.data import records
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (24, 24)
 METRIC_KEYS = ('roc_auc', 'average_precision', 'precision_at_3', 'bce',
@@ -161,7 +160,7 @@ def exported(tmp_path_factory):
   record_fixtures.write_records(records_dir, num_train=60, num_val=40,
                                 image_hw=IMAGE_SIZE, seed=4)
   keras.utils.set_random_seed(5)
-  model = models.build_model('small_cnn', IMAGE_SIZE)
+  model = networks.build_model('small_cnn', IMAGE_SIZE)
   # Spread the untrained outputs over (0.01, 0.99): some genres cross 0.5
   # for F1, and no two posters' probabilities come within float noise of
   # each other, where a last-bit difference between batchings could swap

@@ -19,12 +19,12 @@ import tensorflow as tf
 
 import bad_inputs
 from posternet import cli
-from posternet import export
+from posternet.serve import export
 from posternet import genres
-from posternet import images
-from posternet import input_pipeline
-from posternet import poster_files
-from posternet import records
+from posternet.data import images
+from posternet.data import pipeline
+from posternet.data import poster_files
+from posternet.data import records
 import record_fixtures
 
 IMAGE_SIZE = (40, 32)
@@ -513,7 +513,7 @@ def test_pipeline_and_serving_signature_give_the_same_pixels(
   manifest = make_records(num_train=2, num_val=9, image_hw=None,
                           store_size=store_size)
   pipeline = {}
-  for posters, _, ids in input_pipeline.make_dataset(
+  for posters, _, ids in pipeline.make_dataset(
       manifest, 'val', 4, image_size, with_ids=True):
     pipeline.update(zip(ids.numpy(), posters.numpy()))
   # The real serving signature, around a model that hands its input back.

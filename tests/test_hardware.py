@@ -1,4 +1,4 @@
-"""Tests of posternet/hardware.py: precision, XLA and strategy choices.
+"""Tests of posternet/train/hardware.py: precision, XLA and strategy choices.
 
 Pure functions of what was detected, tested with made-up hardware.
 """
@@ -8,9 +8,7 @@ import dataclasses
 import pytest
 
 from posternet import cli
-from posternet import hardware
-
-
+from posternet.train import hardware
 @pytest.mark.parametrize('gpus, flags, expected', [
     ([], {'avx2', 'fma'}, 'float32'),
     ([], {'avx512f', 'avx512_bf16'}, 'mixed_bfloat16'),

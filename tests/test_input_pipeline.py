@@ -13,12 +13,12 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from posternet import augment
+from posternet.data import augment
 from posternet import cli
 from posternet import genres
-from posternet import images
-from posternet import input_pipeline
-from posternet import records
+from posternet.data import images
+from posternet.data import pipeline
+from posternet.data import records
 import record_fixtures
 
 SIZE = (32, 32)
@@ -79,7 +79,7 @@ def truth(manifest, split):
 
 def test_shapes_and_dtypes(fixed):
   for split in ('train', 'val'):
-    dataset = input_pipeline.make_dataset(fixed, split, 4, SIZE)
+    dataset = pipeline.make_dataset(fixed, split, 4, SIZE)
     image_spec, label_spec = dataset.element_spec
     assert image_spec.dtype == tf.uint8 and label_spec.dtype == tf.float32
     assert image_spec.shape[1:] == (32, 32, 3)
@@ -92,7 +92,7 @@ def test_shapes_and_dtypes(fixed):
 
 
 def test_train_batches_are_full_static_and_endless(fixed):
-  dataset = input_pipeline.make_dataset(fixed, 'train', 8, SIZE, seed=0)
+  dataset = pipeline.make_dataset(fixed, 'train', 8, SIZE, seed=0)
   assert dataset.element_spec[0].shape == (8, 32, 32, 3)  # drop_remainder
   assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
   steps = fixed.steps_per_epoch('train', 8)
@@ -103,7 +103,7 @@ def test_train_batches_are_full_static_and_endless(fixed):
 
 def test_training_shuffles_eval_is_ordered(fixed):
   ids = lambda count=None, **kw: [i for _, _, b in batches(
-      input_pipeline.make_dataset(fixed, 'val', 11, SIZE, with_ids=True,
+      pipeline.make_dataset(fixed, 'val', 11, SIZE, with_ids=True,
                                   **kw), count) for i in b]
   eval_order = ids()
   assert ids() == eval_order  # deterministic
@@ -112,7 +112,7 @@ def test_training_shuffles_eval_is_ordered(fixed):
 
 
 def test_eval_sees_each_val_poster_exactly_once(fixed):
-  dataset = input_pipeline.make_dataset(fixed, 'val', 4, SIZE,
+  dataset = pipeline.make_dataset(fixed, 'val', 4, SIZE,
                                         with_ids=True)
   sizes = [b[0].shape[0] for b in batches(dataset)]
   assert sizes == [4, 4, 3]  # the last batch is kept, partial
@@ -127,7 +127,7 @@ def test_two_workers_shards_are_disjoint_and_cover_all(fixed):
     context = tf.distribute.InputContext(
         num_input_pipelines=2, input_pipeline_id=worker,
         num_replicas_in_sync=2)
-    dataset = input_pipeline.make_dataset(
+    dataset = pipeline.make_dataset(
         fixed, 'val', 4, SIZE, input_context=context, with_ids=True)
     assert max(b[0].shape[0] for b in batches(dataset)) == 2  # per replica
     seen.append(set(by_id(dataset)))
@@ -140,7 +140,7 @@ def test_more_workers_than_shards_is_a_clear_error(fixed):
                                        input_pipeline_id=0)
   with pytest.raises(cli.UserError,
                      match='3 shard files .* 4 input workers.*--min_shards=4'):
-    input_pipeline.make_dataset(fixed, 'val', 4, SIZE,
+    pipeline.make_dataset(fixed, 'val', 4, SIZE,
                                 input_context=context)
 
 
@@ -152,7 +152,7 @@ def test_pixels_and_labels_equal_a_direct_decode(fixed):
   for options in ({}, {'cache': True}, {'num_parallel_calls': 1,
                                          'prefetch': 0},
                   {'num_parallel_calls': 4}):  # more than the cycle length
-    got = by_id(input_pipeline.make_dataset(fixed, 'val', 4, SIZE,
+    got = by_id(pipeline.make_dataset(fixed, 'val', 4, SIZE,
                                             with_ids=True, **options))
     assert sorted(got) == sorted(expected)
     for poster_id, (image, labels) in got.items():
@@ -167,10 +167,10 @@ def test_pixels_and_labels_equal_a_direct_decode(fixed):
     ((32, 32), 2, False), ((16, 16), 4, False), ((8, 8), 8, False),
     ((24, 20), 2, True), ((40, 40), 1, True)])
 def test_ratio_decode_path(big, size, ratio, resized):
-  plan = input_pipeline.decode_plan(big.stored_size_range('val'), size)
+  plan = pipeline.decode_plan(big.stored_size_range('val'), size)
   assert plan['ratio'] == ratio
   assert (tuple(plan['decoded_hw']) != size) == resized
-  got = by_id(input_pipeline.make_dataset(big, 'val', 4, size,
+  got = by_id(pipeline.make_dataset(big, 'val', 4, size,
                                           with_ids=True))
   for poster_id, record in truth(big, 'val').items():
     direct = tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
@@ -184,9 +184,9 @@ def test_varied_sizes_get_each_its_own_ratio(varied):
   # The widest posters just allow ratio 4, the narrower ones only ratio 2.
   (min_h, _), (_, max_w) = varied.stored_size_range('val')
   size = (min_h // 4, max_w // 4)
-  assert input_pipeline.decode_plan(varied.stored_size_range('val'),
+  assert pipeline.decode_plan(varied.stored_size_range('val'),
                                     size)['ratio'] is None
-  got = by_id(input_pipeline.make_dataset(varied, 'val', 4, size,
+  got = by_id(pipeline.make_dataset(varied, 'val', 4, size,
                                           with_ids=True))
   ratios = set()
   for poster_id, record in truth(varied, 'val').items():
@@ -204,10 +204,10 @@ def test_varied_sizes_of_one_ratio_read_no_header(varied):
   # Every poster of 40-72 x 28-52 decodes at ratio 2 for 20x14: the plan
   # says so once; the pixels are still the per-poster rule's.
   size = (20, 14)
-  plan = input_pipeline.decode_plan(varied.stored_size_range('val'), size)
+  plan = pipeline.decode_plan(varied.stored_size_range('val'), size)
   assert plan == {'format': 'jpeg', 'stored_hw': None, 'ratio': 2,
                   'decoded_hw': None}
-  got = by_id(input_pipeline.make_dataset(varied, 'val', 4, size,
+  got = by_id(pipeline.make_dataset(varied, 'val', 4, size,
                                           with_ids=True))
   for poster_id, record in truth(varied, 'val').items():
     np.testing.assert_array_equal(
@@ -222,7 +222,7 @@ def test_store_size_in_manifest_drives_the_plan(make_records):
   assert manifest.store_size == (40, 28)
   stored = manifest.stored_size_range('train')
   assert stored == ((40, 28), (40, 28))
-  assert input_pipeline.decode_plan(stored, (20, 14)) == {
+  assert pipeline.decode_plan(stored, (20, 14)) == {
       'format': 'jpeg', 'stored_hw': (40, 28), 'ratio': 2,
       'decoded_hw': (20, 14)}
 
@@ -233,11 +233,11 @@ def test_store_size_in_manifest_drives_the_plan(make_records):
 def test_decode_stages_agree_eagerly_and_in_tf_data(big):
   encoded = [r[records.IMAGE_KEY] for r in record_fixtures.read_split(
       big, 'val')]
-  plan = input_pipeline.decode_plan(big.stored_size_range('val'), (24, 24))
+  plan = pipeline.decode_plan(big.stored_size_range('val'), (24, 24))
   assert plan == {'format': 'jpeg', 'stored_hw': (64, 64), 'ratio': 2,
                   'decoded_hw': (32, 32)}
-  one = input_pipeline.decode_one(plan, (24, 24))
-  batch = input_pipeline.decode_batch(plan, (24, 24))
+  one = pipeline.decode_one(plan, (24, 24))
+  batch = pipeline.decode_batch(plan, (24, 24))
   eager = np.stack([one(tf.constant(e)).numpy() for e in encoded])
   np.testing.assert_array_equal(batch(tf.constant(encoded)).numpy(), eager)
   inside = tf.data.Dataset.from_tensor_slices(encoded)
@@ -250,9 +250,9 @@ def test_decode_stages_agree_eagerly_and_in_tf_data(big):
 def test_parse_agrees_eagerly_and_in_tf_data(fixed):
   paths = fixed.shard_paths('val')
   serialized = list(tf.data.TFRecordDataset(paths).as_numpy_iterator())
-  eager = input_pipeline.parse(tf.constant(serialized))
+  eager = pipeline.parse(tf.constant(serialized))
   inside = next(tf.data.Dataset.from_tensor_slices(serialized).batch(
-      len(serialized)).map(input_pipeline.parse).as_numpy_iterator())
+      len(serialized)).map(pipeline.parse).as_numpy_iterator())
   for key in records.FEATURES:
     np.testing.assert_array_equal(eager[key].numpy(), inside[key])
 
@@ -307,28 +307,28 @@ def test_clear_errors_for_bad_folders_shards_and_options(fixed, tmp_path):
   with pytest.raises(cli.UserError, match='does not exist'):
     records.Manifest.read(str(tmp_path / 'nowhere'))
   with pytest.raises(TypeError, match=r'records.Manifest.read\(folder\)'):
-    input_pipeline.make_dataset(fixed.records_dir, 'val', 4, SIZE)
+    pipeline.make_dataset(fixed.records_dir, 'val', 4, SIZE)
   copy = copy_of(fixed, str(tmp_path / 'copy'))
   os.remove(os.path.join(copy.records_dir, 'val-00001-of-00003.tfrecord'))
   with pytest.raises(cli.UserError,
                      match='val-00001-of-00003.tfrecord .*cannot be read'):
-    input_pipeline.make_dataset(copy, 'val', 4, SIZE)
+    pipeline.make_dataset(copy, 'val', 4, SIZE)
   with pytest.raises(cli.UserError, match='shuffle_buffer must be >= 1'):
-    input_pipeline.make_dataset(fixed, 'train', 4, SIZE, shuffle_buffer=0)
+    pipeline.make_dataset(fixed, 'train', 4, SIZE, shuffle_buffer=0)
   with pytest.raises(TypeError, match='shuffle_bufer'):
-    input_pipeline.make_dataset(fixed, 'train', 4, SIZE, shuffle_bufer=8)
+    pipeline.make_dataset(fixed, 'train', 4, SIZE, shuffle_bufer=8)
 
 
 def test_shard_vanishing_after_the_check_is_an_error_not_a_hang(tmp_path):
   folder = str(tmp_path / 'vanishing[1]')  # glob characters in the path too
   manifest = record_fixtures.write_records(folder, num_train=4, num_val=4,
                                            num_shards=2)
-  dataset = input_pipeline.make_dataset(manifest, 'val', 2, SIZE)
+  dataset = pipeline.make_dataset(manifest, 'val', 2, SIZE)
   os.remove(os.path.join(folder, 'val-00001-of-00002.tfrecord'))
   with pytest.raises(tf.errors.OpError) as raised:
     batches(dataset)
   assert 'val-00001-of-00002.tfrecord has disappeared' in str(
-      input_pipeline.as_user_error(raised.value))
+      pipeline.as_user_error(raised.value))
 
 
 # Damaged data.
@@ -354,16 +354,16 @@ def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
   _damage_shard(folder, 'val-00002-of-00003.tfrecord', how)
   expected = set(truth(fixed, 'val'))
 
-  dataset = input_pipeline.make_dataset(folder, 'val', 4, SIZE)
+  dataset = pipeline.make_dataset(folder, 'val', 4, SIZE)
   with pytest.raises(tf.errors.OpError) as raised:
     batches(dataset)
-  error = input_pipeline.as_user_error(raised.value)
+  error = pipeline.as_user_error(raised.value)
   assert error is not None and '\n' not in str(error)
   assert str(error).startswith('shard val-00002-of-00003.tfrecord: ')
   assert 'could not be read' in str(error)
 
   capfd.readouterr()
-  got = by_id(input_pipeline.make_dataset(folder, 'val', 4, SIZE,
+  got = by_id(pipeline.make_dataset(folder, 'val', 4, SIZE,
                                           with_ids=True, ignore_errors=True))
   log = capfd.readouterr().err
   assert set(got) < expected  # lost records missing, nothing else, no repeats
@@ -377,7 +377,7 @@ def test_damaged_training_shard_is_skipped_and_training_goes_on(
     fixed, tmp_path, capfd):
   folder = copy_of(fixed, str(tmp_path / 'damaged'))
   _damage_shard(folder, 'train-00000-of-00003.tfrecord')
-  dataset = input_pipeline.make_dataset(folder, 'train', 8, SIZE,
+  dataset = pipeline.make_dataset(folder, 'train', 8, SIZE,
                                         ignore_errors=True)
   assert len(batches(dataset, 8)) == 8  # more than two epochs of batches
   assert 'shard train-00000-of-00003.tfrecord: ' in capfd.readouterr().err
@@ -398,9 +398,9 @@ def test_undecodable_poster_fails_or_is_skipped_and_counted(
           p[records.LABELS_KEY].numpy()).SerializeToString())
 
   with pytest.raises(tf.errors.InvalidArgumentError):
-    batches(input_pipeline.make_dataset(folder, 'val', 4, SIZE))
+    batches(pipeline.make_dataset(folder, 'val', 4, SIZE))
   capfd.readouterr()
-  got = by_id(input_pipeline.make_dataset(folder, 'val', 4, SIZE,
+  got = by_id(pipeline.make_dataset(folder, 'val', 4, SIZE,
                                           with_ids=True, ignore_errors=True))
   assert len(got) == 10
   assert parsed[0][records.ID_KEY].numpy() not in got
@@ -416,7 +416,7 @@ def test_cache_and_serial_options_deliver_whole_epochs(fixed):
   for options in ({'cache': True},
                   {'num_parallel_calls': 1, 'prefetch': 0, 'threadpool_size': 1,
                    'cycle_length': 1, 'shuffle_buffer': 1}):
-    dataset = input_pipeline.make_dataset(fixed, 'train', 10, SIZE,
+    dataset = pipeline.make_dataset(fixed, 'train', 10, SIZE,
                                           with_ids=True, seed=0, **options)
     got = batches(dataset, 6)  # two epochs of 30
     assert all(b[0].shape == (10, 32, 32, 3) for b in got)
@@ -425,7 +425,7 @@ def test_cache_and_serial_options_deliver_whole_epochs(fixed):
 
 
 def test_stop_after_builds_each_stage(fixed):
-  build = lambda stage: input_pipeline.make_dataset(
+  build = lambda stage: pipeline.make_dataset(
       fixed, 'val', 4, SIZE, stop_after=stage).element_spec
   assert build('read') == tf.TensorSpec([], tf.string)
   assert build('batch') == tf.TensorSpec([None], tf.string)
@@ -438,7 +438,7 @@ def test_stop_after_builds_each_stage(fixed):
 
 def test_distributed_pass_is_one_shuffled_complete_pass(fixed):
   # The tf.data service's distributed epoch (posternet.data_service).
-  dataset = input_pipeline.make_dataset(fixed, 'train', 8, SIZE,
+  dataset = pipeline.make_dataset(fixed, 'train', 8, SIZE,
                                         with_ids=True, seed=0,
                                         distributed_pass=True)
   got = batches(dataset)
@@ -451,7 +451,7 @@ def test_distributed_pass_is_one_shuffled_complete_pass(fixed):
 def _augmented_epochs(manifest, seed, cache, epochs=2):
   """Per epoch, {poster id: pixels} of a deterministic, augmented stream."""
   steps = manifest.steps_per_epoch('train', 10)
-  dataset = input_pipeline.make_dataset(
+  dataset = pipeline.make_dataset(
       manifest, 'train', 10, SIZE, cache=cache, deterministic=True, seed=0,
       with_ids=True, augment=augment.Augment(seed=seed))
   stream = batches(dataset, steps * epochs)
@@ -480,8 +480,8 @@ def test_augmentation_is_seeded_and_new_every_epoch(fixed, cache):
 
 
 def test_validation_never_sees_augmentation(fixed):
-  plain = batches(input_pipeline.make_dataset(fixed, 'val', 4, SIZE))
-  asked = batches(input_pipeline.make_dataset(
+  plain = batches(pipeline.make_dataset(fixed, 'val', 4, SIZE))
+  asked = batches(pipeline.make_dataset(
       fixed, 'val', 4, SIZE, augment=augment.Augment(seed=1)))
   for (want, want_labels), (got, got_labels) in zip(plain, asked):
     np.testing.assert_array_equal(got, want)

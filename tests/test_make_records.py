@@ -19,17 +19,14 @@ import tensorflow as tf
 
 import bad_inputs
 from posternet import cli
-from posternet import convert
-from posternet import csv_rows
+from posternet.data import convert
+from posternet.data import csv_rows
 from posternet import genres
-from posternet import images
-from posternet import poster_files
-from posternet import records
-from posternet import shard_plan
-from posternet import verify
-
-
-
+from posternet.data import images
+from posternet.data import poster_files
+from posternet.data import records
+from posternet.data import shard_plan
+from posternet.data import verify
 # ------------------------------------------------------------------ helpers
 
 

@@ -9,9 +9,7 @@ import tensorflow as tf
 
 from posternet import genres
 from posternet import metrics
-from posternet import models
-
-
+from posternet.model import networks
 def _rank_auc(positive, scores):
   """ROC-AUC by pairwise ranking (ties count half), for one genre."""
   pos, neg = scores[positive], scores[~positive]
@@ -92,7 +90,7 @@ def test_checkpoints_load_by_registered_name(tmp_path):
       'posternet>GenreAUC')
   assert keras.saving.get_registered_name(metrics.PrecisionAtK) == (
       'posternet>PrecisionAtK')
-  model = models.compiled_model('small_cnn', (24, 24))
+  model = networks.compiled_model('small_cnn', (24, 24))
   posters = np.zeros((2, 24, 24, 3), np.uint8)
   labels = np.zeros((2, genres.NUM_GENRES), np.float32)
   model.fit(posters, labels, verbose=0)  # builds the metrics and optimizer

@@ -1,4 +1,4 @@
-"""Tests of posternet/models.py: architectures, dtypes, resize rule, weights.
+"""Tests of posternet/model/networks.py: architectures, dtypes, resize rule, weights.
 
 --init_weights=imagenet is tested without the network: Keras' cache is a
 temporary KERAS_HOME holding a random backbone's weights, and the offline
@@ -17,8 +17,7 @@ import pytest
 import record_fixtures
 from posternet import cli
 from posternet import genres
-from posternet import models
-
+from posternet.model import networks
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The tutorial's CNN, layer by layer after the input: (class, settings).
@@ -46,7 +45,7 @@ def policy():
 
 
 def test_seed_cnn_is_the_tutorials_model_at_400():
-  model = models.build_model('seed_cnn', (400, 400))
+  model = networks.build_model('seed_cnn', (400, 400))
   assert model.count_params() == 3_790_457
   assert model.input.dtype == 'uint8'
   assert tuple(model.input.shape) == (None, 400, 400, 3)
@@ -62,7 +61,7 @@ def test_seed_cnn_is_the_tutorials_model_at_400():
 
 def test_output_is_float32_under_mixed_bfloat16(policy):
   policy('mixed_bfloat16')
-  model = models.build_model('seed_cnn', (80, 80))
+  model = networks.build_model('seed_cnn', (80, 80))
   convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
   assert all(l.compute_dtype == 'bfloat16' for l in convs)
   assert model.get_layer('genres').compute_dtype == 'float32'
@@ -73,9 +72,9 @@ def test_output_is_float32_under_mixed_bfloat16(policy):
 
 
 def test_resizing_only_when_model_size_differs():
-  same = models.build_model('small_cnn', (48, 48))
+  same = networks.build_model('small_cnn', (48, 48))
   assert not [l for l in same.layers if isinstance(l, keras.layers.Resizing)]
-  resized = models.build_model('seed_cnn', (32, 32), model_size=(80, 80))
+  resized = networks.build_model('seed_cnn', (32, 32), model_size=(80, 80))
   resize = resized.get_layer('resize')
   assert (resize.height, resize.width) == (80, 80)
   assert tuple(resized.input.shape) == (None, 32, 32, 3)
@@ -85,7 +84,7 @@ def test_resizing_only_when_model_size_differs():
 
 
 def test_rescaling_maps_uint8_to_unit_range():
-  model = models.build_model('small_cnn', (16, 16))
+  model = networks.build_model('small_cnn', (16, 16))
   rescaled = keras.Model(model.input, model.get_layer('rescale').output)
   posters = np.full((1, 16, 16, 3), 255, np.uint8)
   posters[0, 0, 0] = 0
@@ -95,13 +94,13 @@ def test_rescaling_maps_uint8_to_unit_range():
 
 
 def test_efficientnet_does_not_rescale_twice():
-  model = models.build_model('efficientnetv2b0', (64, 64))
+  model = networks.build_model('efficientnetv2b0', (64, 64))
   backbone = next(l for l in model.layers if isinstance(l, keras.Model))
   inner = [l for l in backbone.layers
            if isinstance(l, (keras.layers.Rescaling, keras.layers.Normalization))]
   assert not inner  # include_preprocessing=False
   normalize = model.get_layer('imagenet_normalize')
-  assert np.allclose(np.ravel(normalize.mean), models.IMAGENET_MEAN)
+  assert np.allclose(np.ravel(normalize.mean), networks.IMAGENET_MEAN)
   posters = np.zeros((2, 64, 64, 3), np.uint8)
   assert model(posters).shape == (2, genres.NUM_GENRES)
 
@@ -109,21 +108,21 @@ def test_efficientnet_does_not_rescale_twice():
 def test_too_small_input_is_a_user_error():
   # 4 blocks of valid 5x5 conv + 2x2 pool leave nothing of 64 px.
   with pytest.raises(cli.UserError, match='at least 76x76.*not 64x64'):
-    models.build_model('seed_cnn', (64, 64))
-  assert models.check_input('seed_cnn', (32, 32), (76, 76)) == (76, 76)
+    networks.build_model('seed_cnn', (64, 64))
+  assert networks.check_input('seed_cnn', (32, 32), (76, 76)) == (76, 76)
 
 
 def test_unknown_model_is_a_user_error():
   with pytest.raises(cli.UserError, match="unknown model 'resnet'"):
-    models.build_model('resnet', (64, 64))
+    networks.build_model('resnet', (64, 64))
 
 
 def test_init_weights_round_trip(tmp_path):
   path = str(tmp_path / 'start.weights.h5')
-  trained = models.build_model('seed_cnn', (80, 80))
+  trained = networks.build_model('seed_cnn', (80, 80))
   trained.save_weights(path)
-  loaded = models.build_model('seed_cnn', (80, 80), init_weights=path)
-  fresh = models.build_model('seed_cnn', (80, 80))
+  loaded = networks.build_model('seed_cnn', (80, 80), init_weights=path)
+  fresh = networks.build_model('seed_cnn', (80, 80))
   for want, got in zip(trained.get_weights(), loaded.get_weights()):
     np.testing.assert_array_equal(got, want)
   assert not np.allclose(trained.get_weights()[0], fresh.get_weights()[0])
@@ -131,27 +130,27 @@ def test_init_weights_round_trip(tmp_path):
 
 def test_init_weights_of_other_shapes_is_a_user_error(tmp_path):
   path = str(tmp_path / 'at80.weights.h5')
-  models.build_model('seed_cnn', (80, 80)).save_weights(path)
+  networks.build_model('seed_cnn', (80, 80)).save_weights(path)
   # At 96 px the Flatten gives 256 features instead of 64.
   with pytest.raises(cli.UserError,
                      match=r'does not fit seed_cnn.*\(256, 128\) here, '
                      r'\(64, 128\) in the file'):
-    models.build_model('seed_cnn', (96, 96), init_weights=path)
+    networks.build_model('seed_cnn', (96, 96), init_weights=path)
 
 
 def test_missing_init_weights_is_a_user_error(tmp_path):
   with pytest.raises(cli.UserError, match='does not exist.*never downloaded'):
-    models.build_model('seed_cnn', (80, 80),
+    networks.build_model('seed_cnn', (80, 80),
                        init_weights=str(tmp_path / 'none.weights.h5'))
   odd = tmp_path / 'weights.bin'
   odd.write_bytes(b'x')
   with pytest.raises(cli.UserError, match='expected a .keras or .weights.h5'):
-    models.build_model('seed_cnn', (80, 80), init_weights=str(odd))
+    networks.build_model('seed_cnn', (80, 80), init_weights=str(odd))
 
 
 def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
   policy('mixed_bfloat16')  # compiled under the policy it was built with
-  model = models.compiled_model('small_cnn', (24, 24), learning_rate=3e-3,
+  model = networks.compiled_model('small_cnn', (24, 24), learning_rate=3e-3,
                                 jit_compile=False, steps_per_execution=4)
   assert isinstance(model.optimizer, keras.optimizers.Adam)
   assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
@@ -170,9 +169,9 @@ def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
 
 
 def test_imagenet_file_is_keras_own():
-  weights = models.MODELS['efficientnetv2b0'].imagenet
+  weights = networks.MODELS['efficientnetv2b0'].imagenet
   file_name = 'efficientnetv2-b0_notop.h5'
-  assert weights == models.KerasWeights(
+  assert weights == networks.KerasWeights(
       file_name, efficientnet_v2.BASE_WEIGHTS_PATH + file_name,
       efficientnet_v2.WEIGHTS_HASHES['b0'][1])
 
@@ -196,9 +195,9 @@ def test_imagenet_weights_come_from_keras_cache(tmp_path, monkeypatch):
     raise AssertionError('the cached file must be used, not downloaded')
 
   monkeypatch.setattr(keras.utils, 'get_file', no_network)
-  assert models.imagenet_weights('efficientnetv2b0') == str(
+  assert networks.imagenet_weights('efficientnetv2b0') == str(
       tmp_path / 'models' / 'efficientnetv2-b0_notop.h5')
-  model = models.build_model('efficientnetv2b0', (64, 64),
+  model = networks.build_model('efficientnetv2b0', (64, 64),
                              init_weights='imagenet')
   backbone = next(l for l in model.layers if isinstance(l, keras.Model))
   assert len(backbone.weights) == len(saved.weights)
@@ -214,14 +213,14 @@ def test_a_damaged_cached_file_is_a_user_error(tmp_path, monkeypatch):
   with pytest.raises(cli.UserError, match=(
       rf'^--init_weights {cached} does not fit the backbone: .*; delete it '
       r"\(Keras' cache\) to download it again$")):
-    models.build_model('efficientnetv2b0', (64, 64), init_weights='imagenet')
+    networks.build_model('efficientnetv2b0', (64, 64), init_weights='imagenet')
 
 
 def test_imagenet_for_a_model_without_it_is_a_user_error():
   with pytest.raises(cli.UserError, match=r'^--init_weights=imagenet: '
                      r'seed_cnn has no ImageNet weights \(only '
                      r'efficientnetv2b0 has\)'):
-    models.build_model('seed_cnn', (80, 80), init_weights='imagenet')
+    networks.build_model('seed_cnn', (80, 80), init_weights='imagenet')
 
 
 def test_imagenet_offline_is_one_line_and_downloads_nothing(tmp_path):

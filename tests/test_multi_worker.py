@@ -13,10 +13,8 @@ import time
 import pytest
 
 from posternet import cli
-from posternet import multi_worker
-from posternet import train
-
-
+from posternet.train import multi_worker
+from posternet.train import trainer
 def tf_config(addresses, index, task_type='worker', chief=None) -> str:
   cluster = {'worker': list(addresses)}
   if chief:
@@ -78,12 +76,12 @@ def test_trainer_without_tf_config_fails_clearly(tmp_path, monkeypatch,
                                                   make_records):
   monkeypatch.delenv('TF_CONFIG', raising=False)
   records_dir = make_records(num_train=8, num_val=4).records_dir
-  config = train.Config(records=records_dir, logdir=str(tmp_path / 'runs'),
+  config = trainer.Config(records=records_dir, logdir=str(tmp_path / 'runs'),
                         model='small_cnn', image_size=(32, 32), batch_size=4,
                         epochs=1, strategy='multi_worker')
   start = time.monotonic()
   with pytest.raises(cli.UserError, match='TF_CONFIG'):
-    train.run(config)
+    trainer.run(config)
   assert time.monotonic() - start < 30
   assert not (tmp_path / 'runs').exists()  # nothing written
 

@@ -1,12 +1,10 @@
-"""Tests of posternet/optim.py: schedule values, optimizers, losses, checks."""
+"""Tests of posternet/model/optim.py: schedule values, optimizers, losses, checks."""
 
 import keras
 import numpy as np
 import pytest
 
-from posternet import optim
-
-
+from posternet.model import optim
 def _rate_at(schedule, step):
   return float(keras.ops.convert_to_numpy(schedule(step)))
 

@@ -1,4 +1,4 @@
-"""Tests of tools/prefetch_bench.py, tools/bench/ and tools/gpu_check.py.
+"""Tests of tools/prefetch_bench.py, posternet/bench/ and tools/gpu_check.py.
 
 No speed verdicts here: the benchmark's own table checks the targets. These
 tests only check that every measurement runs, on real records, in real
@@ -17,13 +17,13 @@ from absl import flags
 import pytest
 
 from posternet import cli
-from posternet import records
-from tools.bench import data
-from tools.bench import measures
-from tools.bench import runner
-from tools.bench import summary
-from tools.bench import timing
-from tools import prefetch_bench  # pylint: disable=unused-import (flags)
+from posternet.data import records
+from posternet.bench import data
+from posternet.bench import measures
+from posternet.bench import runner
+from posternet.bench import summary
+from posternet.bench import timing
+from posternet.bench import prefetch as prefetch_bench  # pylint: disable=unused-import (flags)
 
 TOP_LEVEL = ('ceiling_images_per_sec', 'pipeline_images_per_sec',
              'seed_loop_images_per_sec', 'keras_dir_images_per_sec',

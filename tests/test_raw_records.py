@@ -18,11 +18,11 @@ import tensorflow as tf
 import bad_inputs
 import record_fixtures
 from posternet import cli
-from posternet import convert
-from posternet import images
-from posternet import input_pipeline
-from posternet import records
-from posternet import verify
+from posternet.data import convert
+from posternet.data import images
+from posternet.data import pipeline
+from posternet.data import records
+from posternet.data import verify
 from test_make_records import write_dataset  # the tutorial's CSV + Images/
 
 # Poster sizes (height, width) around a store size of 48x40: taller and
@@ -74,7 +74,7 @@ def test_raw_round_trip_gives_the_pixels_decoded_at_conversion(
   assert raw_records.stored_size_range('train') != (STORE, STORE)
   for options in ({}, {'cache': True}):
     for split in records.SPLITS:
-      got = by_id(input_pipeline.make_dataset(
+      got = by_id(pipeline.make_dataset(
           raw_records, split, 4, STORE, training=False, with_ids=True,
           **options))
       assert len(got) == raw_records.num_examples(split)
@@ -90,12 +90,12 @@ def test_raw_records_of_one_size_are_one_reshape(posters, tmp_path):
   convert.convert(csv_path, images_dir, str(tmp_path), store_size=(24, 20),
                   store_format='raw', val_fraction=0.25, progress=False)
   manifest = records.Manifest.read(str(tmp_path))
-  plan = input_pipeline.decode_plan(manifest.stored_size_range('train'),
+  plan = pipeline.decode_plan(manifest.stored_size_range('train'),
                                     (24, 20), 'raw')
   assert plan == {'format': 'raw', 'stored_hw': (24, 20), 'ratio': None,
                   'decoded_hw': (24, 20)}
   for size in ((24, 20), (16, 16)):  # as stored, then resized
-    got = by_id(input_pipeline.make_dataset(manifest, 'train', 3, size,
+    got = by_id(pipeline.make_dataset(manifest, 'train', 3, size,
                                             training=False, with_ids=True))
     for poster_id, image in got.items():
       want = converted_pixels(files[poster_id.decode()], (24, 20))
@@ -186,10 +186,10 @@ def test_a_raw_record_of_the_wrong_length_or_shape_is_one_line(
   # The pipeline stops with one line naming the poster, the folder and the
   # command that names the shard.
   with pytest.raises(tf.errors.OpError) as error:
-    for _ in input_pipeline.make_dataset(manifest, 'train', 2, (16, 16),
+    for _ in pipeline.make_dataset(manifest, 'train', 2, (16, 16),
                                          training=False):
       pass
-  message = str(input_pipeline.as_user_error(error.value))
+  message = str(pipeline.as_user_error(error.value))
   assert '\n' not in message
   assert message.startswith(f'{manifest.records_dir}: poster {poster_id} ')
   assert f'--verify={manifest.records_dir}' in message
@@ -202,9 +202,9 @@ def test_the_manifest_format_is_what_readers_follow(make_records, tmp_path):
       jpeg.records_dir)
   assert any('bytes of raw pixels' in p for p in verify.check(claims_raw))
   with pytest.raises(tf.errors.OpError) as error:
-    next(iter(input_pipeline.make_dataset(claims_raw, 'val', 2, (16, 16))))
+    next(iter(pipeline.make_dataset(claims_raw, 'val', 2, (16, 16))))
   assert 'bytes of raw pixels' in str(
-      input_pipeline.as_user_error(error.value))
+      pipeline.as_user_error(error.value))
   # Raw pixels under a manifest that says JPEG: every record is a problem.
   raw = make_records('as_raw', num_train=4, num_val=2, image_hw=(16, 16),
                      store_format='raw')
@@ -231,7 +231,7 @@ def test_compressed_shards_read_as_their_manifest_says(make_records):
 
 
 def by_id_pixels(manifest) -> dict:
-  return {k: v.tobytes() for k, v in by_id(input_pipeline.make_dataset(
+  return {k: v.tobytes() for k, v in by_id(pipeline.make_dataset(
       manifest, 'train', 3, (16, 12), training=False, with_ids=True)).items()}
 
 

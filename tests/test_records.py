@@ -17,10 +17,9 @@ import tensorflow as tf
 import record_fixtures
 from posternet import cli
 from posternet import genres
-from posternet import records
-from posternet import train
-from posternet import verify
-
+from posternet.data import records
+from posternet.train import trainer
+from posternet.data import verify
 def test_example_round_trip():
   labels = np.zeros(genres.NUM_GENRES, np.float32)
   labels[[genres.GENRES.index('Drama'), genres.GENRES.index('N/A')]] = 1
@@ -156,7 +155,7 @@ def test_records_that_is_a_file_says_so(good_records, tmp_path):
     expected = (f'{path} is a file, not a records folder (the folder `make '
                 f'records` wrote, with manifest.json and the shards){hint}')
     for open_records in (records.Manifest.read, verify.verify,
-                         lambda p: train.run(train.Config(records=p,
+                         lambda p: trainer.run(trainer.Config(records=p,
                                                           **config))):
       with pytest.raises(cli.UserError) as error:
         open_records(path)
@@ -264,11 +263,11 @@ def test_train_on_a_wrong_shape_is_a_user_error(good_records, tmp_path):
                'count not an integer'):
     folder = _bad_copy(good_records, str(tmp_path / case.replace(' ', '_')),
                        case)
-    config = train.Config(records=folder, logdir=str(tmp_path / 'runs'),
+    config = trainer.Config(records=folder, logdir=str(tmp_path / 'runs'),
                           model='small_cnn', image_size=(32, 32),
                           batch_size=2, epochs=1)
     with pytest.raises(cli.UserError, match=re.escape(BAD_SHAPES[case][1])):
-      train.run(config)
+      trainer.run(config)
   assert not os.path.exists(tmp_path / 'runs')  # nothing started
 
 

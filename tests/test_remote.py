@@ -9,13 +9,11 @@ import pytest
 import tensorflow as tf
 
 from posternet import cli
-from posternet import input_pipeline
-from posternet import records
+from posternet.data import pipeline
+from posternet.data import records
 from posternet import remote
-from posternet import train
-from posternet import train_config
-
-
+from posternet.train import trainer
+from posternet.train import config as train_config
 def test_scheme():
   assert remote.scheme('gs://bucket/records') == 'gs'
   assert remote.scheme('S3://Bucket/x') == 's3'
@@ -58,11 +56,11 @@ def test_every_reader_and_the_trainer_check_the_scheme(tiny_records):
   with pytest.raises(cli.UserError, match='tensorflow-io'):
     records.Manifest.read('s3://bucket/records')
   with pytest.raises(cli.UserError, match='tensorflow-io'):
-    input_pipeline.make_dataset(records.Manifest.read('hdfs://nn/records'),
+    pipeline.make_dataset(records.Manifest.read('hdfs://nn/records'),
                                 'train', 4, (32, 32))
   local = tiny_records.records_dir
   with pytest.raises(cli.UserError, match='--logdir s3://b/runs'):
-    train.run(train.Config(records=local, logdir='s3://b/runs',
+    trainer.run(trainer.Config(records=local, logdir='s3://b/runs',
                            model='small_cnn', image_size=(32, 32)))
 
 
@@ -79,8 +77,8 @@ def test_converter_command_exits_2_with_the_message(tmp_path, run_module):
 def test_remote_run_folder_needs_a_local_export(tmp_path, tiny_records):
   local = tiny_records.records_dir
   with pytest.raises(cli.UserError, match='--export_dir=LOCAL_FOLDER'):
-    train_config.check_config(train.Config(records=local, logdir='gs://b/runs',
+    train_config.check_config(trainer.Config(records=local, logdir='gs://b/runs',
                                     model='small_cnn', image_size=(32, 32)))
-  train_config.check_config(train.Config(records=local, logdir='gs://b/runs',
+  train_config.check_config(trainer.Config(records=local, logdir='gs://b/runs',
                                   export_dir=str(tmp_path / 'export'),
                                   model='small_cnn', image_size=(32, 32)))

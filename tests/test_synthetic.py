@@ -16,10 +16,9 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import genres
-from posternet import synthetic
-from posternet import synthetic_labels
-from posternet import synthetic_posters
-
+from posternet.data import synthetic
+from posternet.data import synthetic_labels
+from posternet.data import synthetic_posters
 # Real shares (real_sample/README.md), in percentage points.
 REAL_COUNT_SHARES = {1: 18, 2: 31, 3: 51}
 TOLERANCE_POINTS = 1.0

@@ -1,7 +1,7 @@
-"""Tests of posternet/train.py: flags and settings, training end to end.
+"""Tests of posternet/train/trainer.py: flags and settings, training end to end.
 
 The training runs use small_cnn on tiny synthetic records (record_fixtures),
-in-process through train.run (the test seam) or as the real command in a
+in-process through trainer.run (the test seam) or as the real command in a
 subprocess where exit codes and kill -9 matter.
 """
 
@@ -24,17 +24,15 @@ import tensorflow as tf
 
 import record_fixtures
 from posternet import cli
-from posternet import export
+from posternet.serve import export
 from posternet import genres
-from posternet import hardware
-from posternet import hparams_dashboard
-from posternet import models
-from posternet import records
-from posternet import step_scalars
-from posternet import train
-from posternet import train_config
-
-
+from posternet.train import hardware
+from posternet.observe import hparams_dashboard
+from posternet.model import networks
+from posternet.data import records
+from posternet.observe import step_scalars
+from posternet.train import trainer
+from posternet.train import config as train_config
 # The learning runs: small enough for seconds, big enough to learn.
 NUM_TRAIN, NUM_VAL, SIZE = 512, 64, 24
 LEARN = dict(model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
@@ -55,7 +53,7 @@ def _flag_values(*args):
 def test_every_config_field_has_a_flag_with_help_and_back():
   values = _flag_values('--records=r')
   assert set(values) == {field.name for field in dataclasses.fields(
-      train.Config)}
+      trainer.Config)}
   assert all(values[name].help.strip() for name in values)
   # flags.txt lists them in this order; Config's field order decides it.
   assert train_config.FLAG_NAMES == (
@@ -75,7 +73,7 @@ def test_every_config_field_has_a_flag_with_help_and_back():
 
 def test_flag_defaults_are_config_defaults():
   assert train_config.config_from_flags(_flag_values('--records=r')) == (
-      train.Config(records='r'))
+      trainer.Config(records='r'))
 
 
 def test_flags_txt_repeats_the_run(tmp_path):
@@ -98,7 +96,7 @@ def test_resolved_settings_are_config_json_and_hparams():
       precision='float32', precision_reason='CPU', jit_compile=False,
       jit_compile_reason='CPU', strategy='default', strategy_reason='one',
       num_gpus=0)
-  settings = train.Resolved(
+  settings = trainer.Resolved(
       **dataclasses.asdict(choices), steps_per_epoch=8, val_steps=2,
       val_examples=40, run_dir='runs/r', chief_backup=None,
       export_dir='runs/r/export')
@@ -107,7 +105,7 @@ def test_resolved_settings_are_config_json_and_hparams():
       'precision', 'precision_reason', 'jit_compile', 'jit_compile_reason',
       'strategy', 'strategy_reason', 'num_gpus', 'steps_per_epoch',
       'val_steps', 'val_examples', 'run_dir', 'chief_backup', 'export_dir'}
-  config = train.Config(records='r', image_size=(64, 48))
+  config = trainer.Config(records='r', image_size=(64, 48))
   values = hparams_dashboard.hparams_values(dataclasses.asdict(config),
                                             settings.hparams())
   assert set(values) == {
@@ -171,9 +169,9 @@ def _learns_and_control_does_not(learnable, logdir, settings) -> tuple:
 
   The same steps, the same model: only the image/label pairing differs.
   """
-  summary = train.run(train.Config(records=learnable['real'], logdir=logdir,
+  summary = trainer.run(trainer.Config(records=learnable['real'], logdir=logdir,
                                    run_name='real', **settings))
-  control = train.run(train.Config(records=learnable['shuffled'],
+  control = trainer.run(trainer.Config(records=learnable['shuffled'],
                                    logdir=logdir, run_name='shuffled',
                                    export_dir='', **settings))
   assert summary['val']['roc_auc'] > 0.75, summary['val']
@@ -217,10 +215,10 @@ def test_resnet_recipe_learns_and_exports_its_best_epoch(learnable, tmp_path):
 
 
 def test_run_folder_outputs(learnable, tmp_path):
-  config = train.Config(records=learnable['real'], logdir=str(tmp_path),
+  config = trainer.Config(records=learnable['real'], logdir=str(tmp_path),
                         run_name='r', keep_checkpoints=2, export_epoch='last',
                         **{**LEARN, 'epochs': 3})
-  train.run(config)
+  trainer.run(config)
   folder = str(tmp_path / 'r')
   assert sorted(os.listdir(os.path.join(folder, 'checkpoints'))) == [
       'epoch-0002.keras', 'epoch-0003.keras']
@@ -239,7 +237,7 @@ def test_run_folder_outputs(learnable, tmp_path):
   # A checkpoint is a valid --init_weights for the same model and size;
   # built under the run's precision, it computes what the export computes.
   with keras_policy(resolved['precision']):
-    start = models.build_model('small_cnn', (SIZE, SIZE), init_weights=(
+    start = networks.build_model('small_cnn', (SIZE, SIZE), init_weights=(
         os.path.join(folder, 'checkpoints', 'epoch-0003.keras')))
   exported = export.load_keras_model(os.path.join(folder, 'export'))
   posters = np.random.RandomState(1).randint(0, 256, (4, SIZE, SIZE, 3),
@@ -426,7 +424,7 @@ def test_a_finished_run_is_kept_unless_overwrite(cli_run, tmp_path,
 def test_an_export_dir_of_another_run_is_kept(cli_run, learnable, tmp_path):
   other = str(cli_run['folder'] / 'export')
   with pytest.raises(cli.UserError, match='holds an exported model, kept'):
-    train.run(train.Config(records=learnable['real'],
+    trainer.run(trainer.Config(records=learnable['real'],
                            logdir=str(tmp_path), run_name='new',
                            export_dir=other, **LEARN))
   assert not (tmp_path / 'new').exists() or not any(
@@ -484,9 +482,9 @@ def test_real_config_is_the_recipe(repo, monkeypatch):
 
 def test_upscaling_records_warns(learnable):
   manifest = records.Manifest.read(learnable['real'])
-  assert not train.warn_if_upscaled(manifest, (SIZE, SIZE))
-  assert not train.warn_if_upscaled(manifest, (SIZE - 8, SIZE))
-  assert train.warn_if_upscaled(manifest, (SIZE, SIZE + 1))
+  assert not trainer.warn_if_upscaled(manifest, (SIZE, SIZE))
+  assert not trainer.warn_if_upscaled(manifest, (SIZE - 8, SIZE))
+  assert trainer.warn_if_upscaled(manifest, (SIZE, SIZE + 1))
 
 
 def test_an_epoch_of_hours_is_announced_early(caplog):
@@ -511,13 +509,13 @@ def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path,
   empty = tmp_path / 'empty'
   empty.mkdir()
   with pytest.raises(cli.UserError, match='manifest.json not found'):
-    train.run(train.Config(records=str(empty), **base))
+    trainer.run(trainer.Config(records=str(empty), **base))
   old = tiny_records.records_dir
   dataclasses.replace(tiny_records, format_version=0).write(old)
   with pytest.raises(cli.UserError, match='format version 0'):
-    train.run(train.Config(records=old, **base))
+    trainer.run(trainer.Config(records=old, **base))
   with pytest.raises(cli.UserError, match='seed_cnn needs .* at least 76x76'):
-    train.run(train.Config(records=learnable['real'],
+    trainer.run(trainer.Config(records=learnable['real'],
                            **{**base, 'model': 'seed_cnn'}))
 
 
@@ -528,12 +526,12 @@ def test_damaged_shard_names_the_shard(learnable, tmp_path):
   with open(shard, 'r+b') as f:
     f.truncate(os.path.getsize(shard) // 2)
   with pytest.raises(cli.UserError, match=os.path.basename(shard)):
-    train.run(train.Config(records=damaged, logdir=str(tmp_path / 'runs'),
+    trainer.run(trainer.Config(records=damaged, logdir=str(tmp_path / 'runs'),
                            export_dir='', **{**LEARN, 'epochs': 1}))
 
 
 def test_out_of_memory_becomes_a_batch_size_hint():
-  config = train.Config(records='r', batch_size=64)
+  config = trainer.Config(records='r', batch_size=64)
   with pytest.raises(cli.UserError, match=r'lower --batch_size \(e.g. 32\)'):
-    with train._user_errors(config, None):  # pylint: disable=protected-access
+    with trainer._user_errors(config, None):  # pylint: disable=protected-access
       raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating')

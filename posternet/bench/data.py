@@ -23,13 +23,12 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from posternet import cli
-from posternet import convert
-from posternet import csv_rows
+from posternet.data import convert
+from posternet.data import csv_rows
 from posternet import files
-from posternet import images
-from posternet import records
-from posternet import synthetic
-
+from posternet.data import images
+from posternet.data import records
+from posternet.data import synthetic
 # How much more the big data set of the memory check holds.
 SCALE = 4
 

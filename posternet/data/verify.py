@@ -1,7 +1,7 @@
 """Reads a records folder back completely and checks it against its manifest.
 
 `make verify`, or `python -m tools.make_records --verify=records/`. Beside
-the schema (posternet/records.py), whose handle it checks: every shard's
+the schema (posternet/data/records.py), whose handle it checks: every shard's
 size and sha256 as listed, every record's TFRecord CRCs (through the
 shards' compression, if any), that it parses as a posternet Example, its
 image (a JPEG that decodes to the stored height x width, or raw pixels of
@@ -25,10 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
-from posternet import images
-from posternet import records
-
-
+from posternet.data import images
+from posternet.data import records
 def verify(records_dir: str, *, workers: Optional[int] = None,
            progress: bool = False) -> list:
   """Reads a records folder back completely and checks it against its manifest.

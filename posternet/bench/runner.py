@@ -24,14 +24,13 @@ import tempfile
 import time
 from typing import Mapping, Optional, Sequence
 
-from posternet import records
-
+from posternet.data import records
 from posternet import cli
-from posternet import models
-from tools.bench import data
-from tools.bench import measures
-from tools.bench import summary
-from tools.bench import timing
+from posternet.model import networks
+from posternet.bench import data
+from posternet.bench import measures
+from posternet.bench import summary
+from posternet.bench import timing
 
 # The demo's stored size (configs/demo.cfg): thumbnails a CPU trains on.
 DEFAULT_IMAGE_SIZE = (128, 128)
@@ -252,7 +251,7 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
     raw_plan = measures.decode_plan(records.Manifest.read(sets['raw']),
                                     image_size)
   else:
-    models.check_input('seed_cnn', image_size)  # the stall rows' model
+    networks.check_input('seed_cnn', image_size)  # the stall rows' model
     manifest, images_dir = data.prepare(records_dir, images_dir, work_dir,
                                         num_posters, image_size, csv_path)
   image_size = tuple(int(s) for s in image_size)

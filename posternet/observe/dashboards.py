@@ -26,12 +26,10 @@ import keras
 import tensorflow as tf
 
 from posternet import cli
-from posternet import genre_dashboards
-from posternet import hparams_dashboard
-from posternet import records
-from posternet import step_scalars
-
-
+from posternet.observe import genre_dashboards
+from posternet.observe import hparams_dashboard
+from posternet.data import records
+from posternet.observe import step_scalars
 # --- The Graphs tab. ---
 
 

@@ -1,7 +1,7 @@
 """What the benchmark measures: one function per kind of row.
 
 Each measure_<kind>(setup, **params) returns its rows (dicts with at least
-images_per_sec); tools/bench/runner.py runs them, here or each in its own
+images_per_sec); posternet/bench/runner.py runs them, here or each in its own
 process. Row kinds, on the same records and poster bytes:
 
   ceiling    in-memory decode_jpeg of the records' own JPEG bytes, in parallel
@@ -30,14 +30,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from posternet import data_service
-from posternet import hardware
-from posternet import images
-from posternet import input_pipeline
-from posternet import models
-from posternet import records
-from tools.bench import data
-from tools.bench import timing
+from posternet.data import service as data_service
+from posternet.train import hardware
+from posternet.data import images
+from posternet.data import pipeline
+from posternet.model import networks
+from posternet.data import records
+from posternet.bench import data
+from posternet.bench import timing
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -107,7 +107,7 @@ def load_encoded(manifest: records.Manifest,
 def decode_plan(manifest: records.Manifest,
                 image_size: Sequence[int]) -> dict:
   """The pipeline's static decode choice (DCT ratio, resize) for these records."""
-  return input_pipeline.decode_plan(manifest.stored_size_range('train'),
+  return pipeline.decode_plan(manifest.stored_size_range('train'),
                                     image_size, manifest.store_format)
 
 
@@ -166,7 +166,7 @@ def measure_pipeline(setup: Setup, options: Mapping,
   record_set: None for the JPEG records, else one of setup.record_sets.
   """
   manifest = records.Manifest.read(setup.folder(record_set))
-  dataset = input_pipeline.make_dataset(
+  dataset = pipeline.make_dataset(
       manifest, 'train', setup.batch_size, setup.image_size, **options)
   dataset = timing.batched_for_counting(dataset, setup.batch_size)
   # A cache is filled during the first epoch: time the epochs after it.
@@ -252,11 +252,11 @@ def _stall_model(image_size: Sequence[int], precision: str) -> tuple:
   """seed_cnn compiled as the trainer compiles it; (model, precision, reason).
 
   The trainer's own choices (hardware.resolve) and compile
-  (models.compiled_model), at its default learning rate.
+  (networks.compiled_model), at its default learning rate.
   """
   choices = hardware.resolve(precision)
   keras.mixed_precision.set_global_policy(choices.precision)
-  model = models.compiled_model('seed_cnn', image_size,
+  model = networks.compiled_model('seed_cnn', image_size,
                                 jit_compile=choices.jit_compile)
   return model, choices.precision, choices.precision_reason
 
@@ -273,7 +273,7 @@ def measure_stall(setup: Setup, rounds: int = 3) -> list:
   """
   previous_policy = keras.mixed_precision.global_policy()
   model, policy, reason = _stall_model(setup.image_size, setup.precision)
-  streaming = input_pipeline.make_dataset(
+  streaming = pipeline.make_dataset(
       records.Manifest.read(setup.records), 'train', setup.batch_size,
       setup.image_size)
   one_batch = next(iter(streaming))
@@ -316,7 +316,7 @@ def measure_epoch(setup: Setup, scale: int,
   manifest = records.Manifest.read(setup.folder(record_set, scale != 1))
   steps = manifest.steps_per_epoch('train', setup.batch_size)
   rss_start = timing.current_rss()
-  dataset = input_pipeline.make_dataset(manifest, 'train', setup.batch_size,
+  dataset = pipeline.make_dataset(manifest, 'train', setup.batch_size,
                                         setup.image_size)
   start, cpu = time.perf_counter(), timing.cpu_seconds()
   counted = timing.batch_counter(dataset)(steps)

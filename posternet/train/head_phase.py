@@ -22,10 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import metrics
-from posternet import optim
-from posternet import records
-
-
+from posternet.model import optim
+from posternet.data import records
 @dataclasses.dataclass(frozen=True)
 class HeadPhase:
   """The head phase's settings (the trainer's flags of the same names).

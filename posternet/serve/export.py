@@ -27,8 +27,7 @@ import tensorflow as tf
 from posternet import cli
 from posternet import files
 from posternet import genres
-from posternet import images
-
+from posternet.data import images
 # Bump when a file name or posternet.json field changes meaning; readers
 # refuse other versions rather than misreading them. Version 2: thresholds
 # is {genre: threshold}; version 1 (still read) had a list in genre order.

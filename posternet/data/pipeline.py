@@ -39,11 +39,10 @@ from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from posternet import augment as augment_lib
+from posternet.data import augment as augment_lib
 from posternet import cli
-from posternet import images
-from posternet import records
-
+from posternet.data import images
+from posternet.data import records
 AUTOTUNE = tf.data.AUTOTUNE
 
 # The stages make_dataset can stop after, in order (for the benchmark).

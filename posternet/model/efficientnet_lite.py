@@ -26,8 +26,7 @@ from keras import layers
 import numpy as np
 
 from posternet import cli
-from posternet import torch_checkpoint
-
+from posternet.model import torch_checkpoint
 # The range the TensorFlow EfficientNet-Lite weights were trained on:
 # (pixel - 127) / 128, for pixels in [0, 255].
 INPUT_MEAN = 127.0

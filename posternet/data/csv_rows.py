@@ -1,6 +1,6 @@
 """The tutorial's CSV, read and checked, and the tutorial's train/val split.
 
-The converter's first step (posternet/convert.py): the CSV (Id, Genre, then
+The converter's first step (posternet/data/convert.py): the CSV (Id, Genre, then
 the 25 genre columns; comma-separated, UTF-8; header names compared without
 surrounding spaces) becomes a Table of Ids and float32 label rows, with each
 Id's first row marked. Identical duplicate rows are kept (the split counts

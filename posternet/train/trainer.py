@@ -51,26 +51,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from posternet import checkpoints
+from posternet.train import checkpoints
 from posternet import cli
-from posternet import console
-from posternet import dashboards
-from posternet import data_service
-from posternet import export
+from posternet.train import console
+from posternet.observe import dashboards
+from posternet.data import service as data_service
+from posternet.serve import export
 from posternet import files
-from posternet import hardware
-from posternet import head_phase
-from posternet import hparams_dashboard
-from posternet import input_pipeline
+from posternet.train import hardware
+from posternet.train import head_phase
+from posternet.observe import hparams_dashboard
+from posternet.data import pipeline
 from posternet import metrics
-from posternet import models
-from posternet import multi_worker
-from posternet import optim
-from posternet import records
-from posternet import step_scalars
-from posternet import train_config
-from posternet import verify
-
+from posternet.model import networks
+from posternet.train import multi_worker
+from posternet.model import optim
+from posternet.data import records
+from posternet.observe import step_scalars
+from posternet.train import config as train_config
+from posternet.data import verify
 # The run's argument: `train.run(train.Config(records=...))`.
 Config = train_config.Config
 Resolved = train_config.Resolved
@@ -191,7 +190,7 @@ def _train_and_export(config: Config, settings: Resolved,
   keras.utils.set_random_seed(config.seed)
   strategy = hardware.make_strategy(settings.strategy)
   with strategy.scope():
-    model = models.compiled_model(
+    model = networks.compiled_model(
         config.model, config.image_size, model_size=config.model_size,
         init_weights=config.init_weights, pretrained=config.pretrained,
         fine_tune_blocks=config.fine_tune_blocks,
@@ -214,7 +213,7 @@ def _train_and_export(config: Config, settings: Resolved,
   if config.head_epochs and not backup.completed_epochs():
     with strategy.scope(), _user_errors(config, manifest):
       head_scores = head_phase.train_head(
-          model, models.MODELS[config.model].backbone, config.head_phase(),
+          model, networks.MODELS[config.model].backbone, config.head_phase(),
           manifest, _one_pass_fn(config, manifest), config.recipe(),
           config.batch_size, _fit_verbosity(config.verbose))
   watch = (data_service.Watch(clock, config.data_service,
@@ -293,7 +292,7 @@ def _one_pass_fn(config: Config, manifest: records.Manifest):
     if pass_index:
       options.update(training=True, distributed_pass=True,
                      seed=config.seed + pass_index)
-    return input_pipeline.make_dataset(manifest, split, config.batch_size,
+    return pipeline.make_dataset(manifest, split, config.batch_size,
                                        config.image_size, **options)
 
   return one_pass
@@ -308,7 +307,7 @@ def _distributed_datasets(config: Config, strategy,
   """
 
   def dataset_fn(split):
-    return lambda context: input_pipeline.make_dataset(
+    return lambda context: pipeline.make_dataset(
         manifest, split, config.batch_size, config.image_size, context,
         **_pipeline_options(config))
 
@@ -317,7 +316,7 @@ def _distributed_datasets(config: Config, strategy,
     # no per-worker file shard here, only this replica's batch size.
     return data_service.make_dataset(
         manifest, 'train',
-        input_pipeline.per_replica_batch_size(config.batch_size, context),
+        pipeline.per_replica_batch_size(config.batch_size, context),
         config.image_size, config.data_service, config.data_service_mode,
         config.data_service_job, **_pipeline_options(config))
 
@@ -379,7 +378,7 @@ def _user_errors(config: Config, manifest: records.Manifest):
         '--batch_size '
         f'(e.g. {max(config.batch_size // 2, 1)}) or --image_size') from None
   except tf.errors.OpError as e:
-    user_error = (input_pipeline.as_user_error(e) or
+    user_error = (pipeline.as_user_error(e) or
                   verify.damaged_record_error(manifest, e))
     if user_error is None:
       raise
@@ -444,7 +443,7 @@ def _finish(model, config: Config, settings: Resolved,
 def predict_split(model: keras.Model, config: Config,
                   manifest: records.Manifest, split: str) -> tuple:
   """(labels, probabilities) for every poster of a split, in one pass."""
-  dataset = input_pipeline.make_dataset(
+  dataset = pipeline.make_dataset(
       manifest, split, config.batch_size, config.image_size,
       **_pipeline_options(config))
   forward = tf.function(lambda images: model(images, training=False))

@@ -23,10 +23,9 @@ import tensorflow as tf
 from tensorboard.plugins.pr_curve import summary as pr_summary
 
 from posternet import genres
-from posternet import input_pipeline
-from posternet import records
-from posternet import render
-
+from posternet.data import pipeline
+from posternet.data import records
+from posternet.observe import render
 GRID_POSTERS = 8      # validation posters in the val_posters grid
 
 
@@ -107,7 +106,7 @@ def first_posters(manifest: records.Manifest, image_size: Sequence[int],
 
   The val pass is ordered, so every epoch shows the same posters.
   """
-  dataset = input_pipeline.make_dataset(manifest, 'val', count, image_size,
+  dataset = pipeline.make_dataset(manifest, 'val', count, image_size,
                                         with_ids=True)
   for images_, labels, ids in dataset.take(1):
     return (images_.numpy(), labels.numpy(),

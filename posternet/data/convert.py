@@ -3,12 +3,12 @@
 The work behind `make records` (tools/make_records.py is its flags and
 main), a library the benchmark and the tests call too. In order:
 
-  posternet/csv_rows.py      read and check the CSV; the tutorial's split
-  posternet/shard_plan.py    which poster goes into which shard (shard rule)
-  posternet/poster_files.py  each poster file → the bytes to store (JPEG or
+  posternet/data/csv_rows.py      read and check the CSV; the tutorial's split
+  posternet/data/shard_plan.py    which poster goes into which shard (shard rule)
+  posternet/data/poster_files.py  each poster file → the bytes to store (JPEG or
                              raw pixels), never enlarged past its own size
   here                       write the shards, then the manifest
-                             (posternet/records.py's Manifest), last
+                             (posternet/data/records.py's Manifest), last
 
 What it writes under --out:
   train-00000-of-000NN.tfrecord …, val-…
@@ -55,14 +55,13 @@ from absl import logging
 import tensorflow as tf
 
 from posternet import cli
-from posternet import csv_rows
+from posternet.data import csv_rows
 from posternet import files
-from posternet import images
-from posternet import poster_files
-from posternet import records
+from posternet.data import images
+from posternet.data import poster_files
+from posternet.data import records
 from posternet import remote
-from posternet import shard_plan
-
+from posternet.data import shard_plan
 SKIPPED_REPORT = 'skipped.csv'
 # The staging folder: the new set and its resume notes, until published.
 STATE_DIR = '.make_records'

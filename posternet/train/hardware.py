@@ -13,8 +13,7 @@ from typing import Sequence, Set, Tuple
 import tensorflow as tf
 
 from posternet import cli
-from posternet import multi_worker
-
+from posternet.train import multi_worker
 PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
 JIT_COMPILE = ('auto', 'true', 'false')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')

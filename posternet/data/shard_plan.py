@@ -12,7 +12,7 @@ size (±1). The tutorial's 7,254 posters give 16 train shards of ~408 posters
 
 The plan's key (a sha256) covers everything that decides the output bytes:
 the CSV, the listed images' sizes and mtimes, the options and the shards. A
-resumed conversion (posternet/convert.py) reuses finished shards only under
+resumed conversion (posternet/data/convert.py) reuses finished shards only under
 the same key.
 """
 
@@ -29,10 +29,10 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import cli
-from posternet import csv_rows
-from posternet import images
-from posternet import poster_files
-from posternet import records
+from posternet.data import csv_rows
+from posternet.data import images
+from posternet.data import poster_files
+from posternet.data import records
 from posternet import remote
 
 # The shard rule (module docstring).
@@ -44,7 +44,7 @@ MIN_SHARDS = {'train': 16, 'val': 2}
 MIN_POSTERS_PER_SHARD = 128
 
 # Bump when a change to the converter changes the output bytes, or the
-# resume notes' format (posternet/convert.py): older state is then ignored.
+# resume notes' format (posternet/data/convert.py): older state is then ignored.
 PLAN_VERSION = 3
 
 # A raw record's bytes beside its pixels: Id, labels, keys, TFRecord framing.

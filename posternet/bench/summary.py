@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from posternet import cli
 from posternet import files
-from posternet import images
-from tools.bench import data
-from tools.bench import measures
+from posternet.data import images
+from posternet.bench import data
+from posternet.bench import measures
 
 # Under the table of a --quick run, instead of the targets' verdicts.
 QUICK_NOTE = ('--quick is a smoke test: every variant ran once on tiny data '

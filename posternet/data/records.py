@@ -1,7 +1,7 @@
 """The records folder: its schema and its manifest, owned here and nowhere else.
 
-The converter (posternet/convert.py) writes with these functions and classes,
-the input pipeline reads with them, and posternet/verify.py checks a folder
+The converter (posternet/data/convert.py) writes with these functions and classes,
+the input pipeline reads with them, and posternet/data/verify.py checks a folder
 against them, so none of them can drift apart. Paths go through tf.io.gfile,
 so records may live on any filesystem TensorFlow knows.
 
@@ -31,8 +31,7 @@ from posternet import cli
 from posternet import files
 from posternet import genres
 from posternet import remote
-from posternet import typed_json
-
+from posternet.data import typed_json
 # Bump when a key, dtype or manifest field changes meaning; readers refuse
 # other versions rather than misreading them. Version 2: raw pixels and
 # TFRecord compression (store_format, compression), and --store_size as a

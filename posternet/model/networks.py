@@ -34,7 +34,7 @@ import keras
 from keras import layers
 
 from posternet import cli
-from posternet import efficientnet_lite
+from posternet.model import efficientnet_lite
 from posternet import genres
 from posternet import metrics
 

@@ -1,0 +1,2 @@
+"""Models: the networks, pretrained weights and their reader, optimisers,
+schedules and losses."""

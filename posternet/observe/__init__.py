@@ -1,0 +1,1 @@
+"""Observing training: TensorBoard dashboards and the poster grids."""

@@ -1,0 +1,1 @@
+"""Serving: the export, and the evaluate and predict commands on it."""
