@@ -512,10 +512,10 @@ def test_pipeline_and_serving_signature_give_the_same_pixels(
     make_records, tmp_path, store_size, image_size):
   manifest = make_records(num_train=2, num_val=9, image_hw=None,
                           store_size=store_size)
-  pipeline = {}
+  delivered = {}
   for posters, _, ids in pipeline.make_dataset(
       manifest, 'val', 4, image_size, with_ids=True):
-    pipeline.update(zip(ids.numpy(), posters.numpy()))
+    delivered.update(zip(ids.numpy(), posters.numpy()))
   # The real serving signature, around a model that hands its input back.
   pixels = keras.Sequential([keras.Input(image_size + (3,), dtype='uint8'),
                              keras.layers.Flatten()])
@@ -525,7 +525,7 @@ def test_pipeline_and_serving_signature_give_the_same_pixels(
   examples = record_fixtures.read_split(manifest, 'val')
   served = serve(**{export.INPUT_NAME: tf.constant(
       [e[records.IMAGE_KEY] for e in examples])})[export.OUTPUT_NAME]
-  assert len(pipeline) == len(examples) == 9
+  assert len(delivered) == len(examples) == 9
   for example, flat in zip(examples, served.numpy()):
     np.testing.assert_array_equal(
-        flat.reshape(image_size + (3,)), pipeline[example[records.ID_KEY]])
+        flat.reshape(image_size + (3,)), delivered[example[records.ID_KEY]])
