@@ -98,7 +98,7 @@ def _converter(run_module, *args):
 def synthetic_set(tmp_path_factory):
   """40 synthetic posters, tutorial format, 2 duplicate rows, 3 extra images."""
   # Imported here: posternet.synthetic defines absl flags at import.
-  from posternet import synthetic  # pylint: disable=g-import-not-at-top
+  from posternet.data import synthetic  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('synthetic')
   csv_path = synthetic.generate(str(root), 40, seed=3, duplicate_rows=2,
                                 extra_images=3, workers=1)

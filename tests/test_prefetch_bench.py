@@ -101,7 +101,7 @@ def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
 
 def test_real_size_mode_measures_both_formats(tmp_path, run_module):
   # The first 30 rows of a 36-poster CSV, as the lead runs it on real ones.
-  from posternet import synthetic  # pylint: disable=g-import-not-at-top
+  from posternet.data import synthetic  # pylint: disable=g-import-not-at-top
   csv_path = synthetic.generate(str(tmp_path / 'data'), 36, seed=1,
                                 workers=1)
   out = tmp_path / 'real.json'
