@@ -179,7 +179,7 @@ def trained(tmp_path_factory, make_records):
   base = tmp_path_factory.mktemp('dash')
   records_dir = make_records(num_train=64, num_val=24,
                              image_hw=(SIZE, SIZE)).records_dir
-  config = trainer.Config(
+  config = train_config.build(
       records=records_dir, logdir=str(base / 'runs'), run_name=RUN,
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=16,
       epochs=EPOCHS, learning_rate=3e-3, export_dir='', verbose=0,
@@ -425,7 +425,7 @@ def _graphs_plugin(logdir):
 def test_graphs_tab_draws_the_model(precision, tmp_path, make_records):
   records_dir = make_records(num_train=16, num_val=8,
                              image_hw=(SIZE, SIZE)).records_dir
-  config = trainer.Config(
+  config = train_config.build(
       records=records_dir, logdir=str(tmp_path / 'runs'), run_name='g',
       model='small_cnn', image_size=(SIZE, SIZE), batch_size=8, epochs=1,
       precision=precision, export_dir='', verbose=0, log_every_steps=0,

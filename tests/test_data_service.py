@@ -19,6 +19,7 @@ import tensorflow as tf
 from posternet import cli
 from posternet.data import service as data_service
 from posternet.data import records
+from posternet.train import config as train_config
 from posternet.train import trainer
 import record_fixtures
 
@@ -212,7 +213,7 @@ def test_killing_a_worker_mid_epoch_does_not_stop_the_job(manifest,
 
 def test_trainer_trains_through_the_service(records_dir, service, tmp_path):
   address, _ = service
-  config = trainer.Config(
+  config = train_config.build(
       records=records_dir, logdir=str(tmp_path), run_name='svc',
       model='small_cnn', image_size=SIZE, batch_size=8, epochs=2,
       precision='float32', verbose=0, data_service=address,

@@ -14,6 +14,7 @@ import pytest
 
 from posternet import cli
 from posternet.train import multi_worker
+from posternet.train import config as train_config
 from posternet.train import trainer
 def tf_config(addresses, index, task_type='worker', chief=None) -> str:
   cluster = {'worker': list(addresses)}
@@ -76,7 +77,7 @@ def test_trainer_without_tf_config_fails_clearly(tmp_path, monkeypatch,
                                                   make_records):
   monkeypatch.delenv('TF_CONFIG', raising=False)
   records_dir = make_records(num_train=8, num_val=4).records_dir
-  config = trainer.Config(records=records_dir, logdir=str(tmp_path / 'runs'),
+  config = train_config.build(records=records_dir, logdir=str(tmp_path / 'runs'),
                         model='small_cnn', image_size=(32, 32), batch_size=4,
                         epochs=1, strategy='multi_worker')
   start = time.monotonic()

@@ -30,6 +30,7 @@ from posternet.model import efficientnet_lite
 from posternet.train import head_phase
 from posternet.model import networks
 from posternet.model import torch_checkpoint
+from posternet.train import config as train_config
 from posternet.train import trainer
 LITE0 = 'efficientnet_lite0'
 
@@ -276,7 +277,7 @@ def test_pretrained_recipe_trains_exports_and_predicts_without_the_wheel(
     make_records, tmp_path, run_module):
   manifest = make_records('pretrained', num_train=96, num_val=32,
                           image_hw=(64, 48))
-  config = trainer.Config(
+  config = train_config.build(
       records=manifest.records_dir, logdir=str(tmp_path), run_name='lite',
       model=LITE0, pretrained='imagenet', image_size=(64, 48),
       head_epochs=3, feature_passes=2, augment='flip', fine_tune_blocks=1,

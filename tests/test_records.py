@@ -18,6 +18,7 @@ import record_fixtures
 from posternet import cli
 from posternet import genres
 from posternet.data import records
+from posternet.train import config as train_config
 from posternet.train import trainer
 from posternet.data import verify
 def test_example_round_trip():
@@ -155,7 +156,7 @@ def test_records_that_is_a_file_says_so(good_records, tmp_path):
     expected = (f'{path} is a file, not a records folder (the folder `make '
                 f'records` wrote, with manifest.json and the shards){hint}')
     for open_records in (records.Manifest.read, verify.verify,
-                         lambda p: trainer.run(trainer.Config(records=p,
+                         lambda p: trainer.run(train_config.build(records=p,
                                                           **config))):
       with pytest.raises(cli.UserError) as error:
         open_records(path)
@@ -263,7 +264,7 @@ def test_train_on_a_wrong_shape_is_a_user_error(good_records, tmp_path):
                'count not an integer'):
     folder = _bad_copy(good_records, str(tmp_path / case.replace(' ', '_')),
                        case)
-    config = trainer.Config(records=folder, logdir=str(tmp_path / 'runs'),
+    config = train_config.build(records=folder, logdir=str(tmp_path / 'runs'),
                           model='small_cnn', image_size=(32, 32),
                           batch_size=2, epochs=1)
     with pytest.raises(cli.UserError, match=re.escape(BAD_SHAPES[case][1])):

@@ -60,7 +60,7 @@ def test_every_reader_and_the_trainer_check_the_scheme(tiny_records):
                                 'train', 4, (32, 32))
   local = tiny_records.records_dir
   with pytest.raises(cli.UserError, match='--logdir s3://b/runs'):
-    trainer.run(trainer.Config(records=local, logdir='s3://b/runs',
+    trainer.run(train_config.build(records=local, logdir='s3://b/runs',
                            model='small_cnn', image_size=(32, 32)))
 
 
@@ -77,8 +77,8 @@ def test_converter_command_exits_2_with_the_message(tmp_path, run_module):
 def test_remote_run_folder_needs_a_local_export(tmp_path, tiny_records):
   local = tiny_records.records_dir
   with pytest.raises(cli.UserError, match='--export_dir=LOCAL_FOLDER'):
-    train_config.check_config(trainer.Config(records=local, logdir='gs://b/runs',
+    train_config.check_config(train_config.build(records=local, logdir='gs://b/runs',
                                     model='small_cnn', image_size=(32, 32)))
-  train_config.check_config(trainer.Config(records=local, logdir='gs://b/runs',
+  train_config.check_config(train_config.build(records=local, logdir='gs://b/runs',
                                   export_dir=str(tmp_path / 'export'),
                                   model='small_cnn', image_size=(32, 32)))

@@ -24,6 +24,10 @@ import tensorflow as tf
 
 import record_fixtures
 from posternet import cli
+from posternet import settings
+from posternet.data import augment
+from posternet.model import optim
+from posternet.train import head_phase
 from posternet.serve import export
 from posternet import genres
 from posternet.train import hardware
@@ -50,30 +54,50 @@ def _flag_values(*args):
   return values
 
 
-def test_every_config_field_has_a_flag_with_help_and_back():
+def test_every_setting_of_the_tree_has_a_flag_with_help_and_back():
   values = _flag_values('--records=r')
-  assert set(values) == {field.name for field in dataclasses.fields(
-      trainer.Config)}
+  leaves = list(settings.leaves(trainer.Config))
+  assert set(values) == {leaf.name for leaf in leaves}
+  assert len(leaves) == len(set(values))  # leaf names unique: flags are flat
   assert all(values[name].help.strip() for name in values)
-  # flags.txt lists them in this order; Config's field order decides it.
+  # Every field of every class in the tree is a group or a leaf with help:
+  # a default without its flag cannot hide in a sub-config.
+  for owner in (trainer.Config, optim.Recipe, head_phase.HeadPhase,
+                augment.Settings):
+    for field in dataclasses.fields(owner):
+      assert 'group' in field.metadata or field.metadata['help'].strip(), (
+          owner, field.name)
+  # flags.txt lists them in this order; the tree's order decides it.
   assert train_config.FLAG_NAMES == (
       'records', 'logdir', 'run_name', 'model', 'image_size', 'model_size',
-      'batch_size', 'epochs', 'learning_rate', 'export_dir', 'precision',
-      'jit_compile', 'steps_per_execution', 'strategy', 'resume', 'overwrite',
-      'shuffle_buffer', 'cache', 'threadpool_size', 'ignore_errors',
-      'init_weights', 'pretrained', 'fine_tune_blocks', 'head_epochs',
-      'head_learning_rate', 'feature_passes', 'seed', 'keep_checkpoints',
-      'verbose',
-      'log_every_steps', 'dashboard_every_epochs', 'profile_steps',
-      'data_service', 'data_service_mode', 'data_service_job',
-      'data_service_timeout', 'optimizer', 'weight_decay', 'schedule', 'warmup_epochs', 'loss',
-      'label_smoothing', 'augment', 'crop_area', 'color_jitter',
-      'export_epoch')
+      'batch_size', 'epochs', 'learning_rate', 'optimizer', 'weight_decay',
+      'schedule', 'warmup_epochs', 'loss', 'label_smoothing', 'export_dir',
+      'export_epoch', 'precision', 'jit_compile', 'steps_per_execution',
+      'strategy', 'resume', 'overwrite', 'shuffle_buffer', 'cache',
+      'threadpool_size', 'ignore_errors', 'augment', 'crop_area',
+      'color_jitter', 'init_weights', 'pretrained', 'fine_tune_blocks',
+      'head_epochs', 'head_learning_rate', 'feature_passes', 'seed',
+      'keep_checkpoints', 'verbose', 'log_every_steps',
+      'dashboard_every_epochs', 'profile_steps', 'data_service',
+      'data_service_mode', 'data_service_job', 'data_service_timeout')
+
+
+def test_settings_build_the_tree_from_flat_values():
+  config = train_config.build(records='r', optimizer='adamw', head_epochs=2,
+                              augment='flip', epochs=3)
+  assert config.recipe == optim.Recipe(optimizer='adamw')
+  assert config.head.head_epochs == 2 and config.epochs == 3
+  assert config.make_augment().ops == ('flip',)
+  row = settings.flat(config)
+  assert row['optimizer'] == 'adamw' and 'recipe' not in row
+  assert settings.build(trainer.Config, **row) == config
+  with pytest.raises(TypeError, match='no setting colour'):
+    train_config.build(records='r', colour=1)
 
 
 def test_flag_defaults_are_config_defaults():
   assert train_config.config_from_flags(_flag_values('--records=r')) == (
-      trainer.Config(records='r'))
+      train_config.build(records='r'))
 
 
 def test_flags_txt_repeats_the_run(tmp_path):
@@ -96,18 +120,18 @@ def test_resolved_settings_are_config_json_and_hparams():
       precision='float32', precision_reason='CPU', jit_compile=False,
       jit_compile_reason='CPU', strategy='default', strategy_reason='one',
       num_gpus=0)
-  settings = trainer.Resolved(
+  resolved = trainer.Resolved(
       **dataclasses.asdict(choices), steps_per_epoch=8, val_steps=2,
       val_examples=40, run_dir='runs/r', chief_backup=None,
       export_dir='runs/r/export')
   # config.json's 'resolved', as it has always been.
-  assert set(dataclasses.asdict(settings)) == {
+  assert set(dataclasses.asdict(resolved)) == {
       'precision', 'precision_reason', 'jit_compile', 'jit_compile_reason',
       'strategy', 'strategy_reason', 'num_gpus', 'steps_per_epoch',
       'val_steps', 'val_examples', 'run_dir', 'chief_backup', 'export_dir'}
-  config = trainer.Config(records='r', image_size=(64, 48))
-  values = hparams_dashboard.hparams_values(dataclasses.asdict(config),
-                                            settings.hparams())
+  config = train_config.build(records='r', image_size=(64, 48))
+  values = hparams_dashboard.hparams_values(settings.flat(config),
+                                            resolved.hparams())
   assert set(values) == {
       'records', 'model', 'image_size', 'model_size', 'batch_size', 'epochs',
       'learning_rate', 'precision', 'jit_compile', 'steps_per_execution',
@@ -169,9 +193,9 @@ def _learns_and_control_does_not(learnable, logdir, settings) -> tuple:
 
   The same steps, the same model: only the image/label pairing differs.
   """
-  summary = trainer.run(trainer.Config(records=learnable['real'], logdir=logdir,
+  summary = trainer.run(train_config.build(records=learnable['real'], logdir=logdir,
                                    run_name='real', **settings))
-  control = trainer.run(trainer.Config(records=learnable['shuffled'],
+  control = trainer.run(train_config.build(records=learnable['shuffled'],
                                    logdir=logdir, run_name='shuffled',
                                    export_dir='', **settings))
   assert summary['val']['roc_auc'] > 0.75, summary['val']
@@ -215,7 +239,7 @@ def test_resnet_recipe_learns_and_exports_its_best_epoch(learnable, tmp_path):
 
 
 def test_run_folder_outputs(learnable, tmp_path):
-  config = trainer.Config(records=learnable['real'], logdir=str(tmp_path),
+  config = train_config.build(records=learnable['real'], logdir=str(tmp_path),
                         run_name='r', keep_checkpoints=2, export_epoch='last',
                         **{**LEARN, 'epochs': 3})
   trainer.run(config)
@@ -424,7 +448,7 @@ def test_a_finished_run_is_kept_unless_overwrite(cli_run, tmp_path,
 def test_an_export_dir_of_another_run_is_kept(cli_run, learnable, tmp_path):
   other = str(cli_run['folder'] / 'export')
   with pytest.raises(cli.UserError, match='holds an exported model, kept'):
-    trainer.run(trainer.Config(records=learnable['real'],
+    trainer.run(train_config.build(records=learnable['real'],
                            logdir=str(tmp_path), run_name='new',
                            export_dir=other, **LEARN))
   assert not (tmp_path / 'new').exists() or not any(
@@ -466,16 +490,17 @@ def test_configs_parse(tmp_path, run_module, config):
 ])
 def test_bad_recipe_flags_are_one_line_errors(settings, message):
   with pytest.raises(cli.UserError, match=message):
-    train_config.check_config(train_config.Config(records='r', **settings))
+    train_config.check_config(train_config.build(records='r', **settings))
 
 
 def test_real_config_is_the_recipe(repo, monkeypatch):
   monkeypatch.chdir(repo)  # flagfiles name each other from the repository
   values = _flag_values('--flagfile=configs/real.cfg')
   config = train_config.config_from_flags(values)
-  assert (config.model, config.optimizer, config.schedule) == (
+  assert (config.model, config.recipe.optimizer,
+          config.recipe.schedule) == (
       'resnet_small', 'adamw', 'cosine')
-  assert config.cache and config.augmentation().ops == ('crop', 'flip',
+  assert config.cache and config.make_augment().ops == ('crop', 'flip',
                                                         'color')
   assert config.export_epoch == 'best'
 
@@ -509,13 +534,13 @@ def test_bad_records_and_sizes_are_user_errors(learnable, tmp_path,
   empty = tmp_path / 'empty'
   empty.mkdir()
   with pytest.raises(cli.UserError, match='manifest.json not found'):
-    trainer.run(trainer.Config(records=str(empty), **base))
+    trainer.run(train_config.build(records=str(empty), **base))
   old = tiny_records.records_dir
   dataclasses.replace(tiny_records, format_version=0).write(old)
   with pytest.raises(cli.UserError, match='format version 0'):
-    trainer.run(trainer.Config(records=old, **base))
+    trainer.run(train_config.build(records=old, **base))
   with pytest.raises(cli.UserError, match='seed_cnn needs .* at least 76x76'):
-    trainer.run(trainer.Config(records=learnable['real'],
+    trainer.run(train_config.build(records=learnable['real'],
                            **{**base, 'model': 'seed_cnn'}))
 
 
@@ -526,12 +551,12 @@ def test_damaged_shard_names_the_shard(learnable, tmp_path):
   with open(shard, 'r+b') as f:
     f.truncate(os.path.getsize(shard) // 2)
   with pytest.raises(cli.UserError, match=os.path.basename(shard)):
-    trainer.run(trainer.Config(records=damaged, logdir=str(tmp_path / 'runs'),
+    trainer.run(train_config.build(records=damaged, logdir=str(tmp_path / 'runs'),
                            export_dir='', **{**LEARN, 'epochs': 1}))
 
 
 def test_out_of_memory_becomes_a_batch_size_hint():
-  config = trainer.Config(records='r', batch_size=64)
+  config = train_config.build(records='r', batch_size=64)
   with pytest.raises(cli.UserError, match=r'lower --batch_size \(e.g. 32\)'):
     with trainer._user_errors(config, None):  # pylint: disable=protected-access
       raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating')

@@ -25,11 +25,48 @@ new ones.
 
 import dataclasses
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from posternet import settings
+
 OPS = ('crop', 'flip', 'color')
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The trainer's augmentation flags (Augment's ops and strengths)."""
+  augment: str = settings.setting(
+      'none', 'Training augmentation, comma-separated: crop (random resized '
+      'crop in the poster\'s own shape), flip (left-right), color '
+      '(brightness, contrast, saturation); none for none. On uint8 batches '
+      'after decode and --cache, train split only.')
+  crop_area: float = settings.setting(
+      0.35, 'The smallest share of a poster\'s area a random crop keeps '
+      '(--augment=crop).')
+  color_jitter: float = settings.setting(
+      0.2, 'Brightness, contrast and saturation vary by a factor in 1 +- '
+      'this (--augment=color).')
+
+  def make(self, seed: int) -> Optional['Augment']:
+    """The Augment these flags describe, seeded; None for no ops.
+
+    Raises:
+      ValueError: naming the flags, for an unknown op or a value out of range.
+    """
+    try:
+      ops = parse_ops(self.augment)
+    except ValueError as e:
+      raise ValueError(f'--augment={self.augment}: {e}') from None
+    if not ops:
+      return None
+    try:
+      return Augment(ops=ops, crop_area=(self.crop_area, 1.0),
+                     color=self.color_jitter, seed=seed)
+    except ValueError as e:
+      raise ValueError(f'--crop_area={self.crop_area} --color_jitter='
+                       f'{self.color_jitter}: {e}') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +82,9 @@ class Augment:
     seed: with the batch index, seeds every draw.
   """
   ops: Tuple[str, ...] = OPS
-  crop_area: Tuple[float, float] = (0.35, 1.0)
+  crop_area: Tuple[float, float] = (Settings.crop_area, 1.0)
   crop_aspect: Tuple[float, float] = (3 / 4, 4 / 3)
-  color: float = 0.2
+  color: float = Settings.color_jitter
   seed: int = 0
 
   def __post_init__(self):

@@ -16,6 +16,8 @@ import dataclasses
 
 import keras
 
+from posternet import settings
+
 OPTIMIZERS = ('adam', 'adamw')
 SCHEDULES = ('constant', 'cosine')
 LOSSES = ('bce', 'focal')
@@ -23,27 +25,32 @@ LOSSES = ('bce', 'focal')
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-  """How the weights are fitted (the trainer's flags of the same names).
+  """How the weights are fitted: the trainer's flags of the same names."""
+  learning_rate: float = settings.setting(
+      1e-3, 'Peak learning rate (the constant one with --schedule=constant).')
+  optimizer: str = settings.setting(
+      'adam', 'adam (the tutorial\'s) or adamw (decoupled --weight_decay).',
+      choices=OPTIMIZERS)
+  weight_decay: float = settings.setting(
+      0.0, 'AdamW\'s decoupled weight decay (needs --optimizer=adamw).',
+      minimum=0)
+  schedule: str = settings.setting(
+      'constant', 'Learning rate over the run: constant (the tutorial\'s), '
+      'or cosine: linear warm-up for --warmup_epochs, then cosine decay to '
+      '1% of --learning_rate.', choices=SCHEDULES)
+  warmup_epochs: float = settings.setting(
+      0.0, 'Epochs of linear learning-rate warm-up from 0 '
+      '(--schedule=cosine).', minimum=0)
+  loss: str = settings.setting(
+      'bce', 'bce: binary cross-entropy (the tutorial\'s); focal: binary '
+      'focal cross-entropy (gamma 2), which weighs easy negatives down.',
+      choices=LOSSES)
+  label_smoothing: float = settings.setting(
+      0.0, 'Pulls the 0/1 targets towards 0.5 by this much.')
 
-  Attributes:
-    learning_rate: the peak rate (the constant one without a schedule).
-    optimizer: 'adam' (the tutorial's) or 'adamw'.
-    weight_decay: AdamW's decoupled weight decay.
-    schedule: 'constant' or 'cosine' (cosine decay to 1 % after warm-up).
-    warmup_epochs: epochs of linear warm-up from 0 (cosine only).
-    loss: 'bce' (binary cross-entropy, the tutorial's) or 'focal'.
-    label_smoothing: pulls targets from 0/1 towards 0.5 by this much.
-    focal_gamma: focal loss' focusing exponent.
-  """
-  learning_rate: float = 1e-3
-  optimizer: str = 'adam'
-  weight_decay: float = 0.0
-  schedule: str = 'constant'
-  warmup_epochs: float = 0.0
-  loss: str = 'bce'
-  label_smoothing: float = 0.0
-  focal_gamma: float = 2.0
 
+# Focal loss' focusing exponent: the paper's (Lin et al. 2017), not a flag.
+FOCAL_GAMMA = 2.0
 
 # The cosine schedule ends at this share of the peak rate, not at 0: the
 # last epochs still learn a little.
@@ -81,25 +88,21 @@ def make_loss(recipe: Recipe) -> keras.losses.Loss:
   """The loss the recipe names; both take probabilities (sigmoid outputs)."""
   if recipe.loss == 'focal':
     return keras.losses.BinaryFocalCrossentropy(
-        gamma=recipe.focal_gamma, label_smoothing=recipe.label_smoothing)
+        gamma=FOCAL_GAMMA, label_smoothing=recipe.label_smoothing)
   return keras.losses.BinaryCrossentropy(
       label_smoothing=recipe.label_smoothing)
 
 
 def check(recipe: Recipe) -> list:
-  """What is wrong with the recipe, as (flag, message) pairs; [] if nothing."""
-  problems = []
+  """What is wrong with the recipe: (flag, one-line error) pairs, [] if none."""
+  problems = settings.check(recipe)
+
+  def bad(name, problem):
+    problems.append((name, f'--{name}={getattr(recipe, name)}: {problem}'))
   if not recipe.learning_rate > 0:
-    problems.append(('learning_rate', 'must be positive'))
-  for name, allowed in (('optimizer', OPTIMIZERS), ('schedule', SCHEDULES),
-                        ('loss', LOSSES)):
-    if getattr(recipe, name) not in allowed:
-      problems.append((name, f'choose one of {", ".join(allowed)}'))
-  if recipe.weight_decay < 0 or recipe.warmup_epochs < 0:
-    problems.append(('weight_decay' if recipe.weight_decay < 0
-                     else 'warmup_epochs', 'must be at least 0'))
+    bad('learning_rate', 'must be positive')
   if recipe.weight_decay and recipe.optimizer != 'adamw':
-    problems.append(('weight_decay', 'needs --optimizer=adamw'))
+    bad('weight_decay', 'needs --optimizer=adamw')
   if not 0 <= recipe.label_smoothing < 1:
-    problems.append(('label_smoothing', 'must be in [0, 1)'))
+    bad('label_smoothing', 'must be in [0, 1)')
   return problems

@@ -74,7 +74,9 @@ class ModelGraph(keras.callbacks.Callback):
 # --- The callbacks, together. ---
 
 
-def parse_profile_steps(text: Optional[str]) -> Optional[Tuple[int, int]]:
+def parse_profile_steps(text: Optional[str],
+                        flag: str = 'profile_steps'
+                        ) -> Optional[Tuple[int, int]]:
   """'a,b' (first and last step profiled, from 1) → (a, b); '' → None."""
   if text is None or not str(text).strip():
     return None
@@ -86,7 +88,7 @@ def parse_profile_steps(text: Optional[str]) -> Optional[Tuple[int, int]]:
   if len(steps) == 1:
     steps = steps * 2
   if len(steps) != 2 or steps[0] < 1 or steps[1] < steps[0]:
-    raise cli.UserError(f'--profile_steps={text}: expected a,b with '
+    raise cli.UserError(f'--{flag}={text}: expected a,b with '
                         '1 <= a <= b (the first and last step to profile), '
                         'e.g. 10,20')
   return steps
@@ -96,8 +98,8 @@ def make_callbacks(run_dir: str, clock: step_scalars.InputClock, *,
                    manifest: records.Manifest, image_size: Sequence[int],
                    batch_size: int, hparams: Mapping,
                    metric_names: Sequence[str],
-                   log_every_steps: int = 20, dashboard_every_epochs: int = 1,
-                   profile_steps: Optional[Tuple[int, int]] = None) -> list:
+                   log_every_steps: int, dashboard_every_epochs: int,
+                   profile_steps: Optional[Tuple[int, int]]) -> list:
   """The TensorBoard callbacks of a run, in the order they must run.
 
   Args:

@@ -22,20 +22,24 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import metrics
+from posternet import settings
 from posternet.model import optim
 from posternet.data import records
 @dataclasses.dataclass(frozen=True)
 class HeadPhase:
-  """The head phase's settings (the trainer's flags of the same names).
-
-  Attributes:
-    head_epochs: epochs of the head on cached features; 0: no head phase.
-    head_learning_rate: its peak learning rate (cosine decay over the phase).
-    feature_passes: passes over the train split whose features are cached.
-  """
-  head_epochs: int = 0
-  head_learning_rate: float = 1e-3
-  feature_passes: int = 1
+  """The head phase's settings: the trainer's flags of the same names."""
+  head_epochs: int = settings.setting(
+      0, 'With --pretrained=imagenet: first train the head alone for this '
+      'many epochs on the frozen backbone\'s features, computed once per '
+      '--feature_passes (seconds an epoch, not minutes); then --epochs '
+      'fine-tune. 0: no head phase.', minimum=0)
+  head_learning_rate: float = settings.setting(
+      1e-3, 'Peak learning rate of the head phase (cosine decay over '
+      '--head_epochs; --optimizer and --weight_decay as for the run).')
+  feature_passes: int = settings.setting(
+      1, 'Passes over the train split whose backbone features the head '
+      'phase trains on: the first as stored, each further one through '
+      '--augment (more views of each poster).', minimum=1)
 
 
 def split_at(model: keras.Model,

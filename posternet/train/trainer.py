@@ -70,6 +70,7 @@ from posternet.data import records
 from posternet.observe import step_scalars
 from posternet.train import config as train_config
 from posternet.data import verify
+from posternet import settings as settings_lib
 # The run's argument: `train.run(train.Config(records=...))`.
 Config = train_config.Config
 Resolved = train_config.Resolved
@@ -194,10 +195,10 @@ def _train_and_export(config: Config, settings: Resolved,
         config.model, config.image_size, model_size=config.model_size,
         init_weights=config.init_weights, pretrained=config.pretrained,
         fine_tune_blocks=config.fine_tune_blocks,
-        optimizer=optim.make_optimizer(config.recipe(),
+        optimizer=optim.make_optimizer(config.recipe,
                                        settings.steps_per_epoch,
                                        config.epochs),
-        loss=optim.make_loss(config.recipe()),
+        loss=optim.make_loss(config.recipe),
         jit_compile=settings.jit_compile,
         steps_per_execution=config.steps_per_execution)
   logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
@@ -210,11 +211,11 @@ def _train_and_export(config: Config, settings: Resolved,
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
   start = time.perf_counter()
   head_scores = None
-  if config.head_epochs and not backup.completed_epochs():
+  if config.head.head_epochs and not backup.completed_epochs():
     with strategy.scope(), _user_errors(config, manifest):
       head_scores = head_phase.train_head(
-          model, networks.MODELS[config.model].backbone, config.head_phase(),
-          manifest, _one_pass_fn(config, manifest), config.recipe(),
+          model, networks.MODELS[config.model].backbone, config.head,
+          manifest, _one_pass_fn(config, manifest), config.recipe,
           config.batch_size, _fit_verbosity(config.verbose))
   watch = (data_service.Watch(clock, config.data_service,
                               config.data_service_timeout)
@@ -275,7 +276,7 @@ def _pipeline_options(config: Config) -> dict:
           'threadpool_size': config.threadpool_size,
           'ignore_errors': config.ignore_errors, 'seed': config.seed,
           # Used by the train split only (make_dataset ignores it elsewhere).
-          'augment': config.augmentation()}
+          'augment': config.make_augment()}
 
 
 def _one_pass_fn(config: Config, manifest: records.Manifest):
@@ -474,7 +475,8 @@ def _log_summary(summary: dict, settings: Resolved, records_dir: str) -> None:
 
 
 def _config_dict(config: Config) -> dict:
-  return dataclasses.asdict(config)
+  """config.json's 'config': the settings tree as one flat row, by flag."""
+  return settings_lib.flat(config)
 
 
 def _write_run_config(folder: str, config: Config, settings: Resolved,
