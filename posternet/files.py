@@ -1,9 +1,11 @@
 """Files: written whole or not at all, read only when plain, folders locked.
 
-Writes: a run killed mid-write leaves at most `<name>.tmp` beside the file,
-never a torn file under the final name. The temporary name is fixed, so the
-next run that writes the same file overwrites it, and cleanup code knows a
-leftover by its final_name. Everything goes through tf.io.gfile, so gs://
+Writes, of files (write_atomically, atomic_path) and of folders
+(atomic_folder), by every writer in posternet: a run killed mid-write leaves
+at most `<name>.tmp` beside the file or folder, never a torn one under the
+final name. The temporary name is fixed, so the next run that writes the
+same file overwrites it, and cleanup code knows a leftover by its
+final_name. Everything goes through tf.io.gfile, so gs://
 (and any scheme TensorFlow has registered) works as local paths do.
 
 Reads of files a user names (posters): a FIFO or device named `x.jpg` would
@@ -27,6 +29,8 @@ import tensorflow as tf
 from posternet import remote
 
 TEMPORARY_SUFFIX = '.tmp'
+# Where atomic_folder moves the folder it replaces, for the moment it takes.
+OLD_SUFFIX = '.old'
 
 # A leftover temporary file: this module's, or an older release's
 # `<name>.tmp-<pid>`.
@@ -44,15 +48,55 @@ def final_name(name: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
+def atomic_path(path: str, temporary: Optional[str] = None) -> Iterator[str]:
   """Yields the temporary name to write; renames it to `path` at the end.
 
-  For writers that need a path (a TFRecordWriter). When the block raises,
-  nothing is renamed and the error goes on.
+  For writers that need a path (a TFRecordWriter, Keras' save). `temporary`
+  names the file written first where the writer insists on a suffix (Keras:
+  .keras, .weights.h5); default <path>.tmp. When the block raises, nothing
+  is renamed and the error goes on.
   """
-  temporary = temporary_name(path)
+  temporary = temporary or temporary_name(path)
   yield temporary
   tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def new_temporary_folder(path: str) -> str:
+  """An empty <path>.tmp to fill (a killed writer's leftover removed first).
+
+  Raises:
+    tf.errors.OpError: it cannot be made (a file in the way, no permission).
+  """
+  temporary = temporary_name(path)
+  if tf.io.gfile.exists(temporary):
+    tf.io.gfile.rmtree(temporary)
+  tf.io.gfile.makedirs(temporary)
+  return temporary
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str,
+                  temporary: Optional[str] = None) -> Iterator[str]:
+  """Yields an empty temporary folder to fill; it replaces `path` at the end.
+
+  `temporary`: the new_temporary_folder(path) the caller made already (to
+  say in its own words why it could not); default: made here.
+
+  An older folder at path is moved aside (<path>.old), the new one renamed
+  into place, then the old one removed: path holds the old folder or the
+  new one, whole, at every instant but the one between the two renames.
+  When the block raises, path keeps what it held and nothing is renamed.
+  """
+  temporary = temporary or new_temporary_folder(path)
+  yield temporary
+  old = path + OLD_SUFFIX
+  if tf.io.gfile.exists(old):
+    tf.io.gfile.rmtree(old)
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.rename(path, old)
+  tf.io.gfile.rename(temporary, path)
+  if tf.io.gfile.exists(old):
+    tf.io.gfile.rmtree(old)
 
 
 def write_atomically(path: str, data: Union[str, bytes]) -> None:

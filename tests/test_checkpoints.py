@@ -28,7 +28,7 @@ def test_backup_ignores_a_half_written_one(tmp_path):
   saver.on_epoch_end(0)  # a complete backup of epoch 1
   assert os.listdir(backup_dir) == ['epoch-0001']
   # A kill while epoch 2's backup was being written leaves only this:
-  torn = tmp_path / 'backup' / 'epoch-0002.partial'
+  torn = tmp_path / 'backup' / 'epoch-0002.tmp'
   torn.mkdir()
   (torn / checkpoints.Backup.WEIGHTS).write_bytes(b'torn')
   restored = _compiled_small_cnn()

@@ -91,7 +91,8 @@ def test_export_dir_checked_first_and_a_failed_export_redone(
                  f'--export_dir={blocker / "export"}', timeout=TIMEOUT_S)
   assert _one_line_error(early) == (
       f'error: cannot write the export to {blocker / "export"}: cannot make '
-      f'{blocker / "export.tmp"} (Not a directory); give another '
+      f'{blocker / "export.tmp"} ({blocker} is not a directory); give '
+      'another '
       '--export_dir (or --export_dir= for none)')
   assert sorted(os.listdir(logdir / 'early')) == ['config.json', 'flags.txt']
 
@@ -104,7 +105,8 @@ def test_export_dir_checked_first_and_a_failed_export_redone(
   assert process.returncode == 2 and 'Traceback' not in output, output[-3000:]
   assert output.strip().splitlines()[-1] == (
       f'error: cannot write the export to {export_dir}: cannot make '
-      f'{folder / "export.tmp"} (Not a directory); give another --export_dir '
+      f'{folder / "export.tmp"} ({folder} is not a directory); give '
+      'another --export_dir '
       '(or --export_dir= for none); the training is kept: start the same '
       'command again to export without training again')
   run_dir = logdir / 'late'

@@ -37,6 +37,7 @@ import tensorflow as tf
 from posternet import cli
 from posternet.data import csv_rows
 from posternet.serve import export
+from posternet import files
 from posternet import genres
 from posternet.data import pipeline
 from posternet import metrics
@@ -291,16 +292,14 @@ def _text(value: Optional[float], decimals: int) -> str:
 
 
 def write_json(path: str, document: dict) -> None:
-  """Writes the document atomically (temporary name, then rename)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  temporary = f'{path}.tmp-{os.getpid()}'
+  """Writes the document atomically (files.write_atomically)."""
   try:
-    os.makedirs(folder, exist_ok=True)
-    with open(temporary, 'w') as f:
-      f.write(json.dumps(document, indent=2, allow_nan=False) + '\n')
-    os.replace(temporary, path)
-  except OSError as e:
-    raise cli.UserError(f'cannot write {path}: {e.strerror or e}') from None
+    if os.path.dirname(path):
+      tf.io.gfile.makedirs(os.path.dirname(path))
+    files.write_atomically(
+        path, json.dumps(document, indent=2, allow_nan=False) + '\n')
+  except tf.errors.OpError as e:
+    raise cli.UserError(f'cannot write {path}: {cli.tf_message(e)}') from None
 
 
 def default_json_path(model_dir: str, split: str,

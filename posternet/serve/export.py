@@ -17,7 +17,6 @@ Keras metrics at threshold 0.5.
 
 import json
 import os
-import shutil
 from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import keras
@@ -172,15 +171,15 @@ def export_model(model: keras.Model, export_dir: str, *,
   unknown = set(thresholds.tuned_genres) - set(genres.GENRES)
   if unknown:
     raise ValueError(f'tuned genres {sorted(unknown)} are not genres')
-  export_dir = os.path.abspath(export_dir)
-  temporary = _new_temporary_folder(export_dir)
   inference_model = _inference_copy(model)
-  inference_model.save(os.path.join(temporary, KERAS_NAME))
-  _write_saved_model(inference_model, os.path.join(temporary, SAVED_MODEL_NAME),
-                     image_size)
-  _write_info(os.path.join(temporary, INFO_NAME), image_size,
-              thresholds._replace(values=values), info)
-  _replace_folder(temporary, export_dir)
+  export_dir = os.path.abspath(export_dir)
+  with files.atomic_folder(
+      export_dir, _new_temporary_folder(export_dir)) as temporary:
+    inference_model.save(os.path.join(temporary, KERAS_NAME))
+    _write_saved_model(inference_model,
+                       os.path.join(temporary, SAVED_MODEL_NAME), image_size)
+    _write_info(os.path.join(temporary, INFO_NAME), image_size,
+                thresholds._replace(values=values), info)
 
 
 def check_writable(export_dir: str) -> None:
@@ -197,25 +196,22 @@ def check_writable(export_dir: str) -> None:
     raise cli.UserError(f'cannot export to {export_dir}: it is a file, not '
                         'a folder; give another --export_dir (or '
                         '--export_dir= for none)')
-  os.rmdir(_new_temporary_folder(export_dir))
+  tf.io.gfile.rmtree(_new_temporary_folder(export_dir))
 
 
 def _new_temporary_folder(export_dir: str) -> str:
-  """An empty <export_dir>.tmp (a killed run's is replaced); its path.
+  """files.new_temporary_folder, its failure one line naming the folder.
 
   Raises:
     cli.UserError: it cannot be made (a file in the way, no permission).
   """
-  temporary = files.temporary_name(export_dir)
-  shutil.rmtree(temporary, ignore_errors=True)
   try:
-    os.makedirs(temporary)
-  except OSError as e:
+    return files.new_temporary_folder(export_dir)
+  except tf.errors.OpError as e:
     raise cli.UserError(
         f'cannot write the export to {export_dir}: cannot make '
-        f'{e.filename or temporary} ({e.strerror or e}); give another '
-        '--export_dir (or --export_dir= for none)') from None
-  return temporary
+        f'{files.temporary_name(export_dir)} ({cli.tf_message(e)}); give '
+        'another --export_dir (or --export_dir= for none)') from None
 
 
 def _inference_copy(model: keras.Model) -> keras.Model:
@@ -300,15 +296,6 @@ def _to_json(value):
   if isinstance(value, (np.generic, np.ndarray)):
     return value.tolist()
   raise TypeError(f'{type(value).__name__} in export info is not JSON')
-
-
-def _replace_folder(new: str, final: str) -> None:
-  """Moves `new` to `final`, replacing an older export there."""
-  old = f'{final}.old-{os.getpid()}'
-  if os.path.exists(final):
-    os.rename(final, old)
-  os.rename(new, final)
-  shutil.rmtree(old, ignore_errors=True)
 
 
 def read_info(export_dir: str) -> dict:

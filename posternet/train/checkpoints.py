@@ -83,13 +83,8 @@ class Backup(keras.callbacks.BackupAndRestore):
 
   def _save_model(self):
     name = f'{self.PREFIX}{self._current_epoch:04d}'
-    final = os.path.join(self.backup_dir, name)
-    partial = final + '.partial'
-    if tf.io.gfile.exists(partial):
-      tf.io.gfile.rmtree(partial)
-    tf.io.gfile.makedirs(partial)
-    self.model.save_weights(os.path.join(partial, self.WEIGHTS))
-    tf.io.gfile.rename(partial, final, overwrite=True)
+    with files.atomic_folder(os.path.join(self.backup_dir, name)) as partial:
+      self.model.save_weights(os.path.join(partial, self.WEIGHTS))
     for _, older in self._completed()[:-1]:
       tf.io.gfile.rmtree(older)
 
@@ -107,9 +102,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     tf.io.gfile.makedirs(self.folder)
-    partial = os.path.join(self.folder, 'partial.keras')  # Keras needs .keras
-    self.model.save(partial, overwrite=True)
-    tf.io.gfile.rename(partial, self.path(epoch + 1), overwrite=True)
+    with files.atomic_path(self.path(epoch + 1), temporary=os.path.join(
+        self.folder, 'partial.keras')) as partial:  # Keras needs .keras
+      self.model.save(partial, overwrite=True)
     for old in sorted(tf.io.gfile.glob(self.path('*')))[:-self.keep]:
       tf.io.gfile.remove(old)
 
@@ -151,10 +146,10 @@ class BestEpoch(keras.callbacks.Callback):
       return
     tf.io.gfile.makedirs(self.folder)
     weights = f'epoch-{epoch + 1:04d}.weights.h5'
-    partial = os.path.join(self.folder, 'partial.weights.h5')  # Keras' suffix
-    self.model.save_weights(partial, overwrite=True)
-    tf.io.gfile.rename(partial, os.path.join(self.folder, weights),
-                       overwrite=True)
+    with files.atomic_path(os.path.join(self.folder, weights),
+                           temporary=os.path.join(
+                               self.folder, 'partial.weights.h5')) as partial:
+      self.model.save_weights(partial, overwrite=True)  # Keras' suffix
     self.best = {'epoch': epoch + 1, 'monitor': self.monitor,
                  'value': float(value), 'weights': weights}
     files.write_atomically(os.path.join(self.folder, self.RECORD),
