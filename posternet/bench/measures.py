@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from posternet.data import service as data_service
 from posternet.train import hardware
+from posternet.data import decode_ops
 from posternet.data import images
 from posternet.data import pipeline
 from posternet.model import networks
@@ -107,8 +108,8 @@ def load_encoded(manifest: records.Manifest,
 def decode_plan(manifest: records.Manifest,
                 image_size: Sequence[int]) -> dict:
   """The pipeline's static decode choice (DCT ratio, resize) for these records."""
-  return pipeline.decode_plan(manifest.stored_size_range('train'),
-                                    image_size, manifest.store_format)
+  return decode_ops.decode_plan(manifest.stored_size_range('train'),
+                                image_size, manifest.store_format)
 
 
 def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
