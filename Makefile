@@ -92,6 +92,7 @@ DEMO_MANIFEST := $(DEMO_RECORDS)/manifest.json
 DEMO_POSTER := $(DEMO_DATA)/Images/tt0000001.jpg
 SYNTHETIC_CODE := $(wildcard posternet/data/synthetic*.py)
 CONVERTER_CODE := $(addprefix posternet/data/,make_records.py convert.py \
+	staging.py shard_writer.py \
 	records.py shard_plan.py poster_files.py csv_rows.py images.py)
 
 # $(call settings,TEXT): the target holds TEXT, rewritten only when TEXT

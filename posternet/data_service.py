@@ -1,6 +1,9 @@
-"""`python -m posternet.data_service`: the command of posternet.data.service."""
+"""`python -m posternet.data_service`: the servers' command.
 
-from posternet.data import service
+Its code is posternet/data/service_servers.py.
+"""
+
+from posternet.data import service_servers
 
 if __name__ == '__main__':
-  service.entry()
+  service_servers.entry()

@@ -23,6 +23,7 @@ from posternet.data import convert
 from posternet.data import csv_rows
 from posternet import genres
 from posternet.data import records
+from posternet.data import staging
 from posternet.data import verify
 # Helpers and a fixture shared with the converter's other tests.
 from test_export_predict import exported  # pylint: disable=unused-import
@@ -69,7 +70,7 @@ def _wait_for(condition, process, seconds: float = 60) -> None:
 
 def _noted_shards(out) -> list:
   """Shards the converter has finished in its staging folder (by notes)."""
-  return sorted((out / convert.STATE_DIR).glob('*.tfrecord.json'))
+  return sorted((out / staging.STATE_DIR).glob('*.tfrecord.json'))
 
 
 def _finished_set(root) -> tuple:
@@ -108,7 +109,7 @@ def test_case1_second_converter_on_the_same_out_fails_at_once(tmp_path,
                                                              run_module):
   data = _slow_dataset(tmp_path / 'data', 240)
   out = tmp_path / 'out'
-  lock = out / convert.LOCK_FILE
+  lock = out / staging.LOCK_FILE
   first = second = _slow_run(run_module, data, out)
   try:
     _wait_for(lambda: lock.exists() and lock.read_text().strip() ==
@@ -128,7 +129,7 @@ def test_case1_second_converter_on_the_same_out_fails_at_once(tmp_path,
     _stop(first)
     _stop(second)
   assert verify.verify(str(out)) == []
-  assert not lock.exists() and not (out / convert.STATE_DIR).exists()
+  assert not lock.exists() and not (out / staging.STATE_DIR).exists()
 
 
 # ------------------------------------ 2: a failing rerun keeps a finished set
@@ -145,7 +146,7 @@ def test_case2_failing_rerun_leaves_the_finished_set_as_it_was(tmp_path):
                     progress=False)
   assert _noted_shards(out)  # the new run had written shards before failing
   assert folder_bytes(out) == before
-  assert set(os.listdir(out)) == names | {convert.STATE_DIR}
+  assert set(os.listdir(out)) == names | {staging.STATE_DIR}
   assert verify.verify(str(out)) == []
 
 
@@ -167,7 +168,7 @@ def test_case3_resume_rewrites_a_finished_shard_whose_bytes_changed(
   assert process.returncode == -signal.SIGKILL, 'finished before the kill'
   noted = _noted_shards(out)
   note = noted[0]
-  shard = out / convert.STATE_DIR / note.name[:-len('.json')]
+  shard = out / staging.STATE_DIR / note.name[:-len('.json')]
   damaged = bytearray(shard.read_bytes())
   damaged[len(damaged) // 2] ^= 0x01  # same length: a length check passes
   shard.write_bytes(bytes(damaged))
@@ -248,7 +249,7 @@ def test_case4_ctrl_c_stops_the_converter_promptly(tmp_path, run_module):
     assert 'Traceback' not in stderr, (moment, stderr)
     assert folder_bytes(out) == before, moment
   assert verify.verify(str(out)) == []
-  assert not (out / convert.LOCK_FILE).exists()
+  assert not (out / staging.LOCK_FILE).exists()
 
 
 # ------------------------------- 10: links out of Images/, odd Ids refused
@@ -285,7 +286,7 @@ def test_case10_links_out_of_images_are_refused_before_opening(tmp_path):
     _OPENED.clear()
   assert summary['skipped_by_reason'] == {'outside the images folder': 2}
   assert summary['train'] + summary['val'] == 9  # ttinside is stored
-  report = (tmp_path / 'out' / convert.SKIPPED_REPORT).read_text()
+  report = (tmp_path / 'out' / staging.SKIPPED_REPORT).read_text()
   assert 'it leads to /etc/passwd' in report
   assert any(p.endswith('spare.bin') for p in opened)  # the watch works
   assert [p for p in opened if 'passwd' in p or 'elsewhere' in p] == []

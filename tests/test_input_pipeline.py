@@ -16,7 +16,9 @@ import tensorflow as tf
 from posternet.data import augment
 from posternet import cli
 from posternet import genres
+from posternet.data import decode_ops
 from posternet.data import images
+from posternet.data import input_errors
 from posternet.data import pipeline
 from posternet.data import records
 import record_fixtures
@@ -167,7 +169,7 @@ def test_pixels_and_labels_equal_a_direct_decode(fixed):
     ((32, 32), 2, False), ((16, 16), 4, False), ((8, 8), 8, False),
     ((24, 20), 2, True), ((40, 40), 1, True)])
 def test_ratio_decode_path(big, size, ratio, resized):
-  plan = pipeline.decode_plan(big.stored_size_range('val'), size)
+  plan = decode_ops.decode_plan(big.stored_size_range('val'), size)
   assert plan['ratio'] == ratio
   assert (tuple(plan['decoded_hw']) != size) == resized
   got = by_id(pipeline.make_dataset(big, 'val', 4, size,
@@ -184,8 +186,8 @@ def test_varied_sizes_get_each_its_own_ratio(varied):
   # The widest posters just allow ratio 4, the narrower ones only ratio 2.
   (min_h, _), (_, max_w) = varied.stored_size_range('val')
   size = (min_h // 4, max_w // 4)
-  assert pipeline.decode_plan(varied.stored_size_range('val'),
-                                    size)['ratio'] is None
+  assert decode_ops.decode_plan(varied.stored_size_range('val'),
+                                size)['ratio'] is None
   got = by_id(pipeline.make_dataset(varied, 'val', 4, size,
                                           with_ids=True))
   ratios = set()
@@ -204,7 +206,7 @@ def test_varied_sizes_of_one_ratio_read_no_header(varied):
   # Every poster of 40-72 x 28-52 decodes at ratio 2 for 20x14: the plan
   # says so once; the pixels are still the per-poster rule's.
   size = (20, 14)
-  plan = pipeline.decode_plan(varied.stored_size_range('val'), size)
+  plan = decode_ops.decode_plan(varied.stored_size_range('val'), size)
   assert plan == {'format': 'jpeg', 'stored_hw': None, 'ratio': 2,
                   'decoded_hw': None}
   got = by_id(pipeline.make_dataset(varied, 'val', 4, size,
@@ -222,7 +224,7 @@ def test_store_size_in_manifest_drives_the_plan(make_records):
   assert manifest.store_size == (40, 28)
   stored = manifest.stored_size_range('train')
   assert stored == ((40, 28), (40, 28))
-  assert pipeline.decode_plan(stored, (20, 14)) == {
+  assert decode_ops.decode_plan(stored, (20, 14)) == {
       'format': 'jpeg', 'stored_hw': (40, 28), 'ratio': 2,
       'decoded_hw': (20, 14)}
 
@@ -233,11 +235,11 @@ def test_store_size_in_manifest_drives_the_plan(make_records):
 def test_decode_stages_agree_eagerly_and_in_tf_data(big):
   encoded = [r[records.IMAGE_KEY] for r in record_fixtures.read_split(
       big, 'val')]
-  plan = pipeline.decode_plan(big.stored_size_range('val'), (24, 24))
+  plan = decode_ops.decode_plan(big.stored_size_range('val'), (24, 24))
   assert plan == {'format': 'jpeg', 'stored_hw': (64, 64), 'ratio': 2,
                   'decoded_hw': (32, 32)}
-  one = pipeline.decode_one(plan, (24, 24))
-  batch = pipeline.decode_batch(plan, (24, 24))
+  one = decode_ops.decode_one(plan, (24, 24))
+  batch = decode_ops.decode_batch(plan, (24, 24))
   eager = np.stack([one(tf.constant(e)).numpy() for e in encoded])
   np.testing.assert_array_equal(batch(tf.constant(encoded)).numpy(), eager)
   inside = tf.data.Dataset.from_tensor_slices(encoded)
@@ -250,9 +252,9 @@ def test_decode_stages_agree_eagerly_and_in_tf_data(big):
 def test_parse_agrees_eagerly_and_in_tf_data(fixed):
   paths = fixed.shard_paths('val')
   serialized = list(tf.data.TFRecordDataset(paths).as_numpy_iterator())
-  eager = pipeline.parse(tf.constant(serialized))
+  eager = decode_ops.parse(tf.constant(serialized))
   inside = next(tf.data.Dataset.from_tensor_slices(serialized).batch(
-      len(serialized)).map(pipeline.parse).as_numpy_iterator())
+      len(serialized)).map(decode_ops.parse).as_numpy_iterator())
   for key in records.FEATURES:
     np.testing.assert_array_equal(eager[key].numpy(), inside[key])
 
@@ -328,7 +330,7 @@ def test_shard_vanishing_after_the_check_is_an_error_not_a_hang(tmp_path):
   with pytest.raises(tf.errors.OpError) as raised:
     batches(dataset)
   assert 'val-00001-of-00002.tfrecord has disappeared' in str(
-      pipeline.as_user_error(raised.value))
+      input_errors.as_user_error(raised.value))
 
 
 # Damaged data.
@@ -357,7 +359,7 @@ def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
   dataset = pipeline.make_dataset(folder, 'val', 4, SIZE)
   with pytest.raises(tf.errors.OpError) as raised:
     batches(dataset)
-  error = pipeline.as_user_error(raised.value)
+  error = input_errors.as_user_error(raised.value)
   assert error is not None and '\n' not in str(error)
   assert str(error).startswith('shard val-00002-of-00003.tfrecord: ')
   assert 'could not be read' in str(error)

@@ -26,6 +26,7 @@ from posternet.data import images
 from posternet.data import poster_files
 from posternet.data import records
 from posternet.data import shard_plan
+from posternet.data import staging
 from posternet.data import verify
 # ------------------------------------------------------------------ helpers
 
@@ -334,7 +335,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, run_module):
   process = _converter(run_module, f'--csv={csv_path}',
                        f'--images={image_dir}', f'--out={killed}',
                        '--store_size=256x256', '--workers=1')
-  state = killed / convert.STATE_DIR
+  state = killed / staging.STATE_DIR
   deadline = time.monotonic() + 60
   while time.monotonic() < deadline and process.poll() is None:
     if state.is_dir() and len(list(state.glob('*.tfrecord.json'))) >= 2:
@@ -351,7 +352,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, run_module):
   convert.convert(csv_path, image_dir, str(whole), store_size=(256, 256),
                        progress=False)
   assert folder_bytes(killed) == folder_bytes(whole)
-  assert not (killed / convert.STATE_DIR).exists()
+  assert not (killed / staging.STATE_DIR).exists()
   assert summary['shards'] == {'train': 3, 'val': 1}
 
 
@@ -644,5 +645,5 @@ def test_a_split_with_every_poster_skipped_is_an_error(tmp_path):
                      'skipped; see .*skipped.csv'):
     convert.convert(csv_path, image_dir, str(out), skip_bad_images=True,
                          progress=False)
-  assert 'ttempty' in (out / convert.STATE_DIR / 'skipped.csv').read_text()
+  assert 'ttempty' in (out / staging.STATE_DIR / 'skipped.csv').read_text()
   assert not (out / records.MANIFEST_NAME).exists()

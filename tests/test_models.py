@@ -17,6 +17,8 @@ import pytest
 import record_fixtures
 from posternet import cli
 from posternet import genres
+from posternet.model import architectures
+from posternet.model import keras_weights
 from posternet.model import networks
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +102,7 @@ def test_efficientnet_does_not_rescale_twice():
            if isinstance(l, (keras.layers.Rescaling, keras.layers.Normalization))]
   assert not inner  # include_preprocessing=False
   normalize = model.get_layer('imagenet_normalize')
-  assert np.allclose(np.ravel(normalize.mean), networks.IMAGENET_MEAN)
+  assert np.allclose(np.ravel(normalize.mean), architectures.IMAGENET_MEAN)
   posters = np.zeros((2, 64, 64, 3), np.uint8)
   assert model(posters).shape == (2, genres.NUM_GENRES)
 
@@ -171,7 +173,7 @@ def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
 def test_imagenet_file_is_keras_own():
   weights = networks.MODELS['efficientnetv2b0'].imagenet
   file_name = 'efficientnetv2-b0_notop.h5'
-  assert weights == networks.KerasWeights(
+  assert weights == keras_weights.KerasWeights(
       file_name, efficientnet_v2.BASE_WEIGHTS_PATH + file_name,
       efficientnet_v2.WEIGHTS_HASHES['b0'][1])
 

@@ -19,7 +19,9 @@ import bad_inputs
 import record_fixtures
 from posternet import cli
 from posternet.data import convert
+from posternet.data import decode_ops
 from posternet.data import images
+from posternet.data import input_errors
 from posternet.data import pipeline
 from posternet.data import records
 from posternet.data import verify
@@ -90,8 +92,8 @@ def test_raw_records_of_one_size_are_one_reshape(posters, tmp_path):
   convert.convert(csv_path, images_dir, str(tmp_path), store_size=(24, 20),
                   store_format='raw', val_fraction=0.25, progress=False)
   manifest = records.Manifest.read(str(tmp_path))
-  plan = pipeline.decode_plan(manifest.stored_size_range('train'),
-                                    (24, 20), 'raw')
+  plan = decode_ops.decode_plan(manifest.stored_size_range('train'),
+                                (24, 20), 'raw')
   assert plan == {'format': 'raw', 'stored_hw': (24, 20), 'ratio': None,
                   'decoded_hw': (24, 20)}
   for size in ((24, 20), (16, 16)):  # as stored, then resized
@@ -189,7 +191,7 @@ def test_a_raw_record_of_the_wrong_length_or_shape_is_one_line(
     for _ in pipeline.make_dataset(manifest, 'train', 2, (16, 16),
                                          training=False):
       pass
-  message = str(pipeline.as_user_error(error.value))
+  message = str(input_errors.as_user_error(error.value))
   assert '\n' not in message
   assert message.startswith(f'{manifest.records_dir}: poster {poster_id} ')
   assert f'--verify={manifest.records_dir}' in message
@@ -204,7 +206,7 @@ def test_the_manifest_format_is_what_readers_follow(make_records, tmp_path):
   with pytest.raises(tf.errors.OpError) as error:
     next(iter(pipeline.make_dataset(claims_raw, 'val', 2, (16, 16))))
   assert 'bytes of raw pixels' in str(
-      pipeline.as_user_error(error.value))
+      input_errors.as_user_error(error.value))
   # Raw pixels under a manifest that says JPEG: every record is a problem.
   raw = make_records('as_raw', num_train=4, num_val=2, image_hw=(16, 16),
                      store_format='raw')

@@ -31,7 +31,9 @@ import numpy as np
 import tensorflow as tf
 
 from posternet.data import service as data_service
+from posternet.data import service_servers
 from posternet.train import hardware
+from posternet.data import decode_ops
 from posternet.data import images
 from posternet.data import pipeline
 from posternet.model import networks
@@ -107,8 +109,8 @@ def load_encoded(manifest: records.Manifest,
 def decode_plan(manifest: records.Manifest,
                 image_size: Sequence[int]) -> dict:
   """The pipeline's static decode choice (DCT ratio, resize) for these records."""
-  return pipeline.decode_plan(manifest.stored_size_range('train'),
-                                    image_size, manifest.store_format)
+  return decode_ops.decode_plan(manifest.stored_size_range('train'),
+                                image_size, manifest.store_format)
 
 
 def ceiling_dataset(encoded: tf.Tensor, plan: Mapping, batch_size: int,
@@ -340,10 +342,10 @@ def measure_service(setup: Setup, workers: int) -> list:
   """The full pipeline run by a local tf.data service (parallel_epochs).
 
   The dispatcher runs in this process and `workers` worker processes on
-  127.0.0.1 (posternet.data_service.LocalService); this process only
+  127.0.0.1 (service_servers.LocalService); this process only
   receives the batches, so its CPU per image is the trainer's share.
   """
-  with data_service.LocalService(workers) as address:
+  with service_servers.LocalService(workers) as address:
     dataset = data_service.make_dataset(
         records.Manifest.read(setup.records), 'train', setup.batch_size,
         setup.image_size, address, 'parallel_epochs')

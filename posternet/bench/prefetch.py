@@ -83,6 +83,12 @@ def _define_flags() -> None:
   Importing the module (tests, other tools) must not claim flag names such
   as --records or --out that other entry points use.
   """
+  _define_data_flags()
+  _define_run_flags()
+
+
+def _define_data_flags() -> None:
+  """What is measured: the records or posters, their sizes, the batch."""
   flags.DEFINE_string('records', None, 'Records folder to measure (made by '
                       '`make records`). Default: synthetic posters, generated '
                       'and converted into --work_dir first.')
@@ -110,6 +116,10 @@ def _define_flags() -> None:
                       "--store_size. Default: --records' store size, else "
                       '{}x{}.'.format(*runner.DEFAULT_IMAGE_SIZE))
   flags.DEFINE_integer('batch_size', 64, 'Images per batch (the tutorial: 64).')
+
+
+def _define_run_flags() -> None:
+  """How it is measured: time per variant, isolation, repeats, the report."""
   flags.DEFINE_float('seconds', 5.0, 'Timed seconds per variant, after its '
                      'warm-up.')
   flags.DEFINE_string('out', 'bench/bench.json', 'Where to write the JSON '

@@ -207,14 +207,8 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
 
   Args:
     out: the JSON report's path.
-    records_dir: records to measure; None: converted ones in work_dir.
-    images_dir: source posters for the baselines (and of csv_path);
-      default: the synthetic Images/, or the records' own posters written
-      out as files.
-    num_posters: synthetic posters to make, or csv_path's rows to take
-      (without records_dir).
-    image_size: (height, width) of the model-ready batches; None under
-      real_size: the JPEG records' largest stored size.
+    records_dir, images_dir, num_posters, image_size, real_size, csv_path,
+      store_size: what is measured (_measured_data says how).
     batch_size: images per batch, for every variant.
     seconds: timed run per variant, after its warm-up.
     precision: the stall rows' Keras policy ('auto': the trainer's choice).
@@ -226,10 +220,6 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
     service: add the rows fed by a local tf.data service (1 and 2 workers).
     quick: a smoke test (--quick): short warm-ups, one stall round, and the
       targets get no verdict.
-    real_size: both formats at store_size (data.record_sets), no stall rows.
-    csv_path: the tutorial's CSV of images_dir to convert (its first
-      num_posters rows) instead of synthetic posters.
-    store_size: real_size's store size.
 
   Returns:
     The report (see summary.summarize), also written to `out`.
@@ -240,6 +230,52 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
   """
   load_start = os.getloadavg()
   os.makedirs(work_dir, exist_ok=True)
+  measured = _measured_data(records_dir, images_dir, num_posters, image_size,
+                            work_dir, real_size, csv_path, store_size)
+  setup = _setup(measured, work_dir, batch_size, seconds, precision, quick)
+  plan = measures.decode_plan(measured.manifest, setup.image_size)
+  runs = _run_rounds(setup, variants(plan, service, measured.raw_plan),
+                     repeats, isolate)
+  report = summary.summarize(median_of(runs), setup, {
+      'cpu_cores': len(os.sched_getaffinity(0)), 'isolate': isolate,
+      'repeats': repeats, 'real_size': real_size,
+      'store_size': list(store_size) if real_size else None,
+      'load_average_start': load_start, 'load_average_end': os.getloadavg(),
+      'decode_plan': plan, 'raw_decode_plan': measured.raw_plan})
+  summary.write_json(out, report)
+  return report
+
+
+@dataclasses.dataclass(frozen=True)
+class _Measured:
+  """The records a benchmark run measures, found or made (_measured_data)."""
+  manifest: records.Manifest
+  images_dir: str
+  image_size: tuple
+  sets: dict           # real_size: the other record sets, by name
+  scaled_sets: dict    # real_size: their scaled copies, by name
+  raw_plan: Optional[dict]  # real_size: the raw records' decode plan
+
+
+def _measured_data(records_dir, images_dir, num_posters, image_size,
+                   work_dir, real_size, csv_path, store_size) -> _Measured:
+  """The records and posters to measure, converted into work_dir if need be.
+
+  Args:
+    records_dir: records to measure; None: converted ones in work_dir.
+    images_dir: source posters for the baselines (and of csv_path);
+      default: the synthetic Images/, or the records' own posters written
+      out as files.
+    num_posters: synthetic posters to make, or csv_path's rows to take
+      (without records_dir).
+    image_size: (height, width) of the model-ready batches; None under
+      real_size: the JPEG records' largest stored size.
+    work_dir: where synthetic posters and converted records go.
+    real_size: both formats at store_size (data.record_sets), no stall rows.
+    csv_path: the tutorial's CSV of images_dir to convert (its first
+      num_posters rows) instead of synthetic posters.
+    store_size: real_size's store size.
+  """
   sets, scaled_sets, raw_plan = {}, {}, None
   if real_size:
     sets, images_dir = data.record_sets(work_dir, num_posters, store_size,
@@ -254,17 +290,28 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
     networks.check_input('seed_cnn', image_size)  # the stall rows' model
     manifest, images_dir = data.prepare(records_dir, images_dir, work_dir,
                                         num_posters, image_size, csv_path)
-  image_size = tuple(int(s) for s in image_size)
-  setup = measures.Setup(
-      records=manifest.records_dir, images=images_dir, image_size=image_size,
-      records_scaled=_scaled(manifest, work_dir),
+  return _Measured(manifest, images_dir,
+                   tuple(int(s) for s in image_size), sets, scaled_sets,
+                   raw_plan)
+
+
+def _setup(measured: _Measured, work_dir: str, batch_size: int,
+           seconds: float, precision: str, quick: bool) -> measures.Setup:
+  """What every variant is given: the data, the batch, the timings."""
+  return measures.Setup(
+      records=measured.manifest.records_dir, images=measured.images_dir,
+      image_size=measured.image_size,
+      records_scaled=_scaled(measured.manifest, work_dir),
       batch_size=batch_size, seconds=seconds,
       warmup_seconds=(QUICK_WARMUP_SECONDS if quick
                       else min(3.0, max(0.2, seconds / 2))),
-      precision=precision, quick=quick, record_sets=sets,
-      scaled_sets=scaled_sets)
-  plan = measures.decode_plan(manifest, image_size)
-  todo = variants(plan, service, raw_plan)
+      precision=precision, quick=quick, record_sets=measured.sets,
+      scaled_sets=measured.scaled_sets)
+
+
+def _run_rounds(setup: measures.Setup, todo: Sequence[dict], repeats: int,
+                isolate: bool) -> list:
+  """Every variant's rows, repeats times round-robin, a line per variant."""
   runs = []
   for repeat in range(repeats):
     # Round-robin: a busy spell on a shared machine hits one run of a
@@ -275,15 +322,7 @@ def run_benchmark(*, out: str, records_dir: Optional[str] = None,
       print(_progress_line(index, len(todo), repeat, repeats, found,
                            time.perf_counter() - start), file=sys.stderr)
       runs.append(found)
-  rows = median_of(runs)
-  report = summary.summarize(rows, setup, {
-      'cpu_cores': len(os.sched_getaffinity(0)), 'isolate': isolate,
-      'repeats': repeats, 'real_size': real_size,
-      'store_size': list(store_size) if real_size else None,
-      'load_average_start': load_start, 'load_average_end': os.getloadavg(),
-      'decode_plan': plan, 'raw_decode_plan': raw_plan})
-  summary.write_json(out, report)
-  return report
+  return runs
 
 
 def _progress_line(index: int, total: int, repeat: int, repeats: int,

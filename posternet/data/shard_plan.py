@@ -12,8 +12,8 @@ size (±1). The tutorial's 7,254 posters give 16 train shards of ~408 posters
 
 The plan's key (a sha256) covers everything that decides the output bytes:
 the CSV, the listed images' sizes and mtimes, the options and the shards. A
-resumed conversion (posternet/data/convert.py) reuses finished shards only under
-the same key.
+resumed conversion (posternet/data/staging.py) reuses finished shards only
+under the same key.
 """
 
 import concurrent.futures
@@ -44,7 +44,8 @@ MIN_SHARDS = {'train': 16, 'val': 2}
 MIN_POSTERS_PER_SHARD = 128
 
 # Bump when a change to the converter changes the output bytes, or the
-# resume notes' format (posternet/data/convert.py): older state is then ignored.
+# resume notes' format (posternet/data/staging.py, shard_writer.py): older
+# state is then ignored.
 PLAN_VERSION = 3
 
 # A raw record's bytes beside its pixels: Id, labels, keys, TFRecord framing.

