@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -188,6 +188,11 @@ def usable_cores() -> int:
   if hasattr(os, 'sched_getaffinity'):
     return len(os.sched_getaffinity(0))
   return os.cpu_count() or 1
+
+
+def size_text(size: Sequence[int]) -> str:
+  """(400, 300) → '400x300': a size as the size flags take it."""
+  return f'{size[0]}x{size[1]}'
 
 
 def parse_size(text: str, flag: str) -> Tuple[int, int]:

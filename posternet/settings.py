@@ -9,7 +9,8 @@ or a help text is written in one place only:
 
   define_flags   one absl flag per leaf, named after the leaf's field (leaf
                  names are unique across the tree; the flags stay flat);
-  from_flags     the tree that parsed flags describe;
+  from_flags     the tree that parsed flags describe (flag_values: its
+                 leaves as a flat dict);
   build          the tree from flat keyword values (tests, library callers);
   flat           the tree as one flat dict (config.json, the HParams);
   check          the values outside a setting's choices or bounds.
@@ -105,14 +106,20 @@ def _classes(settings_class: type) -> Iterator[type]:
       yield from _classes(field.metadata['group'])
 
 
-def from_flags(settings_class: type, values: flags.FlagValues) -> Any:
-  """The tree that parsed flag values describe (parse applied)."""
+def flag_values(settings_class: type,
+                values: flags.FlagValues) -> Dict[str, Any]:
+  """The tree's leaf values from parsed flags, by name (parse applied)."""
   flat_values = {}
   for field in leaves(settings_class):
     value, parse = values[field.name].value, field.metadata['parse']
     flat_values[field.name] = (parse(value, field.name)
                                if parse and value is not None else value)
-  return build(settings_class, **flat_values)
+  return flat_values
+
+
+def from_flags(settings_class: type, values: flags.FlagValues) -> Any:
+  """The tree that parsed flag values describe."""
+  return build(settings_class, **flag_values(settings_class, values))
 
 
 def build(settings_class: type, **flat_values) -> Any:

@@ -277,7 +277,7 @@ def test_output_is_byte_identical_whatever_the_workers(synthetic_set, converted,
     (1_000_000, 100e9, 'train', 752), (40, 1e9, 'train', 8),
     (2, 1e9, 'val', 2)])
 def test_shard_rule(n, bytes_, split, expected):
-  count = shard_plan.num_shards(n, int(bytes_), split)
+  count = shard_plan.num_shards(n, int(bytes_), split, 1)
   assert count == expected
   assert int(bytes_) / count <= shard_plan.MAX_SHARD_BYTES or count == n
 
@@ -304,7 +304,7 @@ def test_min_shards_flag_gives_every_split_enough_shards(synthetic_set,
   bad = _converter(run_module, f'--csv={csv_path}', f'--images={image_dir}',
                    f'--out={tmp_path / "bad"}', '--min_shards=0')
   _, stderr = bad.communicate(timeout=120)
-  assert bad.returncode != 0 and '--min_shards=0' in stderr
+  assert bad.returncode != 0 and '--min_shards must be at least 1, not 0' in stderr
 
 
 def test_bad_store_size_is_a_one_line_error(synthetic_set, tmp_path,

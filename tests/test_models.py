@@ -20,6 +20,7 @@ from posternet import genres
 from posternet.model import architectures
 from posternet.model import keras_weights
 from posternet.model import networks
+from posternet.model import optim
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The tutorial's CNN, layer by layer after the input: (class, settings).
@@ -152,10 +153,12 @@ def test_missing_init_weights_is_a_user_error(tmp_path):
 
 def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
   policy('mixed_bfloat16')  # compiled under the policy it was built with
-  model = networks.compiled_model('small_cnn', (24, 24), learning_rate=3e-3,
-                                jit_compile=False, steps_per_execution=4)
+  model = networks.compiled_model('small_cnn', (24, 24), jit_compile=False,
+                                  steps_per_execution=4)
+  # The default recipe's: the tutorial's Adam at 1e-3.
   assert isinstance(model.optimizer, keras.optimizers.Adam)
-  assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+  assert float(model.optimizer.learning_rate) == pytest.approx(
+      optim.Recipe().learning_rate)
   assert isinstance(model.loss, keras.losses.BinaryCrossentropy)
   assert model.jit_compile is False
   assert model.steps_per_execution == 4

@@ -193,17 +193,17 @@ def run_variant_file(spec_path: str) -> None:
     json.dump(rows, f)
 
 
-def run_benchmark(*, out: str, records_dir: Optional[str] = None,
-                  images_dir: Optional[str] = None,
-                  num_posters: int = DEFAULT_NUM_POSTERS,
-                  image_size: Optional[Sequence[int]] = DEFAULT_IMAGE_SIZE,
-                  batch_size: int = 64, seconds: float = 5.0,
-                  precision: str = 'auto', work_dir: str = 'bench/work',
-                  isolate: bool = True, repeats: int = 1,
-                  service: bool = False, quick: bool = False,
-                  real_size: bool = False, csv_path: Optional[str] = None,
-                  store_size: Sequence[int] = REAL_STORE_SIZE) -> dict:
+def run_benchmark(*, out: str, records_dir: Optional[str],
+                  images_dir: Optional[str], num_posters: int,
+                  image_size: Optional[Sequence[int]], batch_size: int,
+                  seconds: float, precision: str, work_dir: str,
+                  isolate: bool, repeats: int, service: bool, quick: bool,
+                  real_size: bool, csv_path: Optional[str],
+                  store_size: Sequence[int]) -> dict:
   """Runs every measurement, writes the JSON report and returns it.
+
+  Every keyword is a flag of `python -m tools.prefetch_bench`, whose flag
+  definitions hold the defaults.
 
   Args:
     out: the JSON report's path.

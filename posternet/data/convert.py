@@ -40,22 +40,18 @@ import tensorflow as tf
 from posternet import cli
 from posternet.data import csv_rows
 from posternet import files
-from posternet.data import images
 from posternet.data import poster_files
 from posternet.data import records
 from posternet import remote
+from posternet import settings as settings_lib
 from posternet.data import shard_plan
 from posternet.data import shard_writer
 from posternet.data import staging
 
 
 def convert(csv_path: str, images_dir: str, out_dir: str, *,
-            val_fraction: float = 0.1, seed: int = 42,
-            workers: Optional[int] = None, skip_bad_images: bool = False,
-            store_size: Optional[Sequence[int]] = None,
-            max_pixels: int = images.MAX_PIXELS,
-            min_shards: int = 1, progress: bool = True,
-            store_format: str = 'jpeg') -> dict:
+            workers: Optional[int] = None, progress: bool = True,
+            **options) -> dict:
   """Converts the tutorial's CSV + Images/ to shards and manifest.json.
 
   Args:
@@ -63,18 +59,11 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
     images_dir: the folder of <Id>.jpg posters.
     out_dir: where shards, manifest.json (and skipped.csv) go; created. A
       finished set there is replaced only once the new one is complete.
-    val_fraction: validation share of the tutorial's split.
-    seed: the split's seed (the tutorial's random_state).
     workers: threads decoding posters; None means all cores.
-    skip_bad_images: leave bad images out (counted, listed in skipped.csv)
-      instead of stopping at the first.
-    store_size: (height, width) no poster is stored larger than (each side
-      shrunk to at most it; smaller posters keep their size), or None.
-    max_pixels: images larger than this are refused from their header.
-    min_shards: at least this many shards per split (at most one a poster),
-      for that many input workers on a small data set.
     progress: show the expected size on disk and a progress line on stderr.
-    store_format: 'jpeg' (JPEG bytes) or 'raw' (uint8 pixels, no codec).
+    **options: shard_plan.Options' fields by name (val_fraction, seed,
+      skip_bad_images, store_size, max_pixels, min_shards, store_format):
+      what is converted and how; each defaults to its Options default.
 
   Returns:
     The summary: posters written per split, skipped by reason, duplicate
@@ -86,10 +75,7 @@ def convert(csv_path: str, images_dir: str, out_dir: str, *,
       or too little free space on its disk.
   """
   start = time.monotonic()
-  options = _options(
-      csv_path, images_dir, out_dir, val_fraction=val_fraction, seed=seed,
-      skip_bad_images=skip_bad_images, store_size=store_size,
-      max_pixels=max_pixels, min_shards=min_shards, store_format=store_format)
+  options = _options(csv_path, images_dir, out_dir, **options)
   workers = workers or cli.usable_cores()
   table = csv_rows.read_csv(csv_path)
   unlisted = shard_plan.count_unlisted(images_dir, table)
@@ -139,12 +125,13 @@ def _options(csv_path: str, images_dir: str, out_dir: str,
   for path, what in ((csv_path, '--csv'), (images_dir, '--images'),
                      (out_dir, '--out')):
     remote.check_path(path, what)
-  store_size = settings.pop('store_size')
-  store_size = tuple(int(s) for s in store_size) if store_size else None
-  if settings['store_format'] not in records.STORE_FORMATS:
-    raise cli.UserError(f'store format {settings["store_format"]!r}: choose '
-                        f'one of {", ".join(records.STORE_FORMATS)}')
-  return shard_plan.Options(store_size=store_size, **settings)
+  store_size = settings.pop('store_size', None)
+  options = shard_plan.Options(
+      store_size=tuple(int(s) for s in store_size) if store_size else None,
+      **settings)
+  for _, problem in settings_lib.check(options):
+    raise cli.UserError(problem)
+  return options
 
 
 # --- The end: skipped.csv, the manifest, publishing; the summary. ---

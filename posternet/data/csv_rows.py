@@ -31,6 +31,7 @@ import tensorflow as tf
 from posternet import cli
 from posternet import genres
 from posternet import remote
+from posternet.data import records
 
 # The tutorial's name for the CSV, and the downloadable archive's.
 CSV_NAMES = ('multi_label_train.csv', 'train.csv')
@@ -41,8 +42,9 @@ IMAGE_SUFFIX = '.jpg'
 # ----------------------------------------------------------------- the split
 
 
-def tutorial_split(num_rows: int, val_fraction: float = 0.1,
-                   seed: int = 42) -> tuple:
+def tutorial_split(num_rows: int,
+                   val_fraction: float = records.SplitRule.val_fraction,
+                   seed: int = records.SplitRule.seed) -> tuple:
   """The tutorial's train_test_split(test_size=val_fraction, random_state=seed).
 
   scikit-learn's ShuffleSplit draws RandomState(seed).permutation(n); the first

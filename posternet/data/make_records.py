@@ -28,10 +28,11 @@ from absl import flags
 from PIL import Image
 
 from posternet import cli
+from posternet import settings
 from posternet.data import convert
 from posternet.data import csv_rows
-from posternet.data import images
 from posternet.data import records
+from posternet.data import shard_plan
 from posternet.data import verify
 def _define_flags() -> None:
   """Defines the command's flags (only when run as a command).
@@ -48,36 +49,15 @@ def _define_flags() -> None:
   flags.DEFINE_string('images', None, 'Folder of the posters, <Id>.jpg.')
   flags.DEFINE_string('out', None, 'Output folder for the shards, '
                       'manifest.json (and skipped.csv); created if needed.')
-  flags.DEFINE_float('val_fraction', 0.1, "Validation share of the tutorial's "
-                     'split: the first ceil(val_fraction * rows) of the '
-                     'permutation.')
-  flags.DEFINE_integer('seed', 42, "Seed of the split (the tutorial's "
-                       'random_state=42).')
   flags.DEFINE_integer('workers', None, 'Threads decoding posters; default: '
                        'all cores. The output does not depend on it.')
-  flags.DEFINE_bool('skip_bad_images', False, 'Skip (count, and list in '
-                    'skipped.csv) bad images instead of stopping at the first.')
-  flags.DEFINE_string('store_size', None, 'HxW, e.g. 400x400: shrink each '
-                      'poster at conversion to at most this on each side, so '
-                      'the host decodes no more pixels than training needs; '
-                      'smaller posters keep their own size (never enlarged). '
-                      'Default: keep each poster as it is.')
-  flags.DEFINE_enum('store_format', 'jpeg', records.STORE_FORMATS,
-                    'jpeg: JPEG bytes (small on disk; decoded every epoch). '
-                    'raw: uint8 pixels with no codec (nothing to decode; '
-                    '3 bytes a pixel on disk: ~360 KB a poster at 400x300).')
-  flags.DEFINE_integer('max_pixels', images.MAX_PIXELS,
-                       'Refuse images with more pixels than this, from their '
-                       'header, before decoding (decompression bombs).')
-  flags.DEFINE_integer('min_shards', 1, 'At least this many shards per split '
-                       '(at most one a poster). Shards hold 128 posters or '
-                       'more, so a small set gets few; multi-worker training '
-                       'needs one per input worker in each split.')
   flags.DEFINE_string('verify', None, 'Instead of converting: read every '
                       'record of this records folder back, check CRCs, '
                       'checksums, counts, decode every image; exit 0 only if '
                       'all is well.')
   flags.DEFINE_bool('progress', True, 'Show a progress line on stderr.')
+  # What is converted and how: shard_plan.Options' fields, with their help.
+  settings.define_flags(shard_plan.Options)
 
 
 FLAGS = flags.FLAGS
@@ -99,10 +79,6 @@ def _check_flags() -> None:
                          'between 0 and 1')
   if FLAGS.workers is not None and FLAGS.workers < 1:
     raise app.UsageError(f'--workers={FLAGS.workers}: must be at least 1')
-  if FLAGS.max_pixels < 1:
-    raise app.UsageError(f'--max_pixels={FLAGS.max_pixels}: must be positive')
-  if FLAGS.min_shards < 1:
-    raise app.UsageError(f'--min_shards={FLAGS.min_shards}: must be at least 1')
   if not FLAGS.out:
     raise app.UsageError('--out is required: the folder for the records')
 
@@ -121,13 +97,9 @@ def main(argv: Sequence[str]) -> None:
   csv_path, images_dir = _source_paths()
   _check_flags()
   summary = convert.convert(
-      csv_path, images_dir, FLAGS.out, val_fraction=FLAGS.val_fraction,
-      seed=FLAGS.seed, workers=FLAGS.workers,
-      skip_bad_images=FLAGS.skip_bad_images,
-      store_size=(cli.parse_size(FLAGS.store_size, 'store_size')
-                  if FLAGS.store_size else None),
-      max_pixels=FLAGS.max_pixels, min_shards=FLAGS.min_shards,
-      progress=FLAGS.progress, store_format=FLAGS.store_format)
+      csv_path, images_dir, FLAGS.out, workers=FLAGS.workers,
+      progress=FLAGS.progress,
+      **settings.flag_values(shard_plan.Options, FLAGS))
   print(convert.format_summary(summary))
 
 

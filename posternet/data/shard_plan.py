@@ -34,6 +34,7 @@ from posternet.data import images
 from posternet.data import poster_files
 from posternet.data import records
 from posternet import remote
+from posternet import settings
 
 # The shard rule (module docstring).
 MAX_SHARD_BYTES = 128 * 2**20
@@ -56,17 +57,38 @@ UNKNOWN_POSTER_SIZE = (400, 300)
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """What a conversion was asked for (posternet.convert.convert's keywords).
+  """What a conversion was asked for: convert's keywords, make_records' flags.
 
   All of it goes into the plan's key: other options, other output.
   """
-  val_fraction: float = 0.1
-  seed: int = 42
-  skip_bad_images: bool = False
-  store_size: Optional[Tuple[int, int]] = None
-  max_pixels: int = images.MAX_PIXELS
-  min_shards: int = 1
-  store_format: str = 'jpeg'
+  val_fraction: float = settings.setting(
+      records.SplitRule.val_fraction, "Validation share of the tutorial's "
+      'split: the first ceil(val_fraction * rows) of the permutation.')
+  seed: int = settings.setting(
+      records.SplitRule.seed, "Seed of the split (the tutorial's "
+      'random_state=42).')
+  skip_bad_images: bool = settings.setting(
+      False, 'Skip (count, and list in skipped.csv) bad images instead of '
+      'stopping at the first.')
+  store_size: Optional[Tuple[int, int]] = settings.setting(
+      None, 'HxW, e.g. 400x400: shrink each poster at conversion to at most '
+      'this on each side, so the host decodes no more pixels than training '
+      'needs; smaller posters keep their own size (never enlarged). '
+      'Default: keep each poster as it is.', parse=cli.parse_size,
+      text=cli.size_text)
+  max_pixels: int = settings.setting(
+      images.MAX_PIXELS, 'Refuse images with more pixels than this, from '
+      'their header, before decoding (decompression bombs).', minimum=1)
+  min_shards: int = settings.setting(
+      1, 'At least this many shards per split (at most one a poster). '
+      'Shards hold 128 posters or more, so a small set gets few; '
+      'multi-worker training needs one per input worker in each split.',
+      minimum=1)
+  store_format: str = settings.setting(
+      records.STORE_FORMATS[0], 'jpeg: JPEG bytes (small on disk; decoded '
+      'every epoch). raw: uint8 pixels with no codec (nothing to decode; 3 '
+      'bytes a pixel on disk: ~360 KB a poster at 400x300).',
+      choices=records.STORE_FORMATS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +101,7 @@ class Shard:
 
 
 def num_shards(num_posters: int, estimated_bytes: int, split: str,
-               min_shards: int = 1) -> int:
+               min_shards: int) -> int:
   """How many shards a split gets: the rule in the module docstring.
 
   min_shards lets a small data set be shared among that many input workers
@@ -95,7 +117,7 @@ def num_shards(num_posters: int, estimated_bytes: int, split: str,
 
 
 def plan_shards(split: str, rows: np.ndarray, estimated_bytes: int,
-                min_shards: int = 1) -> list:
+                min_shards: int) -> list:
   """Cuts a split's rows (in order) into contiguous, equal-size shards."""
   count = num_shards(len(rows), estimated_bytes, split, min_shards)
   bounds = [len(rows) * i // count for i in range(count + 1)]

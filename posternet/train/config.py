@@ -11,11 +11,12 @@ from the hardware, the records and the run folder. Library code
 
 import dataclasses
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 from absl import flags
 
 from posternet.data import augment as augment_lib
+from posternet.data import pipeline
 from posternet import cli
 from posternet.observe import dashboards
 from posternet.data import service as service_lib
@@ -29,11 +30,6 @@ from posternet import settings
 setting = settings.setting
 
 
-def size_text(size: Sequence[int]) -> str:
-  """(400, 300) → '400x300', as the size flags take it."""
-  return f'{size[0]}x{size[1]}'
-
-
 def _verbosity(text: str, flag: str) -> Union[str, int]:
   """--verbose's text: 'auto', or model.fit's 0, 1 or 2."""
   del flag  # the enum flag has checked the text
@@ -42,7 +38,7 @@ def _verbosity(text: str, flag: str) -> Union[str, int]:
 
 def _size(**kwargs):
   """A size setting: HxW text on the command line, (H, W) in the Config."""
-  return setting(parse=cli.parse_size, text=size_text, **kwargs)
+  return setting(parse=cli.parse_size, text=cli.size_text, **kwargs)
 
 
 def _model_help() -> str:
@@ -122,7 +118,7 @@ class Config:
       'an error; an external --export_dir that holds a model is kept '
       'likewise.')
   shuffle_buffer: int = setting(
-      1024, 'Training examples in the shuffle buffer (serialized records, '
+      pipeline.Options.shuffle_buffer, 'Training examples in the shuffle buffer (serialized records, '
       'not pixels).')
   cache: bool = setting(False, 'Keep decoded posters in RAM after the first '
                         'epoch (only for data that fits).')
@@ -137,13 +133,13 @@ class Config:
       'model and size; for efficientnetv2b0 also Keras\' backbone file '
       '(efficientnetv2-b0_notop.h5), or imagenet: that file from Keras\' '
       'cache, downloaded into it if missing.')
-  pretrained: str = setting('none', _pretrained_help(),
+  pretrained: str = setting(networks.FROM_SCRATCH, _pretrained_help(),
                             choices=networks.PRETRAINED)
   fine_tune_blocks: int = setting(
-      -1, 'With --pretrained=imagenet: how many of the backbone\'s top '
+      networks.ALL_BLOCKS, 'With --pretrained=imagenet: how many of the backbone\'s top '
       'blocks train during --epochs (with its final 1x1 convolution); 0: the '
       'backbone stays frozen, -1: all of it. Batch norm stays frozen '
-      '(inference mode) either way.', minimum=-1)
+      '(inference mode) either way.', minimum=networks.ALL_BLOCKS)
   head: head_phase_lib.HeadPhase = settings.group(head_phase_lib.HeadPhase)
   seed: int = setting(0, 'Seeds weight initialisation, dropout and the '
                       'shuffles.')

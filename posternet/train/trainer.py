@@ -173,15 +173,15 @@ def warn_if_upscaled(manifest: records.Manifest,
   _, (max_h, max_w) = manifest.stored_size_range('train')
   if max_h >= image_size[0] and max_w >= image_size[1]:
     return False
-  largest = train_config.size_text((min(max_h, image_size[0]),
+  largest = cli.size_text((min(max_h, image_size[0]),
                                     min(max_w, image_size[1])))
   logging.warning(
       'the records hold posters of at most %dx%d, smaller than --image_size='
       '%s: the host enlarges every poster, which costs time and adds no '
       'detail; train at --image_size=%s with --model_size=%s (the device '
       'resizes), or convert again with a larger --store_size', max_h, max_w,
-      train_config.size_text(image_size), largest,
-      train_config.size_text(image_size))
+      cli.size_text(image_size), largest,
+      cli.size_text(image_size))
   return True
 
 
@@ -375,7 +375,7 @@ def _user_errors(config: Config, manifest: records.Manifest):
   except tf.errors.ResourceExhaustedError:
     raise cli.UserError(
         f'out of memory at --batch_size={config.batch_size} and '
-        f'--image_size={train_config.size_text(config.image_size)}; lower '
+        f'--image_size={cli.size_text(config.image_size)}; lower '
         '--batch_size '
         f'(e.g. {max(config.batch_size // 2, 1)}) or --image_size') from None
   except tf.errors.OpError as e:
