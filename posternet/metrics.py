@@ -1,117 +1,17 @@
-"""Every score, one implementation each: Keras metrics per epoch, exact ones.
+"""Every score, one implementation each, exact, in NumPy on whole arrays.
 
-The Keras metrics (make_metrics) are what a run logs for train and val per
-epoch, besides the loss; ROC-AUC and PR-AUC among them are binned. The exact
-scores on whole arrays (score_arrays, summary_scores) are the final ones:
-the end of training, posternet.evaluate.
-
-GenreAUC and PrecisionAtK are registered with Keras under the package
-'posternet' (registered names 'posternet>GenreAUC', 'posternet>PrecisionAtK'):
-a compiled .keras checkpoint names them so, and loads wherever this module
-was imported (posternet.models imports it).
+ROC-AUC, average precision, precision@k, binary cross-entropy, F1 and
+binary accuracy, per genre and macro, as scikit-learn defines them (without
+depending on it). Every number posternet reports comes from here: the
+validation scores of each epoch (posternet.train.val_scores, which feeds
+history.csv, the console line, the best-epoch choice and the dashboards),
+the trainer's final summary, `posternet.evaluate`, the export's thresholds
+and the benchmark. The same predictions therefore give the same numbers
+everywhere: summary.json's val scores are what evaluate reports for the
+export on the same records.
 """
 
-import keras
-from keras import ops
 import numpy as np
-import tensorflow as tf
-
-from posternet import genres
-
-
-@keras.saving.register_keras_serializable(package='posternet')
-class GenreAUC(keras.metrics.AUC):
-  """Multi-label AUC averaged over the genres it can be defined for.
-
-  keras.metrics.AUC(multi_label=True) counts a genre with no positive (or no
-  negative) poster as AUC 0, and genres are rare: a validation split without
-  a single News poster would pull the mean down for no fault of the model.
-  Such genres are left out of the mean, as in scikit-learn, which refuses to
-  score them.
-  """
-
-  def __init__(self, curve='ROC', name=None, **kwargs):
-    kwargs.setdefault('multi_label', True)
-    kwargs.setdefault('num_labels', genres.NUM_GENRES)
-    super().__init__(curve=curve, name=name, **kwargs)
-
-  def result(self):
-    # Every count at the lowest threshold: all of a genre's posters.
-    positives = self.true_positives[0] + self.false_negatives[0]
-    negatives = self.false_positives[0] + self.true_negatives[0]
-    defined = ops.cast(ops.logical_and(positives > 0, negatives > 0), 'float32')
-    saved, self.label_weights = self.label_weights, defined
-    try:
-      return super().result()
-    finally:
-      self.label_weights = saved
-
-
-@keras.saving.register_keras_serializable(package='posternet')
-class PrecisionAtK(keras.metrics.Metric):
-  """The share of the k most probable genres that are true genres.
-
-  The tutorial shows a poster's top 3 genres, so this is the number a user of
-  its output sees: of the 3 genres printed, how many are right.
-  """
-
-  def __init__(self, k=3, name=None, **kwargs):
-    super().__init__(name=name or f'precision_at_{k}', **kwargs)
-    self.k = k
-    self.hits = self.add_variable(shape=(), initializer='zeros', name='hits')
-    self.count = self.add_variable(shape=(), initializer='zeros', name='count')
-
-  def update_state(self, y_true, y_pred, sample_weight=None):
-    del sample_weight  # every poster counts the same
-    top = ops.top_k(y_pred, self.k, sorted=False)[1]
-    hits = ops.take_along_axis(ops.cast(y_true, self.dtype), top, axis=-1)
-    self.hits.assign_add(ops.sum(hits))
-    self.count.assign_add(ops.cast(ops.size(hits), self.dtype))
-
-  def result(self):
-    return ops.divide_no_nan(self.hits, self.count)
-
-  def reset_state(self):
-    self.hits.assign(0.0)
-    self.count.assign(0.0)
-
-  def get_config(self):
-    return {**super().get_config(), 'k': self.k}
-
-
-def make_metrics() -> list:
-  """The metrics logged for train and val, besides the loss."""
-  return [
-      # The tutorial's metrics=['accuracy'], which under binary cross-entropy
-      # is binary accuracy over all 25 outputs.
-      keras.metrics.BinaryAccuracy(name='accuracy', threshold=0.5),
-      GenreAUC(curve='ROC', name='roc_auc'),
-      GenreAUC(curve='PR', name='pr_auc'),
-      # threshold explicit: F1Score(threshold=None) takes the argmax, which
-      # is wrong for multi-label.
-      keras.metrics.F1Score(average='micro', threshold=0.5, name='f1_micro'),
-      keras.metrics.F1Score(average='macro', threshold=0.5, name='f1_macro'),
-      PrecisionAtK(k=3, name='precision_at_3'),
-  ]
-
-
-def evaluate_arrays(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-  """The loss and every metric of make_metrics, on whole arrays."""
-  labels = tf.constant(labels, tf.float32)
-  probabilities = tf.constant(probabilities, tf.float32)
-  results = {'loss': float(keras.losses.binary_crossentropy(
-      labels, probabilities).numpy().mean())}
-  for metric in make_metrics():
-    metric.update_state(labels, probabilities)
-    results[metric.name] = float(metric.result())
-  return results
-
-
-# --- Exact scores on whole arrays, in NumPy (posternet.evaluate). ---
-#
-# The Keras metrics above approximate ROC-AUC and PR-AUC from 200 fixed
-# thresholds, which is right for a training curve. A final evaluation wants
-# the exact values, as scikit-learn defines them (without depending on it).
 
 
 def roc_auc_per_genre(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -192,7 +92,7 @@ def precision_at_k_array(labels: np.ndarray, scores: np.ndarray,
                          k: int = 3) -> float:
   """The share of each poster's k highest-scored genres that are true.
 
-  Ties go to the genre listed first, as in PrecisionAtK (ops.top_k).
+  Ties go to the genre listed first.
   """
   top = np.argsort(-np.asarray(scores, np.float64), axis=1, kind='stable')
   hits = np.take_along_axis(np.asarray(labels) > 0.5, top[:, :k], axis=1)
@@ -211,20 +111,43 @@ def binary_crossentropy_array(labels: np.ndarray,
   return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
 
 
+def f1_per_genre(labels: np.ndarray, probabilities: np.ndarray,
+                 thresholds=0.5) -> np.ndarray:
+  """Each genre's F1 when it is predicted above its threshold.
+
+  Args:
+    labels: [N, G] multi-hot labels (0/1).
+    probabilities: [N, G] predicted probabilities.
+    thresholds: a number or [G] thresholds.
+
+  Returns:
+    float64 [G]; 0 for a genre that is neither true nor predicted anywhere.
+  """
+  truth, predicted = _decisions(labels, probabilities, thresholds)
+  true_pos = np.sum(truth & predicted, axis=0)
+  total = truth.sum(axis=0) + predicted.sum(axis=0)
+  return np.where(total > 0, 2 * true_pos / np.maximum(total, 1), 0.0)
+
+
 def f1_array(labels: np.ndarray, probabilities: np.ndarray,
              threshold: float = 0.5) -> tuple:
   """(micro, macro) F1 when a genre is predicted above the threshold.
 
-  As the trainer's F1Score metrics: macro averages all genres, a genre that
-  is neither true nor predicted anywhere counting 0.
+  Macro averages all genres, a genre that is neither true nor predicted
+  anywhere counting 0 (as Keras' F1Score does).
   """
-  truth = np.asarray(labels) > 0.5
-  predicted = np.asarray(probabilities, np.float64) > threshold
-  true_pos = np.sum(truth & predicted, axis=0)
-  total = truth.sum(axis=0) + predicted.sum(axis=0)
-  per_genre = np.where(total > 0, 2 * true_pos / np.maximum(total, 1), 0.0)
-  micro = 2 * true_pos.sum() / max(total.sum(), 1)
-  return float(micro), float(per_genre.mean())
+  truth, predicted = _decisions(labels, probabilities, threshold)
+  total = truth.sum() + predicted.sum()
+  micro = 2 * np.sum(truth & predicted) / max(total, 1)
+  return float(micro), float(
+      f1_per_genre(labels, probabilities, threshold).mean())
+
+
+def _decisions(labels: np.ndarray, probabilities: np.ndarray,
+               thresholds) -> tuple:
+  """(true, predicted) boolean [N, G]: predicted above the threshold(s)."""
+  return (np.asarray(labels) > 0.5,
+          np.asarray(probabilities, np.float64) > np.asarray(thresholds))
 
 
 def score_arrays(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -256,17 +179,17 @@ def binary_accuracy_array(labels: np.ndarray, probabilities: np.ndarray,
   The tutorial's metrics=['accuracy'] (BinaryAccuracy: predicted when the
   probability is above the threshold).
   """
-  predicted = np.asarray(probabilities, np.float64) > threshold
-  return float(np.mean(predicted == (np.asarray(labels) > 0.5)))
+  truth, predicted = _decisions(labels, probabilities, threshold)
+  return float(np.mean(predicted == truth))
 
 
 def summary_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-  """The trainer's final validation scores: score_arrays's, plus accuracy.
+  """The trainer's validation scores: score_arrays's, plus accuracy.
 
-  Exact, so the end of training and `posternet.evaluate` on the export and
-  split give the same numbers; the per-epoch Keras metrics above are binned.
-  The binary cross-entropy is under 'loss' (Keras' name in history.csv and
-  the dashboards) instead of 'bce'.
+  Per epoch and at the end of training, so the end of training and
+  `posternet.evaluate` on the export and split give the same numbers. The
+  binary cross-entropy is under 'loss' (Keras' name in history.csv and the
+  dashboards) instead of 'bce'.
 
   Returns:
     The SUMMARY_SCORES, by name.

@@ -29,6 +29,8 @@ from posternet.data import images
 from posternet import metrics
 from posternet.model import networks
 from posternet.data import records
+from posternet.train import config as train_config
+from posternet.train import trainer
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (24, 24)
 METRIC_KEYS = ('roc_auc', 'average_precision', 'precision_at_3', 'bce',
@@ -454,3 +456,28 @@ def test_a_bad_path_is_one_line_and_exit_2(exported, tmp_path, what):
   assert run.returncode == cli.EXIT_USER_ERROR
   assert 'Traceback' not in run.stderr and run.stdout == ''
   assert run.stderr.strip().splitlines() == [expected[what]]
+
+
+def test_training_summary_and_evaluate_give_the_same_scores(make_records,
+                                                            tmp_path):
+  # One ROC-AUC (posternet.metrics) on the same predictions: what training
+  # writes in summary.json is what evaluate reports for its export.
+  manifest = make_records('same', num_train=64, num_val=48,
+                          image_hw=IMAGE_SIZE, seed=7)
+  summary = trainer.run(train_config.build(
+      records=manifest.records_dir, logdir=str(tmp_path), run_name='same',
+      model='small_cnn', image_size=IMAGE_SIZE, batch_size=16, epochs=2,
+      learning_rate=3e-3, verbose=0, dashboard_every_epochs=0))
+  run = _evaluate_command(f'--model={summary["export_dir"]}',
+                          f'--records={manifest.records_dir}',
+                          '--batch_size=16')
+  assert run.returncode == 0, run.stderr
+  with open(os.path.join(summary['export_dir'], 'evaluation-val.json')) as f:
+    evaluated = json.load(f)['metrics']['model']
+  for key in ('roc_auc', 'average_precision', 'precision_at_3'):
+    assert abs(summary['val'][key] - evaluated[key]) <= 1e-6, key
+  # The best epoch's score in the run's history is that same number.
+  with open(tmp_path / 'same' / 'history.csv') as f:
+    history = list(csv.DictReader(f))
+  epoch = history[summary['exported_epoch'] - 1]
+  assert abs(float(epoch['val_roc_auc']) - summary['val']['roc_auc']) <= 1e-6

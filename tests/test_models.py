@@ -166,8 +166,8 @@ def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
   posters = np.zeros((8, 24, 24, 3), np.uint8)
   results = model.evaluate(posters, np.zeros((8, genres.NUM_GENRES)),
                            verbose=0, return_dict=True)
-  assert set(results) == {'loss', 'accuracy', 'roc_auc', 'pr_auc', 'f1_micro',
-                          'f1_macro', 'precision_at_3'}
+  # No Keras metrics: validation is scored by val_scores (posternet.metrics).
+  assert set(results) == {'loss'}
 
 
 # --init_weights=imagenet.

@@ -19,7 +19,7 @@ records stored at 128×128, network at 224×224.
 
 Models are built under the global Keras dtype policy; the trainer sets it
 (mixed precision) before calling build_model. compiled_model adds what the
-trainer trains with (optimizer, loss, metrics); the trainer and the prefetch
+trainer trains with (optimizer, loss); the trainer and the prefetch
 benchmark both build their model with it.
 
 Here: the registry of named models (ModelSpec, MODELS), building and
@@ -40,7 +40,6 @@ from posternet import cli
 from posternet.model import architectures
 from posternet.model import efficientnet_lite
 from posternet import genres
-from posternet import metrics
 from posternet.model import keras_weights
 from posternet.model import optim
 
@@ -169,7 +168,9 @@ def compiled_model(name: str, image_size: Sequence[int], *,
   """build_model, compiled as the trainer trains it.
 
   By default optim.Recipe()'s optimizer and loss (the tutorial's Adam and
-  binary cross-entropy); the trainer passes its recipe's. Metrics: metrics.make_metrics().
+  binary cross-entropy); the trainer passes its recipe's. No metrics: the
+  loss is what training logs per step; validation is scored by
+  posternet.train.val_scores with posternet.metrics.
   Call it under the distribution strategy's scope and the dtype policy the
   model is to train with.
 
@@ -196,7 +197,7 @@ def compiled_model(name: str, image_size: Sequence[int], *,
   tutorial = optim.Recipe()
   model.compile(optimizer=optimizer or optim.make_optimizer(tutorial, 1, 1),
                 loss=loss or optim.make_loss(tutorial),
-                metrics=metrics.make_metrics(), jit_compile=jit_compile,
+                jit_compile=jit_compile,
                 steps_per_execution=steps_per_execution)
   return model
 

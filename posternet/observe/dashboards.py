@@ -19,7 +19,7 @@ epoch_images_per_sec):
 """
 
 import os
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import keras
@@ -98,6 +98,7 @@ def make_callbacks(run_dir: str, clock: step_scalars.InputClock, *,
                    manifest: records.Manifest, image_size: Sequence[int],
                    batch_size: int, hparams: Mapping,
                    metric_names: Sequence[str],
+                   val_predictions: Callable[[], tuple],
                    log_every_steps: int, dashboard_every_epochs: int,
                    profile_steps: Optional[Tuple[int, int]]) -> list:
   """The TensorBoard callbacks of a run, in the order they must run.
@@ -112,6 +113,8 @@ def make_callbacks(run_dir: str, clock: step_scalars.InputClock, *,
       (hparams_dashboard.hparams_values).
     metric_names: the final validation scores' names, besides the loss
       (the HParams columns final_<name>).
+    val_predictions: () → (labels, probabilities) of the epoch's val pass
+      (ValidationScores.latest), for the per-genre dashboards.
     log_every_steps: train scalars every this many steps; 0: per epoch only.
     dashboard_every_epochs: per-genre results and the grid every this many
       epochs; 0: never.
@@ -133,7 +136,7 @@ def make_callbacks(run_dir: str, clock: step_scalars.InputClock, *,
   if dashboard_every_epochs:
     callbacks.append(genre_dashboards.ValidationDashboards(
         os.path.join(run_dir, 'validation'), manifest, image_size,
-        dashboard_every_epochs))
+        val_predictions, dashboard_every_epochs))
   callbacks.append(hparams_dashboard.HParams(
       run_dir, hparams, metric_names,
       trial_id=os.path.basename(os.path.normpath(run_dir))))

@@ -5,17 +5,15 @@ genre_support/<g> scalars, the genre_table text, a PR curve per genre
 (pr_curves/<g>), the val_posters image grid (true genres and top-3
 predictions) and its val_posters_table text.
 
-The per-genre numbers cost no extra pass: at the end of an epoch the
-compiled multi-label ROC-AUC metric still holds the validation pass's
-confusion counts (200 thresholds x 25 genres), from which per-genre ROC-AUC,
-support and PR curves follow. Only the poster grid runs the model, on 8
-posters.
+The per-genre numbers cost no extra pass: they are scored (posternet.metrics,
+exactly, as the epoch's val_roc_auc is) on the predictions that the epoch's
+ValidationScores made of the whole val split. Only the poster grid runs the
+model, on 8 posters.
 """
 
 import math
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
-from absl import logging
 import keras
 from keras import ops
 import numpy as np
@@ -23,6 +21,7 @@ import tensorflow as tf
 from tensorboard.plugins.pr_curve import summary as pr_summary
 
 from posternet import genres
+from posternet import metrics
 from posternet.data import pipeline
 from posternet.data import records
 from posternet.observe import render
@@ -32,58 +31,23 @@ GRID_POSTERS = 8      # validation posters in the val_posters grid
 # --- Per-genre results from the validation pass. ---
 
 
-def find_genre_auc(model: keras.Model) -> Optional[keras.metrics.AUC]:
-  """The compiled multi-label ROC AUC metric over the 25 genres, if any."""
-  pending = list(model.metrics)
-  while pending:
-    metric = pending.pop(0)
-    if (isinstance(metric, keras.metrics.AUC) and metric.multi_label and
-        metric.curve.name == 'ROC' and
-        metric.num_labels == genres.NUM_GENRES):
-      return metric
-    pending.extend(getattr(metric, 'metrics', []))
-  return None
+def genre_results(labels: np.ndarray,
+                  probabilities: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """(ROC-AUC, support) per genre; NaN for a genre without both classes.
 
-
-def confusion(metric: keras.metrics.AUC) -> dict:
-  """The metric's counts, each float64 [thresholds, genres]."""
-  names = ('true_positives', 'false_positives', 'true_negatives',
-           'false_negatives')
-  return {name: np.asarray(ops.convert_to_numpy(getattr(metric, name)),
-                           np.float64) for name in names}
-
-
-def genre_results(counts: Mapping[str, np.ndarray]) -> Tuple[np.ndarray,
-                                                            np.ndarray]:
-  """(ROC-AUC, support) per genre from confusion counts at thresholds.
-
-  The trapezoid rule over the thresholds, as keras.metrics.AUC computes it,
-  so the mean over the genres with positives and negatives is the logged
-  roc_auc. A genre without positives or negatives gets NaN.
+  The mean over the defined genres is the epoch's val_roc_auc.
   """
-  tp, fp = counts['true_positives'], counts['false_positives']
-  tn, fn = counts['true_negatives'], counts['false_negatives']
-  positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
-  with np.errstate(divide='ignore', invalid='ignore'):
-    tpr, fpr = tp / positives, fp / negatives
-    auc = np.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2, axis=0)
-  auc[(positives == 0) | (negatives == 0)] = np.nan
-  return auc, positives
+  return (metrics.roc_auc_per_genre(labels, probabilities),
+          np.asarray(labels > 0.5).sum(axis=0))
 
 
-def pr_curve_summary(tag: str, counts: Mapping[str, np.ndarray],
+def pr_curve_summary(tag: str, labels: np.ndarray, probabilities: np.ndarray,
                      genre: int):
-  """The PR-curve plugin's Summary proto for one genre's counts."""
-  tp, fp = counts['true_positives'][:, genre], counts['false_positives'][:,
-                                                                       genre]
-  tn, fn = counts['true_negatives'][:, genre], counts['false_negatives'][:,
-                                                                       genre]
-  summary = pr_summary.raw_data_pb(
-      tag, true_positive_counts=tp, false_positive_counts=fp,
-      true_negative_counts=tn, false_negative_counts=fn,
-      precision=tp / np.maximum(tp + fp, 1e-7),
-      recall=tp / np.maximum(tp + fn, 1e-7), num_thresholds=len(tp))
-  summary.value[0].tag = tag  # raw_data_pb appends '/pr_curves'
+  """The PR-curve plugin's Summary proto for one genre (its 201 thresholds)."""
+  summary = pr_summary.pb(tag, labels=np.asarray(labels[:, genre]) > 0.5,
+                          predictions=np.asarray(probabilities[:, genre],
+                                                 np.float32))
+  summary.value[0].tag = tag  # pb appends '/pr_curves'
   return summary
 
 
@@ -130,14 +94,16 @@ def grid_table(labels: np.ndarray, probabilities: np.ndarray,
 class ValidationDashboards(keras.callbacks.Callback):
   """Per-genre ROC-AUC and support, PR curves and the poster grid, per epoch.
 
-  Reads the compiled ROC-AUC metric at the end of the epoch, when it holds
-  the validation pass (Keras resets metrics when an epoch or a pass begins),
-  and runs the model on GRID_POSTERS val posters for the grid.
+  Scores the epoch's val predictions (val_predictions(): labels and
+  probabilities of the whole split, from ValidationScores, which runs
+  first) and runs the model on GRID_POSTERS val posters for the grid.
   """
 
   def __init__(self, validation_dir: str, manifest: records.Manifest,
-               image_size: Sequence[int], every_epochs: int = 1):
+               image_size: Sequence[int], val_predictions: Callable,
+               every_epochs: int):
     super().__init__()
+    self.val_predictions = val_predictions
     self.validation_dir, self.manifest = validation_dir, manifest
     self.image_size, self.every_epochs = tuple(image_size), every_epochs
     self._writer = self._posters = None
@@ -160,19 +126,14 @@ class ValidationDashboards(keras.callbacks.Callback):
     self._writer.flush()
 
   def _write_genres(self, step: int) -> None:
-    metric = find_genre_auc(self.model)
-    if metric is None:
-      logging.warning('no multi-label ROC AUC metric compiled: no per-genre '
-                      'dashboards')
-      return
-    counts = confusion(metric)
-    auc, support = genre_results(counts)
+    labels, probabilities = self.val_predictions()
+    auc, support = genre_results(labels, probabilities)
     for index, name in enumerate(genres.GENRES):
       tf.summary.scalar(f'genre_support/{name}', support[index], step=step)
       if not math.isnan(auc[index]):
         tf.summary.scalar(f'genre_roc_auc/{name}', auc[index], step=step)
       tf.summary.experimental.write_raw_pb(
-          pr_curve_summary(f'pr_curves/{name}', counts,
+          pr_curve_summary(f'pr_curves/{name}', labels, probabilities,
                            index).SerializeToString(), step=step)
     tf.summary.text('genre_table', genre_table(auc, support), step=step)
 

@@ -14,9 +14,9 @@ A run lives in --logdir/<run_name>/:
   summary.json        exact validation scores of the export, steps, throughput
   export/             the exported model (unless --export_dir says elsewhere)
 
-Each epoch prints one line (loss, val loss, val ROC-AUC from Keras' binned
-metric, val precision@3, images/s); at the end the exported epoch is scored
-exactly on the whole val split, the same numbers `python -m
+Each epoch prints one line (loss, val loss, val ROC-AUC, val precision@3,
+images/s), scored exactly on the whole val split (posternet.metrics); at the
+end the exported epoch is scored so again, the same numbers `python -m
 posternet.evaluate` gives for the export.
 
 A run that was killed (even with kill -9) continues from its last finished
@@ -65,6 +65,7 @@ from posternet.data import pipeline
 from posternet import metrics
 from posternet.model import networks
 from posternet.train import multi_worker
+from posternet.train import val_scores
 from posternet.model import optim
 from posternet.data import records
 from posternet.observe import step_scalars
@@ -205,9 +206,8 @@ def _train_and_export(config: Config, settings: Resolved,
                f'{model.count_params():,}', model.input_shape[1:],
                strategy.num_replicas_in_sync)
   clock = step_scalars.InputClock()  # times the train pipeline's get_next
-  train_data, val_data = _distributed_datasets(config, strategy, clock,
-                                               manifest)
-  callbacks = _callbacks(config, settings, clock, manifest)
+  train_data = _distributed_train_data(config, strategy, clock, manifest)
+  callbacks = _callbacks(config, settings, clock, manifest, model.loss)
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
   start = time.perf_counter()
   head_scores = None
@@ -221,11 +221,10 @@ def _train_and_export(config: Config, settings: Resolved,
                               config.data_service_timeout)
            if config.data_service else contextlib.nullcontext())
   with _user_errors(config, manifest), watch:
-    # shuffle=False: the pipeline shuffles. validation_steps: the val
-    # split's batches, so Keras need not run into its end to find it.
-    model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-              steps_per_epoch=settings.steps_per_epoch,
-              validation_steps=settings.val_steps, shuffle=False,
+    # shuffle=False: the pipeline shuffles. No validation_data: the first
+    # callback (val_scores.ValidationScores) scores the val split.
+    model.fit(train_data, epochs=config.epochs,
+              steps_per_epoch=settings.steps_per_epoch, shuffle=False,
               callbacks=callbacks, verbose=_fit_verbosity(config.verbose))
   if backup.resumed_from_epoch >= config.epochs:
     logging.info('all %d epochs were trained before: only scoring, exporting '
@@ -253,7 +252,7 @@ def _choose_export_epoch(model: keras.Model, config: Config,
   best = next(c for c in callbacks if isinstance(c, checkpoints.BestEpoch))
   if config.export_epoch == 'best' and best.best is not None:
     record = best.restore(model)
-    logging.info('exporting epoch %d of %d: the best %s (%.4f, binned)',
+    logging.info('exporting epoch %d of %d: the best %s (%.4f)',
                  record['epoch'], config.epochs,
                  record['monitor'].replace('val_roc_auc', 'val ROC-AUC'),
                  record['value'])
@@ -299,17 +298,17 @@ def _one_pass_fn(config: Config, manifest: records.Manifest):
   return one_pass
 
 
-def _distributed_datasets(config: Config, strategy,
-                          clock: step_scalars.InputClock,
-                          manifest: records.Manifest) -> tuple:
-  """(train, val) datasets, built per input pipeline with its input context.
+def _distributed_train_data(config: Config, strategy,
+                            clock: step_scalars.InputClock,
+                            manifest: records.Manifest):
+  """The train dataset, built per input pipeline with its input context.
 
   The clock times the training steps' waits for input (the dashboards).
   """
 
-  def dataset_fn(split):
-    return lambda context: pipeline.make_dataset(
-        manifest, split, config.batch_size, config.image_size, context,
+  def local_fn(context):
+    return pipeline.make_dataset(
+        manifest, 'train', config.batch_size, config.image_size, context,
         **_pipeline_options(config))
 
   def service_fn(context):
@@ -321,18 +320,18 @@ def _distributed_datasets(config: Config, strategy,
         config.image_size, config.data_service, config.data_service_mode,
         config.data_service_job, **_pipeline_options(config))
 
-  train_fn = service_fn if config.data_service else dataset_fn('train')
-  return (strategy.distribute_datasets_from_function(
-              lambda context: clock.wrap(train_fn(context))),
-          strategy.distribute_datasets_from_function(dataset_fn('val')))
+  train_fn = service_fn if config.data_service else local_fn
+  return strategy.distribute_datasets_from_function(
+      lambda context: clock.wrap(train_fn(context)))
 
 
 def _callbacks(config: Config, settings: Resolved,
-               clock: step_scalars.InputClock,
-               manifest: records.Manifest) -> list:
+               clock: step_scalars.InputClock, manifest: records.Manifest,
+               loss: keras.losses.Loss) -> list:
   """The epoch's callbacks, in the order they run.
 
-  Throughput first, so the loggers after it record images_per_sec (and the
+  The validation scores first, so that every later one sees them; then
+  throughput, so the loggers after it record images_per_sec (and the
   dashboards' input_wait_share, for the CSV log and the epoch line). The
   backup last: an epoch the backup counts as done is already in the logs
   and checkpoints (a kill before it only repeats that epoch).
@@ -340,7 +339,10 @@ def _callbacks(config: Config, settings: Resolved,
   folder = settings.run_dir
   epoch_line = ([console.EpochLine(config.epochs, settings.steps_per_epoch)]
                 if config.verbose == 'auto' else [])
+  scores = val_scores.ValidationScores(
+      lambda: _split_dataset(config, manifest, 'val'), loss)
   return [
+      scores,
       step_scalars.Throughput(settings.steps_per_epoch * config.batch_size,
                  settings.steps_per_epoch),
       *dashboards.make_callbacks(
@@ -350,6 +352,7 @@ def _callbacks(config: Config, settings: Resolved,
                                                    settings.hparams()),
           metric_names=[name for name in metrics.SUMMARY_SCORES
                         if name != 'loss'],
+          val_predictions=lambda: scores.latest,
           log_every_steps=config.log_every_steps,
           dashboard_every_epochs=config.dashboard_every_epochs,
           profile_steps=config.profile_steps),
@@ -403,7 +406,7 @@ def _finish(model, config: Config, settings: Resolved,
   val = metrics.summary_scores(labels, probabilities)  # exact, as evaluate
   thresholds = export.tune_thresholds(labels, probabilities)
   val['f1_macro_tuned'] = float(np.mean(
-      export.f1_scores(labels, probabilities, thresholds.values)))
+      metrics.f1_per_genre(labels, probabilities, thresholds.values)))
   logging.info('tuned thresholds for %d genres (%d+ val positives); the '
                'others keep %g', len(thresholds.tuned_genres),
                thresholds.min_positives, export.DEFAULT_THRESHOLD)
@@ -441,18 +444,17 @@ def _finish(model, config: Config, settings: Resolved,
   return summary
 
 
+def _split_dataset(config: Config, manifest: records.Manifest,
+                   split: str) -> tf.data.Dataset:
+  """One ordered pass of a split, for scoring (no augmentation)."""
+  return pipeline.make_dataset(manifest, split, config.batch_size,
+                               config.image_size, **_pipeline_options(config))
+
+
 def predict_split(model: keras.Model, config: Config,
                   manifest: records.Manifest, split: str) -> tuple:
   """(labels, probabilities) for every poster of a split, in one pass."""
-  dataset = pipeline.make_dataset(
-      manifest, split, config.batch_size, config.image_size,
-      **_pipeline_options(config))
-  forward = tf.function(lambda images: model(images, training=False))
-  labels, probabilities = [], []
-  for images, batch_labels in dataset:
-    probabilities.append(tf.cast(forward(images), tf.float32).numpy())
-    labels.append(batch_labels.numpy())
-  return np.concatenate(labels), np.concatenate(probabilities)
+  return val_scores.predict(model, _split_dataset(config, manifest, split))
 
 
 def _log_summary(summary: dict, settings: Resolved, records_dir: str) -> None:
