@@ -23,6 +23,7 @@ import bad_inputs
 import record_fixtures
 from posternet import cli
 from posternet.serve import evaluate
+from posternet.serve import report
 from posternet.serve import export
 from posternet import genres
 from posternet.data import images
@@ -256,7 +257,7 @@ def test_printed_report_matches_the_json(records_run):
   assert lines[0].startswith(f'model {document["model"]} (24x24) on the val '
                              'split of ')
   assert lines[-1] == f'JSON: {records_run["path"]}'
-  for key, label, decimals in evaluate.METRIC_ROWS:
+  for key, label, decimals in report.METRIC_ROWS:
     line = next(l for l in lines if l.startswith(label))
     model_value, base_value = line[len(label):].split()
     assert model_value == f'{document["metrics"]["model"][key]:.{decimals}f}'

@@ -28,6 +28,7 @@ from posternet import settings
 from posternet.data import augment
 from posternet.model import optim
 from posternet.train import head_phase
+from posternet.train import inputs
 from posternet.serve import export
 from posternet import genres
 from posternet.train import hardware
@@ -507,9 +508,9 @@ def test_real_config_is_the_recipe(repo, monkeypatch):
 
 def test_upscaling_records_warns(learnable):
   manifest = records.Manifest.read(learnable['real'])
-  assert not trainer.warn_if_upscaled(manifest, (SIZE, SIZE))
-  assert not trainer.warn_if_upscaled(manifest, (SIZE - 8, SIZE))
-  assert trainer.warn_if_upscaled(manifest, (SIZE, SIZE + 1))
+  assert not inputs.warn_if_upscaled(manifest, (SIZE, SIZE))
+  assert not inputs.warn_if_upscaled(manifest, (SIZE - 8, SIZE))
+  assert inputs.warn_if_upscaled(manifest, (SIZE, SIZE + 1))
 
 
 def test_an_epoch_of_hours_is_announced_early(caplog):

@@ -367,7 +367,3 @@ def read_labels(manifest: records.Manifest, split: str) -> tf.Tensor:
   rows.extend(dataset)
   return tf.concat(rows, axis=0)
 
-
-# Kept here for the callers that iterate make_dataset's datasets (trainer,
-# evaluate, dashboards): the tagged error's home is input_errors.
-as_user_error = input_errors.as_user_error

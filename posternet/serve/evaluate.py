@@ -22,9 +22,8 @@ counted skip, listed in the report. Without --records the base rates come
 from the CSV's own labels, and the report says so.
 """
 
-import json
 import os
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 # A terminal gets posternet's lines, not TensorFlow's C++ log chatter.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -37,51 +36,22 @@ import tensorflow as tf
 from posternet import cli
 from posternet.data import csv_rows
 from posternet.serve import export
-from posternet import files
-from posternet import genres
+from posternet.data import input_errors
 from posternet.data import pipeline
-from posternet import metrics
 from posternet.data import poster_files
 from posternet.data import records
+from posternet.serve import report
 from posternet.data import shard_plan
 from posternet.data import verify
 SPLITS = ('val', 'train')
-
-# The report's rows: (metric key, label, decimals).
-METRIC_ROWS = (
-    ('roc_auc', 'macro ROC-AUC', 3),
-    ('average_precision', 'macro AP', 3),
-    ('precision_at_3', 'precision@3', 3),
-    ('bce', 'binary cross-entropy', 4),
-    ('f1_micro', 'F1 micro at 0.5', 3),
-    ('f1_macro', 'F1 macro at 0.5', 3),
-)
-
-# Skipped posters listed in the text report (the JSON lists them all).
-SHOWN_SKIPS = 5
-
-
-class Scored(NamedTuple):
-  """The posters scored: their labels, the model's probabilities, and what."""
-  labels: np.ndarray          # float32 [N, 25]
-  probabilities: np.ndarray   # float32 [N, 25]
-  source: dict                # what was scored, as the JSON reports it
-  skipped: List[dict]         # posters left out (--skip_bad_images)
-
-
-class BaseRates(NamedTuple):
-  """Each genre's frequency, and where it was counted."""
-  frequencies: np.ndarray     # float64 [25]
-  source: str                 # 'records' or 'csv'
-  description: str            # one line for the report
-  posters: int
-
+# Posters per batch in records mode (--batch_size).
+BATCH_SIZE = 64
 
 # --- Scoring. ---
 
 
 def score_records(model_dir: str, manifest: records.Manifest, split: str,
-                  batch_size: int = 64) -> Scored:
+                  batch_size: int = BATCH_SIZE) -> report.Scored:
   """The model's probabilities for every poster of a records split.
 
   The posters go through the trainer's pipeline (pipeline.make_dataset,
@@ -100,17 +70,17 @@ def score_records(model_dir: str, manifest: records.Manifest, split: str,
       labels.append(batch_labels.numpy())
       bar.update(len(labels[-1]))
   except tf.errors.OpError as e:
-    raise (pipeline.as_user_error(e) or
+    raise (input_errors.as_user_error(e) or
            verify.damaged_record_error(manifest, e) or e) from None
   bar.close()
   source = {'kind': 'records', 'records': manifest.records_dir,
             'split': split}
-  return Scored(np.concatenate(labels), np.concatenate(probabilities),
+  return report.Scored(np.concatenate(labels), np.concatenate(probabilities),
                 source, [])
 
 
 def score_csv(model_dir: str, csv_path: str, images_dir: str,
-              skip_bad_images: bool = False) -> Scored:
+              skip_bad_images: bool = False) -> report.Scored:
   """The model's probabilities for the posters a tutorial-format CSV lists.
 
   Each Id is scored once (the CSV's repeated rows are counted). Posters are
@@ -146,7 +116,7 @@ def score_csv(model_dir: str, csv_path: str, images_dir: str,
   source = {'kind': 'csv', 'csv': csv_path, 'images': images_dir,
             'csv_rows': table.num_rows,
             'duplicate_rows': int(table.num_rows - len(rows))}
-  return Scored(table.labels[kept], np.concatenate(probabilities), source,
+  return report.Scored(table.labels[kept], np.concatenate(probabilities), source,
                 skipped)
 
 
@@ -171,187 +141,31 @@ def _load(table: csv_rows.Table, row: int, images_dir: str,
 # --- Base rates. ---
 
 
-def records_base_rates(manifest: records.Manifest) -> BaseRates:
+def records_base_rates(manifest: records.Manifest) -> report.BaseRates:
   """Each genre's frequency in a records folder's train split."""
   try:
     labels = pipeline.read_labels(manifest, 'train').numpy()
   except tf.errors.OpError as e:
-    raise (pipeline.as_user_error(e) or e) from None
-  return BaseRates(
+    raise (input_errors.as_user_error(e) or e) from None
+  return report.BaseRates(
       labels.mean(axis=0, dtype=np.float64), 'records',
       f"each genre's frequency in the train split of {manifest.records_dir} "
       f'({len(labels):,} posters)', len(labels))
 
 
-def csv_base_rates(labels: np.ndarray, csv_path: str) -> BaseRates:
+def csv_base_rates(labels: np.ndarray, csv_path: str) -> report.BaseRates:
   """Each genre's frequency among the scored posters themselves."""
-  return BaseRates(
+  return report.BaseRates(
       np.asarray(labels).mean(axis=0, dtype=np.float64), 'csv',
       f"each genre's frequency among the {len(labels):,} scored posters of "
       f'{csv_path} (no --records given: in-sample, a little optimistic)',
       len(labels))
 
 
-def base_predictions(base: BaseRates, num_posters: int) -> np.ndarray:
-  """The base-rate 'model': every poster gets each genre's frequency."""
-  return np.tile(base.frequencies, (num_posters, 1))
-
-
-# --- The report. ---
-
-
-def evaluation_document(model_dir: str, scored: Scored,
-                        base: BaseRates) -> dict:
-  """The evaluation as the JSON holds it (NaN, i.e. undefined, as null)."""
-  labels, probabilities = scored.labels, scored.probabilities
-  auc = metrics.roc_auc_per_genre(labels, probabilities)
-  ap = metrics.average_precision_per_genre(labels, probabilities)
-  support = (labels > 0.5).sum(axis=0)
-  order = np.argsort(-support, kind='stable')
-  return {
-      'model': model_dir,
-      'image_size': export.read_info(model_dir)['image_size'],
-      'scored': {**scored.source, 'posters': len(labels),
-                 'skipped': scored.skipped},
-      'base_rates': {'source': base.source, 'description': base.description,
-                     'posters': base.posters,
-                     'frequencies': dict(zip(genres.GENRES,
-                                             base.frequencies.tolist()))},
-      'metrics': {
-          'model': _numbers(metrics.score_arrays(labels, probabilities)),
-          'base_rates': _numbers(metrics.score_arrays(
-              labels, base_predictions(base, len(labels)))),
-      },
-      'macro_over': {'roc_auc': int(np.sum(~np.isnan(auc))),
-                     'average_precision': int(np.sum(~np.isnan(ap)))},
-      'genres': [{'genre': genres.GENRES[g], 'support': int(support[g]),
-                  'roc_auc': _number(auc[g]),
-                  'average_precision': _number(ap[g]),
-                  'base_rate': float(base.frequencies[g])} for g in order],
-  }
-
-
-def _number(value) -> Optional[float]:
-  """A float for JSON; None for NaN (a metric undefined for the genre)."""
-  return None if np.isnan(value) else float(value)
-
-
-def _numbers(values: dict) -> dict:
-  return {key: _number(value) for key, value in values.items()}
-
-
-def format_report(document: dict) -> str:
-  """The text report: what was scored, metrics vs base rates, the genres."""
-  scored, size = document['scored'], document['image_size']
-  what = (f"the {scored['split']} split of {scored['records']}"
-          if scored['kind'] == 'records' else
-          f"{scored['csv']} (posters in {scored['images']})")
-  lines = [f"model {document['model']} ({size[0]}x{size[1]}) on {what}: "
-           f"{scored['posters']:,} posters"]
-  lines += _csv_notes(scored)
-  lines.append(f"base rates: {document['base_rates']['description']}")
-  lines += ['', f"{'':22}{'model':>8}{'base rates':>12}"]
-  for key, label, decimals in METRIC_ROWS:
-    lines.append(f'{label:22}' + ''.join(
-        f'{_text(document["metrics"][who][key], decimals):>{width}}'
-        for who, width in (('model', 8), ('base_rates', 12))))
-  over = document['macro_over']
-  lines += [f"(macro ROC-AUC: over the {over['roc_auc']} genres with "
-            'positive and negative posters;',
-            f" macro AP: over the {over['average_precision']} genres with "
-            'positives)', '',
-            f"{'genre':14}{'support':>8}{'ROC-AUC':>9}{'AP':>8}"]
-  for row in document['genres']:
-    lines.append(f"{row['genre']:14}{row['support']:>8,}"
-                 f"{_text(row['roc_auc'], 3):>9}"
-                 f"{_text(row['average_precision'], 3):>8}")
-  return '\n'.join(lines)
-
-
-def _csv_notes(scored: dict) -> list:
-  """Lines on the CSV's repeated rows and skipped posters (CSV mode only)."""
-  if scored['kind'] != 'csv':
-    return []
-  lines = []
-  if scored['duplicate_rows']:
-    lines.append(f"{scored['duplicate_rows']} repeated CSV rows scored once")
-  skipped = scored['skipped']
-  if skipped:
-    lines.append(f'skipped {len(skipped)} posters that could not be read '
-                 '(--skip_bad_images):')
-    lines += [f"  {s['file']} (line {s['line']}): {s['reason']}"
-              for s in skipped[:SHOWN_SKIPS]]
-    if len(skipped) > SHOWN_SKIPS:
-      lines.append(f'  … and {len(skipped) - SHOWN_SKIPS} more (the JSON '
-                   'lists them all)')
-  return lines
-
-
-def _text(value: Optional[float], decimals: int) -> str:
-  return '-' if value is None else f'{value:.{decimals}f}'
-
-
-def write_json(path: str, document: dict) -> None:
-  """Writes the document atomically (files.write_atomically)."""
-  try:
-    if os.path.dirname(path):
-      tf.io.gfile.makedirs(os.path.dirname(path))
-    files.write_atomically(
-        path, json.dumps(document, indent=2, allow_nan=False) + '\n')
-  except tf.errors.OpError as e:
-    raise cli.UserError(f'cannot write {path}: {cli.tf_message(e)}') from None
-
-
-def default_json_path(model_dir: str, split: str,
-                      csv_path: Optional[str] = None) -> str:
-  """<model>/evaluation-<split>.json, or evaluation-csv-<CSV name>.json.
-
-  The csv- prefix keeps `--csv=…/train.csv` and `--split=train` apart.
-  """
-  name = (f'csv-{os.path.splitext(os.path.basename(csv_path))[0]}'
-          if csv_path else split)
-  return os.path.join(model_dir, f'evaluation-{name}.json')
-
-
-def _what_was_scored(document: dict) -> tuple:
-  """What an evaluation JSON is of: the model and posters, paths absolute."""
-  scored = document['scored']
-  paths = (('records', 'split') if scored['kind'] == 'records'
-           else ('csv', 'images'))
-  absolute = lambda path: os.path.abspath(path) if path else path
-  return (absolute(document['model']), scored['kind'],
-          absolute(scored[paths[0]]),
-          scored[paths[1]] if paths[1] == 'split' else absolute(
-              scored[paths[1]]))
-
-
-def check_json_target(path: str, wanted: tuple, overwrite: bool) -> bool:
-  """Whether path holds an earlier evaluation of the same (wanted) posters.
-
-  Checked before scoring, so a refusal costs nothing.
-
-  Raises:
-    cli.UserError: path holds something else (another split, CSV or model,
-      or no evaluation at all) and overwrite is off.
-  """
-  if not os.path.exists(path):
-    return False
-  try:
-    with open(path) as f:
-      same = _what_was_scored(json.load(f)) == wanted
-  except (OSError, ValueError, KeyError, TypeError):
-    same = False
-  if not same and not overwrite:
-    raise cli.UserError(
-        f'{path} holds the evaluation of other posters, kept: give '
-        '--json_out=PATH, or --overwrite to replace it')
-  return same
-
-
 def evaluate(model_dir: str, *, records_dir: Optional[str] = None,
              split: str = 'val', csv_path: Optional[str] = None,
              images_dir: Optional[str] = None, skip_bad_images: bool = False,
-             batch_size: int = 64, json_out: Optional[str] = None,
+             batch_size: int = BATCH_SIZE, json_out: Optional[str] = None,
              overwrite: bool = False) -> dict:
   """Scores the model, prints the report, writes the JSON; the command's job.
 
@@ -364,7 +178,7 @@ def evaluate(model_dir: str, *, records_dir: Optional[str] = None,
     images_dir: the folder of the CSV's posters (<Id>.jpg).
     skip_bad_images: leave unreadable posters out (counted, listed).
     batch_size: posters per batch in records mode.
-    json_out: where the JSON goes; default: default_json_path.
+    json_out: where the JSON goes; default: report.default_json_path.
     overwrite: replace a JSON there that holds other posters' evaluation.
 
   Returns:
@@ -376,8 +190,8 @@ def evaluate(model_dir: str, *, records_dir: Optional[str] = None,
   """
   export.read_info(model_dir)
   manifest = records.Manifest.read(records_dir) if records_dir else None
-  path = json_out or default_json_path(model_dir, split, csv_path)
-  replaces = check_json_target(path, _what_was_scored({
+  path = json_out or report.default_json_path(model_dir, split, csv_path)
+  replaces = report.check_json_target(path, report.what_was_scored({
       'model': model_dir,
       'scored': ({'kind': 'csv', 'csv': csv_path, 'images': images_dir}
                  if csv_path else
@@ -389,9 +203,9 @@ def evaluate(model_dir: str, *, records_dir: Optional[str] = None,
     scored = score_records(model_dir, manifest, split, batch_size)
   base = (records_base_rates(manifest) if manifest is not None
           else csv_base_rates(scored.labels, csv_path))
-  document = evaluation_document(model_dir, scored, base)
-  write_json(path, document)
-  print(format_report(document))
+  document = report.evaluation_document(model_dir, scored, base)
+  report.write_json(path, document)
+  print(report.format_report(document))
   print(f'\nJSON: {path}' + (' (replaces the earlier evaluation of the same '
                              'posters)' if replaces else ''))
   return document
@@ -419,7 +233,8 @@ def _define_flags() -> None:
   flags.DEFINE_bool('skip_bad_images', False, 'With --csv: leave posters '
                     'that cannot be read out (counted and listed) instead of '
                     'stopping.')
-  flags.DEFINE_integer('batch_size', 64, 'Posters per batch (records).')
+  flags.DEFINE_integer('batch_size', BATCH_SIZE,
+                       'Posters per batch (records).')
   flags.DEFINE_string('json_out', None, 'Where to write the JSON; default '
                       '<model>/evaluation-<split>.json (with --csv: '
                       'evaluation-csv-<CSV name>.json).')

@@ -30,12 +30,13 @@ run (summary.json written) is kept: starting it again stops with an error;
 # (A comment, not the docstring: the docstring is the command's --help.)
 # This module is `main`; the work is `run(Config)`, which tests call
 # directly. The flags are train_config's.
-# What a run builds on has a module each: train_config (Config, its flags,
-# Resolved), hardware (precision, XLA, strategy), models (compiled_model),
-# optim (optimizer, schedule, loss), metrics, checkpoints (resume state,
-# epoch checkpoints, the best epoch), dashboards and step_scalars
-# (TensorBoard, throughput), input_pipeline, augment and data_service (the
-# input). What stays here is the run, top to bottom, and main.
+# What a run builds on has a module each: train/config (Config, its flags,
+# Resolved), hardware (precision, XLA, strategy), networks (compiled_model),
+# optim (optimizer, schedule, loss), val_scores and metrics (each epoch's
+# validation), checkpoints (resume state, epoch checkpoints, the best epoch),
+# dashboards and step_scalars (TensorBoard, throughput), train/inputs (the
+# run's datasets from data/pipeline, augment and service). What stays here
+# is the run, top to bottom, and main.
 
 import contextlib
 import dataclasses
@@ -61,9 +62,10 @@ from posternet import files
 from posternet.train import hardware
 from posternet.train import head_phase
 from posternet.observe import hparams_dashboard
-from posternet.data import pipeline
+from posternet.data import input_errors
 from posternet import metrics
 from posternet.model import networks
+from posternet.train import inputs
 from posternet.train import multi_worker
 from posternet.train import val_scores
 from posternet.model import optim
@@ -95,7 +97,7 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   """
   train_config.check_config(config)
   manifest = records.Manifest.read(config.records)  # opened once, passed down
-  warn_if_upscaled(manifest, config.image_size)
+  inputs.warn_if_upscaled(manifest, config.image_size)
   if config.data_service:
     # A wrong address fails here within seconds; TF's client would retry.
     data_service.probe_dispatcher(config.data_service)
@@ -111,17 +113,7 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   logging.info('; '.join(f'{key} {getattr(choices, key)} '
                          f'({getattr(choices, f"{key}_reason")})'
                          for key in ('precision', 'jit_compile', 'strategy')))
-  settings = Resolved(
-      **dataclasses.asdict(choices),
-      steps_per_epoch=manifest.steps_per_epoch('train', config.batch_size),
-      val_steps=manifest.steps_per_epoch('val', config.batch_size),
-      val_examples=manifest.num_examples('val'),
-      run_dir=folder,
-      chief_backup=(os.path.join(run_dir, 'backup')
-                    if folder != run_dir else None),
-      export_dir=(config.export_dir
-                  if config.export_dir is not None and folder == run_dir
-                  else os.path.join(folder, 'export')))
+  settings = _resolved(config, manifest, choices, run_dir, folder)
   if settings.export_dir and not (resuming or config.overwrite):
     _keep_another_export(settings.export_dir, folder)
   _write_run_config(folder, config, settings, flags_text)
@@ -140,6 +132,27 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
   return summary
 
 
+def _resolved(config: Config, manifest: records.Manifest,
+              choices: hardware.Choices, run_dir: str,
+              folder: str) -> Resolved:
+  """The run's settings as resolved: hardware, step counts, folders.
+
+  folder is this worker's run folder (run_dir on the chief); a worker's
+  export goes to its own folder, and it resumes from the chief's backup.
+  """
+  return Resolved(
+      **dataclasses.asdict(choices),
+      steps_per_epoch=manifest.steps_per_epoch('train', config.batch_size),
+      val_steps=manifest.steps_per_epoch('val', config.batch_size),
+      val_examples=manifest.num_examples('val'),
+      run_dir=folder,
+      chief_backup=(os.path.join(run_dir, 'backup')
+                    if folder != run_dir else None),
+      export_dir=(config.export_dir
+                  if config.export_dir is not None and folder == run_dir
+                  else os.path.join(folder, 'export')))
+
+
 def _keep_another_export(export_dir: str, folder: str) -> None:
   """A new run does not replace an export outside its folder unless asked.
 
@@ -155,35 +168,6 @@ def _keep_another_export(export_dir: str, folder: str) -> None:
     raise cli.UserError(
         f'--export_dir {export_dir} holds an exported model, kept: give '
         'another --export_dir, or --overwrite to replace it')
-
-
-def warn_if_upscaled(manifest: records.Manifest,
-                     image_size: Sequence[int]) -> bool:
-  """Warns, in one line, when the host must enlarge every poster to image_size.
-
-  Upscaling costs a resize per poster and adds no detail (configs/seed.cfg on
-  128x128 records would train at 400x400 without a word otherwise). The
-  converter never enlarges a poster, so a few small ones are enlarged here
-  whatever the records; the warning is for records whose largest poster is
-  smaller than image_size on a side. --image_size at that largest size with
-  --model_size at the wanted one moves the enlarging onto the device.
-
-  Returns:
-    Whether it warned.
-  """
-  _, (max_h, max_w) = manifest.stored_size_range('train')
-  if max_h >= image_size[0] and max_w >= image_size[1]:
-    return False
-  largest = cli.size_text((min(max_h, image_size[0]),
-                                    min(max_w, image_size[1])))
-  logging.warning(
-      'the records hold posters of at most %dx%d, smaller than --image_size='
-      '%s: the host enlarges every poster, which costs time and adds no '
-      'detail; train at --image_size=%s with --model_size=%s (the device '
-      'resizes), or convert again with a larger --store_size', max_h, max_w,
-      cli.size_text(image_size), largest,
-      cli.size_text(image_size))
-  return True
 
 
 def _train_and_export(config: Config, settings: Resolved,
@@ -206,7 +190,8 @@ def _train_and_export(config: Config, settings: Resolved,
                f'{model.count_params():,}', model.input_shape[1:],
                strategy.num_replicas_in_sync)
   clock = step_scalars.InputClock()  # times the train pipeline's get_next
-  train_data = _distributed_train_data(config, strategy, clock, manifest)
+  train_data = inputs.distributed_train_data(config, strategy, clock,
+                                             manifest)
   callbacks = _callbacks(config, settings, clock, manifest, model.loss)
   backup = next(c for c in callbacks if isinstance(c, checkpoints.Backup))
   start = time.perf_counter()
@@ -215,7 +200,7 @@ def _train_and_export(config: Config, settings: Resolved,
     with strategy.scope(), _user_errors(config, manifest):
       head_scores = head_phase.train_head(
           model, networks.MODELS[config.model].backbone, config.head,
-          manifest, _one_pass_fn(config, manifest), config.recipe,
+          manifest, inputs.one_pass_fn(config, manifest), config.recipe,
           config.batch_size, _fit_verbosity(config.verbose))
   watch = (data_service.Watch(clock, config.data_service,
                               config.data_service_timeout)
@@ -269,62 +254,6 @@ def _fit_verbosity(verbose):
   return 0 if verbose == 'auto' else verbose
 
 
-def _pipeline_options(config: Config) -> dict:
-  """The input pipeline's keyword options, from the config."""
-  return {'shuffle_buffer': config.shuffle_buffer, 'cache': config.cache,
-          'threadpool_size': config.threadpool_size,
-          'ignore_errors': config.ignore_errors, 'seed': config.seed,
-          # Used by the train split only (make_dataset ignores it elsewhere).
-          'augment': config.make_augment()}
-
-
-def _one_pass_fn(config: Config, manifest: records.Manifest):
-  """The head phase's datasets: one pass of a split, as stored or augmented.
-
-  An augmented pass (pass_index > 0) is the train pipeline's shuffle and
-  --augment over one pass, seeded per pass so that each pass sees other
-  crops and flips. No cache: each pass is read once.
-  """
-
-  def one_pass(split: str, pass_index: int) -> tf.data.Dataset:
-    options = {**_pipeline_options(config), 'cache': False,
-               'training': False}
-    if pass_index:
-      options.update(training=True, distributed_pass=True,
-                     seed=config.seed + pass_index)
-    return pipeline.make_dataset(manifest, split, config.batch_size,
-                                       config.image_size, **options)
-
-  return one_pass
-
-
-def _distributed_train_data(config: Config, strategy,
-                            clock: step_scalars.InputClock,
-                            manifest: records.Manifest):
-  """The train dataset, built per input pipeline with its input context.
-
-  The clock times the training steps' waits for input (the dashboards).
-  """
-
-  def local_fn(context):
-    return pipeline.make_dataset(
-        manifest, 'train', config.batch_size, config.image_size, context,
-        **_pipeline_options(config))
-
-  def service_fn(context):
-    # The tf.data service's workers read and decode; it splits the work, so
-    # no per-worker file shard here, only this replica's batch size.
-    return data_service.make_dataset(
-        manifest, 'train',
-        pipeline.per_replica_batch_size(config.batch_size, context),
-        config.image_size, config.data_service, config.data_service_mode,
-        config.data_service_job, **_pipeline_options(config))
-
-  train_fn = service_fn if config.data_service else local_fn
-  return strategy.distribute_datasets_from_function(
-      lambda context: clock.wrap(train_fn(context)))
-
-
 def _callbacks(config: Config, settings: Resolved,
                clock: step_scalars.InputClock, manifest: records.Manifest,
                loss: keras.losses.Loss) -> list:
@@ -340,7 +269,7 @@ def _callbacks(config: Config, settings: Resolved,
   epoch_line = ([console.EpochLine(config.epochs, settings.steps_per_epoch)]
                 if config.verbose == 'auto' else [])
   scores = val_scores.ValidationScores(
-      lambda: _split_dataset(config, manifest, 'val'), loss)
+      lambda: inputs.split_dataset(config, manifest, 'val'), loss)
   return [
       scores,
       step_scalars.Throughput(settings.steps_per_epoch * config.batch_size,
@@ -382,7 +311,7 @@ def _user_errors(config: Config, manifest: records.Manifest):
         '--batch_size '
         f'(e.g. {max(config.batch_size // 2, 1)}) or --image_size') from None
   except tf.errors.OpError as e:
-    user_error = (pipeline.as_user_error(e) or
+    user_error = (input_errors.as_user_error(e) or
                   verify.damaged_record_error(manifest, e))
     if user_error is None:
       raise
@@ -401,7 +330,8 @@ def _finish(model, config: Config, settings: Resolved,
   logging.info('scoring all %d val posters, tuning thresholds',
                settings.val_examples)
   with _user_errors(config, manifest):
-    labels, probabilities = predict_split(model, config, manifest, 'val')
+    labels, probabilities = inputs.predict_split(model, config, manifest,
+                                                 'val')
   logging.info('scored %d val posters', len(labels))
   val = metrics.summary_scores(labels, probabilities)  # exact, as evaluate
   thresholds = export.tune_thresholds(labels, probabilities)
@@ -442,19 +372,6 @@ def _finish(model, config: Config, settings: Resolved,
   checkpoints.finish_run(settings.run_dir)
   _log_summary(summary, settings, config.records)
   return summary
-
-
-def _split_dataset(config: Config, manifest: records.Manifest,
-                   split: str) -> tf.data.Dataset:
-  """One ordered pass of a split, for scoring (no augmentation)."""
-  return pipeline.make_dataset(manifest, split, config.batch_size,
-                               config.image_size, **_pipeline_options(config))
-
-
-def predict_split(model: keras.Model, config: Config,
-                  manifest: records.Manifest, split: str) -> tuple:
-  """(labels, probabilities) for every poster of a split, in one pass."""
-  return val_scores.predict(model, _split_dataset(config, manifest, split))
 
 
 def _log_summary(summary: dict, settings: Resolved, records_dir: str) -> None:
