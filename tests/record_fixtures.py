@@ -12,7 +12,7 @@ can learn the labels in a few steps while nothing is constant across posters.
 Usage in a test:
   manifest = record_fixtures.write_records(str(tmp_path), num_train=32,
                                            num_val=8, image_hw=(32, 32))
-  dataset = input_pipeline.make_dataset(manifest, 'train', 8, (32, 32))
+  dataset = pipeline.make_dataset(manifest, 'train', 8, (32, 32))
 """
 
 import dataclasses

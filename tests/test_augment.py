@@ -16,9 +16,10 @@ def _posters(seed=0):
 def _run(images, config, index, in_tf_data):
   if not in_tf_data:
     return augment.augment_batch(images, config, tf.constant(index, tf.int64))
-  dataset = tf.data.Dataset.from_tensors((images, tf.zeros([SHAPE[0], 25])))
-  dataset = augment.apply(dataset.repeat(index + 1), config)
-  return list(dataset)[index][0]
+  dataset = tf.data.Dataset.from_tensors({'image': images,
+                                          'labels': tf.zeros([SHAPE[0], 25])})
+  dataset = augment.apply(dataset.repeat(index + 1), config, 'image')
+  return list(dataset)[index]['image']
 
 
 @pytest.mark.parametrize('in_tf_data', [False, True])

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from posternet import cli
+from posternet.data import pipeline
 from posternet.data import service as data_service
 from posternet.data import records
 from posternet.train import config as train_config
@@ -119,8 +120,8 @@ def service(run_module, free_port):
 
 
 def _ids(dataset) -> list:
-  return [poster_id for _, _, ids in dataset.as_numpy_iterator()
-          for poster_id in ids]
+  return [poster_id for batch in dataset.as_numpy_iterator()
+          for poster_id in batch[pipeline.ID]]
 
 
 def _train_ids(manifest) -> list:
@@ -133,7 +134,7 @@ def test_distributed_epoch_delivers_each_training_poster_once(manifest,
   address, _ = service
   dataset = data_service.make_dataset(
       manifest, 'train', 8, SIZE, address, 'distributed_epoch',
-      repeat=False, with_ids=True, seed=1)
+      repeat=False, seed=1)
   ids = _ids(dataset)
   assert collections.Counter(ids) == collections.Counter(_train_ids(manifest))
 
@@ -143,9 +144,10 @@ def test_training_stream_has_full_batches_and_repeats_passes(manifest,
   address, _ = service
   dataset = data_service.make_dataset(
       manifest, 'train', 8, SIZE, address, 'distributed_epoch',
-      with_ids=True, seed=1)
+      seed=1)
   # Static batch shape: what the compiled train step needs.
-  assert dataset.element_spec[0].shape.as_list() == [8, *SIZE, 3]
+  assert dataset.element_spec[pipeline.IMAGE].shape.as_list() == [8, *SIZE,
+                                                                  3]
   # 3 passes' worth (each pass is a new job: every poster once per pass).
   counts = collections.Counter(_ids(dataset.take(3 * NUM_TRAIN // 8)))
   assert set(counts) == set(_train_ids(manifest))
@@ -155,11 +157,11 @@ def test_training_stream_has_full_batches_and_repeats_passes(manifest,
 def test_parallel_epochs_streams_from_the_workers(manifest, service):
   address, _ = service
   dataset = data_service.make_dataset(manifest, 'train', 8, SIZE, address,
-                                      'parallel_epochs', with_ids=True)
+                                      'parallel_epochs')
   batches = list(dataset.take(10).as_numpy_iterator())
-  assert all(images.shape == (8, *SIZE, 3) and images.dtype == 'uint8'
-             for images, _, _ in batches)
-  assert {i for _, _, ids in batches for i in ids} <= set(
+  assert all(b[pipeline.IMAGE].shape == (8, *SIZE, 3) and
+             b[pipeline.IMAGE].dtype == 'uint8' for b in batches)
+  assert {i for b in batches for i in b[pipeline.ID]} <= set(
       _train_ids(manifest))
 
 
@@ -198,12 +200,12 @@ def test_killing_a_worker_mid_epoch_does_not_stop_the_job(manifest,
   """
   address, workers = service
   dataset = data_service.make_dataset(manifest, 'train', 4, SIZE, address,
-                                      'parallel_epochs', with_ids=True)
+                                      'parallel_epochs')
   iterator = dataset.as_numpy_iterator()
   next(iterator)
   workers[1].kill()
   start = time.monotonic()
-  ids = [i for _ in range(2 * NUM_TRAIN // 4) for i in next(iterator)[2]]
+  ids = [i for _ in range(2 * NUM_TRAIN // 4) for i in next(iterator)[pipeline.ID]]
   assert time.monotonic() - start < 60
   assert set(ids) <= set(_train_ids(manifest)) and len(ids) == 2 * NUM_TRAIN
 

@@ -514,9 +514,9 @@ def test_pipeline_and_serving_signature_give_the_same_pixels(
   manifest = make_records(num_train=2, num_val=9, image_hw=None,
                           store_size=store_size)
   delivered = {}
-  for posters, _, ids in pipeline.make_dataset(
-      manifest, 'val', 4, image_size, with_ids=True):
-    delivered.update(zip(ids.numpy(), posters.numpy()))
+  for batch in pipeline.make_dataset(manifest, 'val', 4, image_size):
+    delivered.update(zip(batch[pipeline.ID].numpy(),
+                         batch[pipeline.IMAGE].numpy()))
   # The real serving signature, around a model that hands its input back.
   pixels = keras.Sequential([keras.Input(image_size + (3,), dtype='uint8'),
                              keras.layers.Flatten()])

@@ -53,18 +53,21 @@ def copy_of(manifest, folder):
   return records.Manifest.read(folder)
 
 
+IMAGE, LABELS, ID = pipeline.IMAGE, pipeline.LABELS, pipeline.ID
+
+
 def batches(dataset, count=None):
-  """The dataset's elements as lists of numpy arrays."""
+  """The dataset's elements: dicts of numpy arrays."""
   if count is not None:
     dataset = dataset.take(count)
-  return [tuple(part.numpy() for part in element) for element in dataset]
+  return list(dataset.as_numpy_iterator())
 
 
 def by_id(dataset):
-  """{poster id: (image, labels)} over one pass of a with_ids dataset."""
+  """{poster id: (image, labels)} over one pass of the dataset."""
   out = {}
-  for images_, labels, ids in batches(dataset):
-    for image, label, poster_id in zip(images_, labels, ids):
+  for b in batches(dataset):
+    for image, label, poster_id in zip(b[IMAGE], b[LABELS], b[ID]):
       assert poster_id not in out, f'{poster_id} delivered twice'
       out[poster_id] = (image, label)
   return out
@@ -82,11 +85,15 @@ def truth(manifest, split):
 def test_shapes_and_dtypes(fixed):
   for split in ('train', 'val'):
     dataset = pipeline.make_dataset(fixed, split, 4, SIZE)
-    image_spec, label_spec = dataset.element_spec
+    spec = dataset.element_spec
+    assert set(spec) == {IMAGE, LABELS, ID}
+    image_spec, label_spec = spec[IMAGE], spec[LABELS]
+    assert spec[ID].dtype == tf.string and spec[ID].shape.rank == 1
     assert image_spec.dtype == tf.uint8 and label_spec.dtype == tf.float32
     assert image_spec.shape[1:] == (32, 32, 3)
     assert label_spec.shape[1:] == (genres.NUM_GENRES,)
-    images_, labels = batches(dataset, 1)[0]
+    first = batches(dataset, 1)[0]
+    images_, labels = first[IMAGE], first[LABELS]
     assert images_.shape == (4, 32, 32, 3) and images_.dtype == np.uint8
     assert labels.shape == (4, 25) and labels.dtype == np.float32
     assert set(np.unique(labels)) <= {0.0, 1.0}
@@ -95,18 +102,18 @@ def test_shapes_and_dtypes(fixed):
 
 def test_train_batches_are_full_static_and_endless(fixed):
   dataset = pipeline.make_dataset(fixed, 'train', 8, SIZE, seed=0)
-  assert dataset.element_spec[0].shape == (8, 32, 32, 3)  # drop_remainder
+  assert dataset.element_spec[IMAGE].shape == (8, 32, 32, 3)  # drop_remainder
   assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
   steps = fixed.steps_per_epoch('train', 8)
   got = batches(dataset, 3 * steps + 1)  # 30 posters: 3 epochs and more
   assert len(got) == 3 * steps + 1
-  assert all(images_.shape[0] == 8 for images_, _ in got)
+  assert all(b[IMAGE].shape[0] == 8 for b in got)
 
 
 def test_training_shuffles_eval_is_ordered(fixed):
-  ids = lambda count=None, **kw: [i for _, _, b in batches(
-      pipeline.make_dataset(fixed, 'val', 11, SIZE, with_ids=True,
-                                  **kw), count) for i in b]
+  ids = lambda count=None, **kw: [i for b in batches(
+      pipeline.make_dataset(fixed, 'val', 11, SIZE,
+                                  **kw), count) for i in b[ID]]
   eval_order = ids()
   assert ids() == eval_order  # deterministic
   shuffled = ids(1, training=True, seed=7)  # endless: one batch
@@ -114,9 +121,8 @@ def test_training_shuffles_eval_is_ordered(fixed):
 
 
 def test_eval_sees_each_val_poster_exactly_once(fixed):
-  dataset = pipeline.make_dataset(fixed, 'val', 4, SIZE,
-                                        with_ids=True)
-  sizes = [b[0].shape[0] for b in batches(dataset)]
+  dataset = pipeline.make_dataset(fixed, 'val', 4, SIZE)
+  sizes = [b[IMAGE].shape[0] for b in batches(dataset)]
   assert sizes == [4, 4, 3]  # the last batch is kept, partial
   assert int(dataset.cardinality()) == 3 == fixed.steps_per_epoch(
       'val', 4)  # known to Keras
@@ -130,8 +136,8 @@ def test_two_workers_shards_are_disjoint_and_cover_all(fixed):
         num_input_pipelines=2, input_pipeline_id=worker,
         num_replicas_in_sync=2)
     dataset = pipeline.make_dataset(
-        fixed, 'val', 4, SIZE, input_context=context, with_ids=True)
-    assert max(b[0].shape[0] for b in batches(dataset)) == 2  # per replica
+        fixed, 'val', 4, SIZE, input_context=context)
+    assert max(b[IMAGE].shape[0] for b in batches(dataset)) == 2  # per replica
     seen.append(set(by_id(dataset)))
   assert seen[0] and seen[1] and not seen[0] & seen[1]
   assert seen[0] | seen[1] == set(truth(fixed, 'val'))
@@ -155,7 +161,7 @@ def test_pixels_and_labels_equal_a_direct_decode(fixed):
                                          'prefetch': 0},
                   {'num_parallel_calls': 4}):  # more than the cycle length
     got = by_id(pipeline.make_dataset(fixed, 'val', 4, SIZE,
-                                            with_ids=True, **options))
+                                            **options))
     assert sorted(got) == sorted(expected)
     for poster_id, (image, labels) in got.items():
       record = expected[poster_id]
@@ -172,8 +178,7 @@ def test_ratio_decode_path(big, size, ratio, resized):
   plan = decode_ops.decode_plan(big.stored_size_range('val'), size)
   assert plan['ratio'] == ratio
   assert (tuple(plan['decoded_hw']) != size) == resized
-  got = by_id(pipeline.make_dataset(big, 'val', 4, size,
-                                          with_ids=True))
+  got = by_id(pipeline.make_dataset(big, 'val', 4, size))
   for poster_id, record in truth(big, 'val').items():
     direct = tf.io.decode_jpeg(record[records.IMAGE_KEY], channels=3,
                                ratio=ratio, dct_method=images.DCT_METHOD)
@@ -188,8 +193,7 @@ def test_varied_sizes_get_each_its_own_ratio(varied):
   size = (min_h // 4, max_w // 4)
   assert decode_ops.decode_plan(varied.stored_size_range('val'),
                                 size)['ratio'] is None
-  got = by_id(pipeline.make_dataset(varied, 'val', 4, size,
-                                          with_ids=True))
+  got = by_id(pipeline.make_dataset(varied, 'val', 4, size))
   ratios = set()
   for poster_id, record in truth(varied, 'val').items():
     stored = (record[records.HEIGHT_KEY], record[records.WIDTH_KEY])
@@ -209,8 +213,7 @@ def test_varied_sizes_of_one_ratio_read_no_header(varied):
   plan = decode_ops.decode_plan(varied.stored_size_range('val'), size)
   assert plan == {'format': 'jpeg', 'stored_hw': None, 'ratio': 2,
                   'decoded_hw': None}
-  got = by_id(pipeline.make_dataset(varied, 'val', 4, size,
-                                          with_ids=True))
+  got = by_id(pipeline.make_dataset(varied, 'val', 4, size))
   for poster_id, record in truth(varied, 'val').items():
     np.testing.assert_array_equal(
         got[poster_id][0],
@@ -366,7 +369,7 @@ def test_damaged_record_fails_naming_the_shard_or_is_skipped_and_counted(
 
   capfd.readouterr()
   got = by_id(pipeline.make_dataset(folder, 'val', 4, SIZE,
-                                          with_ids=True, ignore_errors=True))
+                                          ignore_errors=True))
   log = capfd.readouterr().err
   assert set(got) < expected  # lost records missing, nothing else, no repeats
   lost = len(expected) - len(got)
@@ -403,7 +406,7 @@ def test_undecodable_poster_fails_or_is_skipped_and_counted(
     batches(pipeline.make_dataset(folder, 'val', 4, SIZE))
   capfd.readouterr()
   got = by_id(pipeline.make_dataset(folder, 'val', 4, SIZE,
-                                          with_ids=True, ignore_errors=True))
+                                          ignore_errors=True))
   assert len(got) == 10
   assert parsed[0][records.ID_KEY].numpy() not in got
   assert 'the val pass delivered 10 of 11 posters' in capfd.readouterr().err
@@ -419,10 +422,10 @@ def test_cache_and_serial_options_deliver_whole_epochs(fixed):
                   {'num_parallel_calls': 1, 'prefetch': 0, 'threadpool_size': 1,
                    'cycle_length': 1, 'shuffle_buffer': 1}):
     dataset = pipeline.make_dataset(fixed, 'train', 10, SIZE,
-                                          with_ids=True, seed=0, **options)
+                                          seed=0, **options)
     got = batches(dataset, 6)  # two epochs of 30
-    assert all(b[0].shape == (10, 32, 32, 3) for b in got)
-    ids = [i for b in got for i in b[2]]
+    assert all(b[IMAGE].shape == (10, 32, 32, 3) for b in got)
+    ids = [i for b in got for i in b[ID]]
     assert sorted(ids) == sorted(2 * list(truth(fixed, 'train')))
 
 
@@ -432,8 +435,9 @@ def test_stop_after_builds_each_stage(fixed):
   assert build('read') == tf.TensorSpec([], tf.string)
   assert build('batch') == tf.TensorSpec([None], tf.string)
   assert set(build('parse')) == set(records.FEATURES)
-  assert build('decode')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
-  assert build('augment')[0] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
+  assert build('decode')[IMAGE] == tf.TensorSpec([None, 32, 32, 3], tf.uint8)
+  assert build('augment')[IMAGE] == tf.TensorSpec([None, 32, 32, 3],
+                                                  tf.uint8)
   with pytest.raises(cli.UserError, match='stop_after'):
     build('resize')
 
@@ -441,12 +445,12 @@ def test_stop_after_builds_each_stage(fixed):
 def test_distributed_pass_is_one_shuffled_complete_pass(fixed):
   # The tf.data service's distributed epoch (posternet.data_service).
   dataset = pipeline.make_dataset(fixed, 'train', 8, SIZE,
-                                        with_ids=True, seed=0,
+                                        seed=0,
                                         distributed_pass=True)
   got = batches(dataset)
   # The partial batch is kept (out of order: training decodes unordered).
-  assert sorted(b[0].shape[0] for b in got) == [6, 8, 8, 8]
-  ids = [i for b in got for i in b[2]]
+  assert sorted(b[IMAGE].shape[0] for b in got) == [6, 8, 8, 8]
+  ids = [i for b in got for i in b[ID]]
   assert sorted(ids) == sorted(truth(fixed, 'train'))
 
 
@@ -455,11 +459,11 @@ def _augmented_epochs(manifest, seed, cache, epochs=2):
   steps = manifest.steps_per_epoch('train', 10)
   dataset = pipeline.make_dataset(
       manifest, 'train', 10, SIZE, cache=cache, deterministic=True, seed=0,
-      with_ids=True, augment=augment.Augment(seed=seed))
+      augment=augment.Augment(seed=seed))
   stream = batches(dataset, steps * epochs)
   return [{poster_id: image
-           for images, _, ids in stream[e * steps:(e + 1) * steps]
-           for image, poster_id in zip(images, ids)}
+           for b in stream[e * steps:(e + 1) * steps]
+           for image, poster_id in zip(b[IMAGE], b[ID])}
           for e in range(epochs)]
 
 
@@ -485,6 +489,6 @@ def test_validation_never_sees_augmentation(fixed):
   plain = batches(pipeline.make_dataset(fixed, 'val', 4, SIZE))
   asked = batches(pipeline.make_dataset(
       fixed, 'val', 4, SIZE, augment=augment.Augment(seed=1)))
-  for (want, want_labels), (got, got_labels) in zip(plain, asked):
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(got_labels, want_labels)
+  for want, got in zip(plain, asked):
+    for key in (IMAGE, LABELS, ID):
+      np.testing.assert_array_equal(got[key], want[key])

@@ -62,8 +62,9 @@ def converted_pixels(source: bytes, store_size) -> np.ndarray:
 
 def by_id(dataset) -> dict:
   found = {}
-  for batch, _, ids in dataset:
-    found.update(zip(ids.numpy().tolist(), batch.numpy()))
+  for batch in dataset:
+    found.update(zip(batch[pipeline.ID].numpy().tolist(),
+                     batch[pipeline.IMAGE].numpy()))
   return found
 
 
@@ -77,7 +78,7 @@ def test_raw_round_trip_gives_the_pixels_decoded_at_conversion(
   for options in ({}, {'cache': True}):
     for split in records.SPLITS:
       got = by_id(pipeline.make_dataset(
-          raw_records, split, 4, STORE, training=False, with_ids=True,
+          raw_records, split, 4, STORE, training=False,
           **options))
       assert len(got) == raw_records.num_examples(split)
       for poster_id, image in got.items():
@@ -98,7 +99,7 @@ def test_raw_records_of_one_size_are_one_reshape(posters, tmp_path):
                   'decoded_hw': (24, 20)}
   for size in ((24, 20), (16, 16)):  # as stored, then resized
     got = by_id(pipeline.make_dataset(manifest, 'train', 3, size,
-                                            training=False, with_ids=True))
+                                            training=False))
     for poster_id, image in got.items():
       want = converted_pixels(files[poster_id.decode()], (24, 20))
       if size != (24, 20):
@@ -234,7 +235,7 @@ def test_compressed_shards_read_as_their_manifest_says(make_records):
 
 def by_id_pixels(manifest) -> dict:
   return {k: v.tobytes() for k, v in by_id(pipeline.make_dataset(
-      manifest, 'train', 3, (16, 12), training=False, with_ids=True)).items()}
+      manifest, 'train', 3, (16, 12), training=False)).items()}
 
 
 def test_a_raw_conversion_that_cannot_fit_is_refused(tmp_path, run_module):

@@ -103,8 +103,8 @@ def training_rows(manifests: Mapping[str, records.Manifest],
   trains WARMUP_STEPS steps, and as many more as fill `seconds` at the
   in-memory step time (at most MAX_STEPS), in one fit (measures.fit_seconds).
   """
-  feeds = {name: pipeline.make_dataset(
-      manifests[name], 'train', batch_size, image_size)
+  feeds = {name: pipeline.for_keras(pipeline.make_dataset(
+      manifests[name], 'train', batch_size, image_size))
            for name in FEEDS[1:]}
   feeds = {'memory': tf.data.Dataset.from_tensors(
       next(iter(feeds['jpeg']))).repeat(), **feeds}

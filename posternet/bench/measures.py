@@ -275,9 +275,9 @@ def measure_stall(setup: Setup, rounds: int = 3) -> list:
   """
   previous_policy = keras.mixed_precision.global_policy()
   model, policy, reason = _stall_model(setup.image_size, setup.precision)
-  streaming = pipeline.make_dataset(
+  streaming = pipeline.for_keras(pipeline.make_dataset(
       records.Manifest.read(setup.records), 'train', setup.batch_size,
-      setup.image_size)
+      setup.image_size))
   one_batch = next(iter(streaming))
   in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
   quick = setup.quick  # one short round: it only has to run

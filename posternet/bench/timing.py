@@ -68,7 +68,10 @@ def cpu_seconds() -> float:
 
 
 def _images_in(element) -> tf.Tensor:
-  """The batch size of an element: its first component's leading dimension."""
+  """The batch size of an element: the leading dimension of its components.
+
+  Any component will do (images, labels or Ids of a batch, or records).
+  """
   return tf.shape(tf.nest.flatten(element)[0], out_type=tf.int64)[0]
 
 

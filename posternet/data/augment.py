@@ -180,11 +180,13 @@ def augment_batch(images: tf.Tensor, augment: Augment,
   return tf.ensure_shape(result, images.shape)
 
 
-def apply(dataset: tf.data.Dataset, augment: Augment) -> tf.data.Dataset:
-  """Augments a dataset of (uint8 images, labels, ...) batches, in parallel."""
+def apply(dataset: tf.data.Dataset, augment: Augment,
+          image_key: str) -> tf.data.Dataset:
+  """Augments the uint8 images of a dataset of dict batches, in parallel."""
 
   def one_batch(index, batch):
-    return (augment_batch(batch[0], augment, index), *batch[1:])
+    return {**batch, image_key: augment_batch(batch[image_key], augment,
+                                              index)}
 
   return dataset.enumerate().map(one_batch,
                                  num_parallel_calls=tf.data.AUTOTUNE)

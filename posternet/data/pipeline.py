@@ -54,6 +54,11 @@ AUTOTUNE = tf.data.AUTOTUNE
 # The stages make_dataset can stop after, in order (for the benchmark).
 STAGES = ('read', 'batch', 'parse', 'decode', 'augment', 'prefetch')
 
+# A dataset element is a dict of named features, as Keras' and TF Model
+# Garden's pipelines have them; for_keras makes Keras' (x, y) pairs.
+IMAGE = 'image'    # uint8 [B, H, W, 3]
+LABELS = 'labels'  # float32 [B, 25], 1.0 where the genre applies
+ID = 'id'          # string [B], the poster's Id from the CSV
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +85,6 @@ class Options:
       per count check): fewer, larger hand-offs cost less CPU per record.
     cycle_length: shards read at once (None: TensorFlow picks).
     dct_method: the JPEG IDCT (images.DCT_METHOD unless benchmarking).
-    with_ids: add the poster Ids as a third element (evaluation reports and
-      tests; Keras would read a third element as sample weights).
     seed: seeds the file and example shuffles (reproducible tests).
     stop_after: the last stage to build, one of STAGES (benchmark only).
     augment: the training augmentation (posternet.augment), applied to
@@ -104,7 +107,6 @@ class Options:
   read_batch: int = 256
   cycle_length: Optional[int] = None
   dct_method: str = images.DCT_METHOD
-  with_ids: bool = False
   seed: Optional[int] = None
   stop_after: str = 'prefetch'
   distributed_pass: bool = False
@@ -156,11 +158,16 @@ def per_replica_batch_size(batch_size: int, input_context=None) -> int:
 # The pipeline.
 
 
-def to_output(features: Mapping, images_: tf.Tensor, with_ids: bool) -> tuple:
-  """(images, labels) or, with_ids, (images, labels, ids)."""
-  if with_ids:
-    return images_, features[records.LABELS_KEY], features[records.ID_KEY]
-  return images_, features[records.LABELS_KEY]
+def to_element(features: Mapping, images_: tf.Tensor) -> dict:
+  """The dataset's element: the decoded posters, their labels and Ids."""
+  return {IMAGE: images_, LABELS: features[records.LABELS_KEY],
+          ID: features[records.ID_KEY]}
+
+
+def for_keras(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """(images, labels) batches: what Keras' fit takes as (x, y)."""
+  # A plain map: a dict look-up per batch, on the consumer's call.
+  return dataset.map(lambda element: (element[IMAGE], element[LABELS]))
 
 
 def _batched_stages(batch_size, plan, image_size, opts: Options,
@@ -180,7 +187,7 @@ def _batched_stages(batch_size, plan, image_size, opts: Options,
                                   deterministic=opts.ordered)),
       # Parallel decode across batches; the CPU floor of the whole pipeline.
       ('decode', lambda ds: ds.map(
-          lambda f: to_output(f, decode(f), opts.with_ids),
+          lambda f: to_element(f, decode(f)),
           num_parallel_calls=opts.num_parallel_calls,
           deterministic=opts.ordered)),
       _augment_stage(opts),
@@ -191,7 +198,7 @@ def _augment_stage(opts: Options) -> tuple:
   """('augment', stage): uint8 batches in and out; training only."""
   if opts.augment is None or not opts.training:
     return ('augment', lambda ds: ds)
-  return ('augment', lambda ds: augment_lib.apply(ds, opts.augment))
+  return ('augment', lambda ds: augment_lib.apply(ds, opts.augment, IMAGE))
 
 
 def _per_poster_stages(batch_size, plan, image_size, opts: Options,
@@ -201,7 +208,7 @@ def _per_poster_stages(batch_size, plan, image_size, opts: Options,
                                       False, records_dir)
 
   def decode_stage(ds):
-    ds = ds.map(lambda f: to_output(f, decode(f), opts.with_ids),
+    ds = ds.map(lambda f: to_element(f, decode(f)),
                 num_parallel_calls=opts.num_parallel_calls,
                 deterministic=opts.ordered)
     if opts.ignore_errors:
@@ -242,7 +249,7 @@ def _count_pass(dataset: tf.data.Dataset, expected: int,
   empty = tf.nest.map_structure(
       lambda spec: tf.zeros([0] + spec.shape[1:].as_list(), spec.dtype),
       dataset.element_spec)
-  size = lambda batch: tf.shape(tf.nest.flatten(batch)[0], tf.int64)[0]
+  size = lambda batch: tf.shape(batch[ID], tf.int64)[0]
 
   def tally(seen, batch):
     total = seen + size(batch)
@@ -258,7 +265,7 @@ def _count_pass(dataset: tf.data.Dataset, expected: int,
 
   dataset = dataset.concatenate(tf.data.Dataset.from_tensors(empty))
   dataset = dataset.scan(tf.constant(0, tf.int64), tally)
-  return dataset.filter(lambda *batch: size(batch) > 0)
+  return dataset.filter(lambda batch: size(batch) > 0)
 
 
 def _cardinality(num_posters: int, batch_size: int, training: bool) -> int:
@@ -301,12 +308,13 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
       pipeline and use the per-replica batch size.
     **options: the fields of Options: training, shuffle_buffer, cache,
       threadpool_size, ignore_errors, deterministic, num_parallel_calls,
-      prefetch, read_batch, cycle_length, dct_method, with_ids, seed,
-      stop_after, distributed_pass, augment.
+      prefetch, read_batch, cycle_length, dct_method, seed, stop_after,
+      distributed_pass, augment.
 
   Returns:
-    A dataset of (images uint8 [B, H, W, 3], labels float32 [B, 25]), plus
-    ids string [B] with with_ids. Training: endless, shuffled, full batches.
+    A dataset of dicts: {IMAGE: uint8 [B, H, W, 3], LABELS: float32 [B, 25],
+    ID: string [B]} (for_keras makes Keras' (x, y) of them). Training:
+    endless, shuffled, full batches.
     Otherwise: one ordered pass, every poster exactly once, last batch partial.
 
   Raises:

@@ -216,10 +216,10 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
       goes to one of them); None: a job of this trainer's own.
     repeat: endless (training). False: one pass; with distributed_epoch
       that pass holds every poster of the split exactly once.
-    **options: pipeline.Options fields (shuffle_buffer, with_ids, ...).
+    **options: pipeline.Options fields (shuffle_buffer, cache, ...).
 
   Returns:
-    Batches of (images uint8, labels float32[, ids]); full batches of
+    The pipeline's batches (dicts of image, labels, id); full batches of
     batch_size when repeating.
   """
   options = dict(options)

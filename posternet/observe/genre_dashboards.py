@@ -70,11 +70,11 @@ def first_posters(manifest: records.Manifest, image_size: Sequence[int],
 
   The val pass is ordered, so every epoch shows the same posters.
   """
-  dataset = pipeline.make_dataset(manifest, 'val', count, image_size,
-                                        with_ids=True)
-  for images_, labels, ids in dataset.take(1):
-    return (images_.numpy(), labels.numpy(),
-            [i.decode('utf-8', 'replace') for i in ids.numpy()])
+  dataset = pipeline.make_dataset(manifest, 'val', count, image_size)
+  for batch in dataset.take(1):
+    return (batch[pipeline.IMAGE].numpy(), batch[pipeline.LABELS].numpy(),
+            [i.decode('utf-8', 'replace')
+             for i in batch[pipeline.ID].numpy()])
   return np.zeros((0, *image_size, 3), np.uint8), np.zeros((0, 25)), []
 
 

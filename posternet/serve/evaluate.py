@@ -43,6 +43,7 @@ from posternet.data import records
 from posternet.serve import report
 from posternet.data import shard_plan
 from posternet.data import verify
+from posternet.train import val_scores
 SPLITS = ('val', 'train')
 # Posters per batch in records mode (--batch_size).
 BATCH_SIZE = 64
@@ -61,22 +62,16 @@ def score_records(model_dir: str, manifest: records.Manifest, split: str,
   model = export.load_keras_model(model_dir)
   dataset = pipeline.make_dataset(manifest, split, batch_size,
                                         image_size, training=False)
-  forward = tf.function(lambda images: model(images, training=False))
   bar = cli.Progress(manifest.num_examples(split), f'scoring {split} posters')
-  labels, probabilities = [], []
   try:
-    for images, batch_labels in dataset:
-      probabilities.append(tf.cast(forward(images), tf.float32).numpy())
-      labels.append(batch_labels.numpy())
-      bar.update(len(labels[-1]))
+    labels, probabilities = val_scores.predict(model, dataset, bar.update)
   except tf.errors.OpError as e:
     raise (input_errors.as_user_error(e) or
            verify.damaged_record_error(manifest, e) or e) from None
   bar.close()
   source = {'kind': 'records', 'records': manifest.records_dir,
             'split': split}
-  return report.Scored(np.concatenate(labels), np.concatenate(probabilities),
-                source, [])
+  return report.Scored(labels, probabilities, source, [])
 
 
 def score_csv(model_dir: str, csv_path: str, images_dir: str,

@@ -24,6 +24,7 @@ import tensorflow as tf
 from posternet import metrics
 from posternet import settings
 from posternet.model import optim
+from posternet.data import pipeline
 from posternet.data import records
 @dataclasses.dataclass(frozen=True)
 class HeadPhase:
@@ -76,8 +77,8 @@ def train_head(model: keras.Model, backbone: str, phase: HeadPhase,
     backbone: the backbone layer's name.
     phase: the head phase's settings.
     manifest: the records (for the number of train posters).
-    make_dataset: (split, pass index) → a one-pass dataset of (images,
-      labels): pass 0 as stored, later passes augmented.
+    make_dataset: (split, pass index) → a one-pass dataset of the
+      pipeline's batches: pass 0 as stored, later passes augmented.
     recipe: the run's recipe (its optimizer, weight decay and loss).
     batch_size: the head's batch size.
     verbose: model.fit's verbosity.
@@ -121,7 +122,7 @@ def _features(features: Callable,
               dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
   """(features, labels) of one pass, as float32 arrays."""
   outputs, labels = [], []
-  for images, batch_labels in dataset:
-    outputs.append(features(images).numpy())
-    labels.append(batch_labels.numpy())
+  for batch in dataset:
+    outputs.append(features(batch[pipeline.IMAGE]).numpy())
+    labels.append(batch[pipeline.LABELS].numpy())
   return np.concatenate(outputs), np.concatenate(labels)

@@ -106,7 +106,7 @@ def distributed_train_data(config: Config, strategy,
 
   train_fn = service_fn if config.data_service else local_fn
   return strategy.distribute_datasets_from_function(
-      lambda context: clock.wrap(train_fn(context)))
+      lambda context: clock.wrap(pipeline.for_keras(train_fn(context))))
 
 
 def split_dataset(config: Config, manifest: records.Manifest,

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from posternet import metrics
+from posternet.data import pipeline
 
 # The logged names: val_loss (the compiled loss, comparable with the train
 # loss), then val_<name> for each of metrics.SUMMARY_SCORES but 'loss'.
@@ -27,14 +28,21 @@ SCORE_NAMES = ('loss',) + tuple(
     name for name in metrics.SUMMARY_SCORES if name != 'loss')
 
 
-def predict(model: keras.Model,
-            dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
-  """(labels, float32 probabilities) of one pass of (images, labels)."""
+def predict(model: keras.Model, dataset: tf.data.Dataset,
+            progress: Optional[Callable[[int], None]] = None
+            ) -> Tuple[np.ndarray, np.ndarray]:
+  """(labels, float32 probabilities) of one pass of the pipeline's batches.
+
+  progress, if given, is called with each batch's number of posters.
+  """
   forward = tf.function(lambda images: model(images, training=False))
   labels, probabilities = [], []
-  for images, batch_labels in dataset:
-    probabilities.append(tf.cast(forward(images), tf.float32).numpy())
-    labels.append(batch_labels.numpy())
+  for batch in dataset:
+    probabilities.append(
+        tf.cast(forward(batch[pipeline.IMAGE]), tf.float32).numpy())
+    labels.append(batch[pipeline.LABELS].numpy())
+    if progress:
+      progress(len(labels[-1]))
   return np.concatenate(labels), np.concatenate(probabilities)
 
 
@@ -42,7 +50,7 @@ class ValidationScores(keras.callbacks.Callback):
   """Scores the val split at the end of every epoch, into the epoch's logs.
 
   Args:
-    make_dataset: () → one ordered pass of the val split, (images, labels).
+    make_dataset: () → one ordered pass of the val split (the pipeline's).
     loss: the compiled loss (for val_loss); default binary cross-entropy.
   """
 
