@@ -202,7 +202,7 @@ def model_inputs(element: Mapping) -> dict:
   each poster's whole box and unit colours: the input stage then passes it
   through unchanged.
   """
-  images = element[IMAGE]
+  images = tf.convert_to_tensor(element[IMAGE])  # a NumPy batch too
   batch = tf.shape(images)[0]
   return {IMAGE: images,
           BOX: element.get(BOX, augment_lib.constant_rows(

@@ -43,6 +43,27 @@ def crop_and_resize(boxed: tf.Tensor, boxes: tf.Tensor,
                                   [int(image_size[0]), int(image_size[1])])
 
 
+def resize_poster(poster: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+  """One decoded poster at image_size, as the input stage makes it: uint8.
+
+  The whole poster's box, unit colours, rounded: a batch of these goes
+  through PosterInput unchanged, so serving a poster gives the pixels that
+  the pipeline's box and the device give it.
+  """
+  whole = augment.constant_rows(1, augment.WHOLE_BOX)
+  unit = augment.constant_rows(1, augment.UNIT_COLOR)
+  return tf.cast(posters_of(poster[None], whole, unit, image_size)[0],
+                 tf.uint8)
+
+
+def posters_of(boxed: tf.Tensor, boxes: tf.Tensor, colors: tf.Tensor,
+               image_size: Sequence[int]) -> tf.Tensor:
+  """The input stage: crop and resize, colour, round. float32, 0..255."""
+  images = crop_and_resize(boxed, boxes, image_size)
+  images = augment.apply_color(images, colors)
+  return tf.round(tf.clip_by_value(images, 0.0, 255.0))
+
+
 @keras.saving.register_keras_serializable(package='posternet')
 class PosterInput(keras.layers.Layer):
   """(box of posters, crop boxes, colour factors) → float32 posters, 0..255.
@@ -57,9 +78,7 @@ class PosterInput(keras.layers.Layer):
     self.image_size = (int(image_size[0]), int(image_size[1]))
 
   def call(self, boxed, boxes, colors):
-    images = crop_and_resize(boxed, boxes, self.image_size)
-    images = augment.apply_color(images, colors)
-    return tf.round(tf.clip_by_value(images, 0.0, 255.0))
+    return posters_of(boxed, boxes, colors, self.image_size)
 
   def compute_output_shape(self, boxed_shape, boxes_shape, colors_shape):
     return (boxed_shape[0], *self.image_size, 3)
