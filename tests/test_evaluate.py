@@ -27,6 +27,7 @@ from posternet.serve import report
 from posternet.serve import export
 from posternet import genres
 from posternet.data import images
+from posternet.data import pipeline
 from posternet import metrics
 from posternet.model import networks
 from posternet.data import records
@@ -150,7 +151,8 @@ def _reference_probabilities(model, val):
   """The in-memory model on the val posters, decoded directly."""
   posters = np.stack([images.decode_jpeg(r['image/encoded']).numpy()
                       for r in val])
-  return model(posters, training=False).numpy()
+  return model(pipeline.model_inputs({pipeline.IMAGE: posters}),
+               training=False).numpy()
 
 
 @pytest.fixture(scope='module')

@@ -22,10 +22,13 @@ from posternet import cli
 from posternet.serve import export
 from posternet import metrics
 from posternet import genres
+from posternet.data import augment
 from posternet.data import images
 from posternet.data import pipeline
 from posternet.data import poster_files
 from posternet.data import records
+from posternet.model import input_stage
+from posternet.model import networks
 import record_fixtures
 
 IMAGE_SIZE = (40, 32)
@@ -111,17 +114,20 @@ class _CustomMetric(keras.metrics.Mean):
 
 
 def _tiny_model():
-  """The models' contract: uint8 in, rescale inside, float32 sigmoid out."""
+  """The models' contract: the model inputs, the input stage, rescale
+  inside, float32 sigmoid out."""
   keras.utils.set_random_seed(1)
-  posters = keras.Input([*IMAGE_SIZE, 3], dtype='uint8')
-  x = keras.layers.Rescaling(1 / 255)(posters)
+  inputs = networks.model_inputs()
+  x = input_stage.PosterInput(IMAGE_SIZE, name=networks.INPUT_STAGE)(
+      *(inputs[key] for key in pipeline.MODEL_INPUTS))
+  x = keras.layers.Rescaling(1 / 255)(x)
   x = keras.layers.Conv2D(8, 3, strides=2, activation='relu')(x)
   x = keras.layers.GlobalAveragePooling2D()(x)
   outputs = keras.layers.Dense(
       genres.NUM_GENRES, activation='sigmoid', dtype='float32',
       bias_initializer=keras.initializers.Constant(
           np.linspace(-3, 3, genres.NUM_GENRES)))(x)
-  model = keras.Model(posters, outputs)
+  model = keras.Model(inputs, outputs)
   model.compile('adam', 'binary_crossentropy', metrics=[_CustomMetric()])
   return model
 
@@ -150,10 +156,19 @@ def _posters(folder):
 
 
 def _in_memory(model, encoded):
-  """The reference: the in-memory model on the shared decode, eagerly."""
-  batch = np.stack([images.decode_for_model(e, IMAGE_SIZE).numpy()
-                    for e in encoded])
-  return model(batch, training=False).numpy()
+  """The reference: the in-memory model, eagerly, on each poster in a box.
+
+  Each poster decoded at its DCT ratio, in a box of its own, whole: the
+  model's input stage resizes it, as in training.
+  """
+  out = []
+  for data in encoded:
+    poster = images.decode_at_its_ratio(data, IMAGE_SIZE)
+    inputs = {pipeline.IMAGE: poster[None],
+              pipeline.BOX: augment.constant_rows(1, augment.WHOLE_BOX),
+              pipeline.COLOR: augment.constant_rows(1, augment.UNIT_COLOR)}
+    out.append(model(inputs, training=False).numpy()[0])
+  return np.stack(out)
 
 
 @pytest.fixture(scope='module')
@@ -513,13 +528,17 @@ def test_pipeline_and_serving_signature_give_the_same_pixels(
     make_records, tmp_path, store_size, image_size):
   manifest = make_records(num_train=2, num_val=9, image_hw=None,
                           store_size=store_size)
+  # Training's side: the host's box, the device's input stage.
+  stage = input_stage.PosterInput(image_size)
   delivered = {}
-  for batch in pipeline.make_dataset(manifest, 'val', 4, image_size):
-    delivered.update(zip(batch[pipeline.ID].numpy(),
-                         batch[pipeline.IMAGE].numpy()))
-  # The real serving signature, around a model that hands its input back.
-  pixels = keras.Sequential([keras.Input(image_size + (3,), dtype='uint8'),
-                             keras.layers.Flatten()])
+  for batch in pipeline.make_dataset(manifest, 'val', 4, image_size,
+                                     pad_to_box=True):
+    delivered.update(zip(batch[pipeline.ID].numpy(), stage(
+        *(batch[key] for key in pipeline.MODEL_INPUTS)).numpy()))
+  # The real serving signature, around a model that hands its posters back.
+  inputs = networks.model_inputs()
+  pixels = keras.Model(inputs, keras.layers.Flatten()(stage(
+      *(inputs[key] for key in pipeline.MODEL_INPUTS))))
   export._write_saved_model(pixels, str(tmp_path / 'sm'), image_size)  # pylint: disable=protected-access
   serve = tf.saved_model.load(str(tmp_path / 'sm')).signatures[
       export.SIGNATURE]

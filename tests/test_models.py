@@ -13,10 +13,12 @@ import keras
 from keras.src.applications import efficientnet_v2
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import record_fixtures
 from posternet import cli
 from posternet import genres
+from posternet.data import pipeline
 from posternet.model import architectures
 from posternet.model import keras_weights
 from posternet.model import networks
@@ -39,6 +41,11 @@ SEED_CNN_LAYERS = (
        ('Dense', {'units': 25, 'activation': 'sigmoid'})])
 
 
+def inputs_of(posters):
+  """The model's inputs for a batch of posters at its size (whole boxes)."""
+  return pipeline.model_inputs({pipeline.IMAGE: tf.constant(posters)})
+
+
 @pytest.fixture
 def policy():
   """Sets a global dtype policy for one test and restores the old one."""
@@ -50,10 +57,15 @@ def policy():
 def test_seed_cnn_is_the_tutorials_model_at_400():
   model = networks.build_model('seed_cnn', (400, 400))
   assert model.count_params() == 3_790_457
-  assert model.input.dtype == 'uint8'
-  assert tuple(model.input.shape) == (None, 400, 400, 3)
+  image = model.input[pipeline.IMAGE]
+  assert image.dtype == 'uint8' and tuple(image.shape) == (None, None, None, 3)
+  assert networks.input_size(model) == '400x400'
   assert tuple(model.output.shape) == (None, genres.NUM_GENRES)
-  layers = model.layers[1:]  # after the InputLayer
+  # After the InputLayers and the input stage (no weights).
+  assert [type(l).__name__ for l in model.layers[:4]] == [
+      'InputLayer', 'InputLayer', 'InputLayer', 'PosterInput']
+  assert not model.get_layer('input_stage').weights
+  layers = model.layers[4:]
   assert [type(l).__name__ for l in layers] == [n for n, _ in SEED_CNN_LAYERS]
   for layer, (_, settings) in zip(layers, SEED_CNN_LAYERS):
     config = layer.get_config()
@@ -69,7 +81,7 @@ def test_output_is_float32_under_mixed_bfloat16(policy):
   assert all(l.compute_dtype == 'bfloat16' for l in convs)
   assert model.get_layer('genres').compute_dtype == 'float32'
   posters = np.random.RandomState(0).randint(0, 256, (2, 80, 80, 3), np.uint8)
-  probabilities = model(posters, training=False)
+  probabilities = model(inputs_of(posters), training=False)
   assert probabilities.dtype == 'float32'
   assert np.all((probabilities.numpy() > 0) & (probabilities.numpy() < 1))
 
@@ -80,7 +92,8 @@ def test_resizing_only_when_model_size_differs():
   resized = networks.build_model('seed_cnn', (32, 32), model_size=(80, 80))
   resize = resized.get_layer('resize')
   assert (resize.height, resize.width) == (80, 80)
-  assert tuple(resized.input.shape) == (None, 32, 32, 3)
+  assert networks.input_size(resized) == '32x32'
+
   # Rescaling runs before it: the resize sees [0, 1] floats, not uint8.
   names = [l.name for l in resized.layers]
   assert names.index('rescale') < names.index('resize')
@@ -91,7 +104,7 @@ def test_rescaling_maps_uint8_to_unit_range():
   rescaled = keras.Model(model.input, model.get_layer('rescale').output)
   posters = np.full((1, 16, 16, 3), 255, np.uint8)
   posters[0, 0, 0] = 0
-  out = rescaled(posters).numpy()
+  out = rescaled(inputs_of(posters)).numpy()
   assert out.dtype == np.float32
   assert out.max() == pytest.approx(1.0) and out.min() == 0.0
 
@@ -105,7 +118,7 @@ def test_efficientnet_does_not_rescale_twice():
   normalize = model.get_layer('imagenet_normalize')
   assert np.allclose(np.ravel(normalize.mean), architectures.IMAGENET_MEAN)
   posters = np.zeros((2, 64, 64, 3), np.uint8)
-  assert model(posters).shape == (2, genres.NUM_GENRES)
+  assert model(inputs_of(posters)).shape == (2, genres.NUM_GENRES)
 
 
 def test_too_small_input_is_a_user_error():
@@ -164,7 +177,7 @@ def test_compiled_model_is_compiled_as_the_trainer_trains(policy):
   assert model.steps_per_execution == 4
   assert model.layers[-1].dtype_policy.name == 'float32'
   posters = np.zeros((8, 24, 24, 3), np.uint8)
-  results = model.evaluate(posters, np.zeros((8, genres.NUM_GENRES)),
+  results = model.evaluate(inputs_of(posters), np.zeros((8, genres.NUM_GENRES)),
                            verbose=0, return_dict=True)
   # No Keras metrics: validation is scored by val_scores (posternet.metrics).
   assert set(results) == {'loss'}

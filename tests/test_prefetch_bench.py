@@ -67,7 +67,7 @@ def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
   for key in TOP_LEVEL:
     assert isinstance(report[key], float) and report[key] > 0, key
   names = [row['name'] for row in report['rows']]
-  assert len(names) == len(set(names)) == 18
+  assert len(names) == len(set(names)) == 19  # with the padded pipeline
   for row in report['rows']:
     assert row['images_per_sec'] > 0, row['name']
     assert isinstance(row['peak_rss_bytes'], int), row['name']
@@ -278,3 +278,19 @@ def test_bad_flags_are_one_line_errors(tmp_path, run_module):
 def test_importing_claims_no_flag_names():
   for name in ('records', 'out', 'image_size', 'seconds', 'quick'):
     assert name not in flags.FLAGS
+
+
+def test_only_runs_the_variants_it_names():
+  plan = {'format': 'jpeg', 'stored_hw': None, 'ratio': 1,
+          'decoded_hw': None}
+  every = runner.variants(plan)
+  chosen = runner.select_variants(every, ['ceiling', runner.PADDED_ROW])
+  names = [v['name'] for v in chosen]
+  assert names == [v['name'] for v in every
+                   if 'ceiling' in v['name'] or runner.PADDED_ROW in v['name']]
+  assert len(names) == 5  # 4 ceilings and the padded pipeline
+  assert chosen[-1]['params'] == {'options': {'pad_to_box': True}}
+  assert runner.select_variants(every, []) == every
+  with pytest.raises(cli.UserError, match='matches no variant; the '
+                     'variants: ceiling'):
+    runner.select_variants(every, ['no such row'])

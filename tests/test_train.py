@@ -26,6 +26,7 @@ import record_fixtures
 from posternet import cli
 from posternet import settings
 from posternet.data import augment
+from posternet.data import pipeline
 from posternet.model import optim
 from posternet.train import head_phase
 from posternet.train import inputs
@@ -74,8 +75,8 @@ def test_every_setting_of_the_tree_has_a_flag_with_help_and_back():
       'batch_size', 'epochs', 'learning_rate', 'optimizer', 'weight_decay',
       'schedule', 'warmup_epochs', 'loss', 'label_smoothing', 'export_dir',
       'export_epoch', 'precision', 'jit_compile', 'steps_per_execution',
-      'strategy', 'resume', 'overwrite', 'shuffle_buffer', 'cache',
-      'threadpool_size', 'ignore_errors', 'augment', 'crop_area',
+      'strategy', 'resume', 'overwrite', 'shuffle_buffer', 'resize_on',
+      'cache', 'threadpool_size', 'ignore_errors', 'augment', 'crop_area',
       'color_jitter', 'init_weights', 'pretrained', 'fine_tune_blocks',
       'head_epochs', 'head_learning_rate', 'feature_passes', 'seed',
       'keep_checkpoints', 'verbose', 'log_every_steps',
@@ -136,7 +137,8 @@ def test_resolved_settings_are_config_json_and_hparams():
   assert set(values) == {
       'records', 'model', 'image_size', 'model_size', 'batch_size', 'epochs',
       'learning_rate', 'precision', 'jit_compile', 'steps_per_execution',
-      'strategy', 'shuffle_buffer', 'cache', 'ignore_errors', 'seed',
+      'strategy', 'shuffle_buffer', 'resize_on', 'cache', 'ignore_errors',
+      'seed',
       'data_service_mode', 'num_gpus', 'steps_per_epoch', 'optimizer',
       'weight_decay', 'schedule', 'warmup_epochs', 'loss', 'label_smoothing',
       'augment', 'crop_area', 'color_jitter', 'export_epoch', 'pretrained',
@@ -267,7 +269,8 @@ def test_run_folder_outputs(learnable, tmp_path):
   exported = export.load_keras_model(os.path.join(folder, 'export'))
   posters = np.random.RandomState(1).randint(0, 256, (4, SIZE, SIZE, 3),
                                              np.uint8)
-  np.testing.assert_allclose(start(posters), exported(posters), atol=1e-6)
+  inputs = pipeline.model_inputs({pipeline.IMAGE: posters})
+  np.testing.assert_allclose(start(inputs), exported(inputs), atol=1e-6)
 
 
 @contextlib.contextmanager

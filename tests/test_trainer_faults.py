@@ -68,7 +68,7 @@ def _export_dir_turns_into_a_file(process, folder) -> str:
   try:
     for line in process.stdout:
       output.append(line)
-      if ' parameters, input ' in line:  # logged after the checks
+      if ' parameters, posters of ' in line:  # logged after the checks
         os.rmdir(folder)  # made by the check, empty
         with open(folder, 'w') as f:
           f.write('not a folder\n')

@@ -145,6 +145,9 @@ def _define_run_flags() -> None:
   flags.DEFINE_string('variant', None, 'Used by the benchmark itself: '
                       'measures the one variant a JSON file describes, in '
                       'its own process (--isolate).')
+  flags.DEFINE_list('only', None, 'Run only the variants whose names '
+                    'contain one of these texts, comma-separated (e.g. '
+                    '"ceiling,posternet pipeline"); default: every variant.')
   flags.DEFINE_bool('data_service', False, 'Also time the full pipeline fed '
                     'by a tf.data service on this machine: a dispatcher and '
                     '1, then 2, worker processes on 127.0.0.1 '
@@ -222,7 +225,7 @@ def main(argv: Sequence[str]) -> None:
       isolate=_value('isolate'), repeats=_value('repeats'),
       service=FLAGS.data_service, quick=FLAGS.quick,
       real_size=FLAGS.real_size, csv_path=FLAGS.csv,
-      store_size=_store_size())
+      store_size=_store_size(), only=FLAGS.only or ())
   setup = report['setup']
   sets = ''.join(f' + {name}' for name in setup['record_sets'])
   print(f'{setup["records"]}{sets}: {setup["image_size"][0]}x'

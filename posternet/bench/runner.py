@@ -35,6 +35,8 @@ from posternet.bench import timing
 # The demo's stored size (configs/demo.cfg): thumbnails a CPU trains on.
 DEFAULT_IMAGE_SIZE = (128, 128)
 DEFAULT_NUM_POSTERS = 7254  # the tutorial's CSV rows
+# The host's share of the device path: posters padded to a box, not resized.
+PADDED_ROW = 'padded to the box (the device resizes)'
 # --real_size: the tutorial's size, as a store size (no poster enlarged).
 REAL_STORE_SIZE = (400, 400)
 
@@ -74,7 +76,8 @@ def variants(plan: Mapping, service: bool = False,
   changes = (('parallel calls 1', {'num_parallel_calls': 1}),
              ('prefetch off', {'prefetch': 0}),
              ('deterministic order', {'deterministic': True}),
-             ('cache decoded posters', {'cache': True}))
+             ('cache decoded posters', {'cache': True}),
+             (PADDED_ROW, {'pad_to_box': True}))
   out += [{'name': f'pipeline: {name}', 'kind': 'pipeline',
            'params': {'options': options}} for name, options in changes]
   if raw_plan is not None:
@@ -94,6 +97,22 @@ def variants(plan: Mapping, service: bool = False,
   return out
 
 
+def select_variants(todo: Sequence[dict], only: Sequence[str]) -> list:
+  """The variants whose names contain one of the texts in only (all if empty).
+
+  Raises:
+    cli.UserError: no variant matches: the message lists their names.
+  """
+  if not only:
+    return list(todo)
+  chosen = [v for v in todo if any(text in v['name'] for text in only)]
+  if not chosen:
+    raise cli.UserError(
+        f'--only={",".join(only)} matches no variant; the variants: ' +
+        '; '.join(v['name'] for v in todo))
+  return chosen
+
+
 def _pipeline_rows(stages, record_set: Optional[str] = None) -> list:
   """Rows of the pipeline built up to each (name, stage) on a record set."""
   return [{'name': measures.set_row(record_set, name), 'kind': 'pipeline',
@@ -110,8 +129,10 @@ def _raw_rows(raw_plan: Mapping) -> list:
                          ('+ batch + parse', 'parse'),
                          (f'+ reshape ({reshape})', 'decode'),
                          (measures.PIPELINE_ROW, 'prefetch')), 'raw')
-  rows.append({'name': 'raw: pipeline: prefetch off', 'kind': 'pipeline',
-               'params': {'options': {'prefetch': 0}, 'record_set': 'raw'}})
+  rows += [{'name': f'raw: pipeline: {name}', 'kind': 'pipeline',
+            'params': {'options': options, 'record_set': 'raw'}}
+           for name, options in (('prefetch off', {'prefetch': 0}),
+                                 (PADDED_ROW, {'pad_to_box': True}))]
   for record_set in measures.RAW_SETS[1:]:
     rows += _pipeline_rows(((measures.PIPELINE_ROW, 'prefetch'),), record_set)
   return rows
@@ -199,7 +220,7 @@ def run_benchmark(*, out: str, records_dir: Optional[str],
                   seconds: float, precision: str, work_dir: str,
                   isolate: bool, repeats: int, service: bool, quick: bool,
                   real_size: bool, csv_path: Optional[str],
-                  store_size: Sequence[int]) -> dict:
+                  store_size: Sequence[int], only: Sequence[str] = ()) -> dict:
   """Runs every measurement, writes the JSON report and returns it.
 
   Every keyword is a flag of `python -m tools.prefetch_bench`, whose flag
@@ -220,6 +241,8 @@ def run_benchmark(*, out: str, records_dir: Optional[str],
     service: add the rows fed by a local tf.data service (1 and 2 workers).
     quick: a smoke test (--quick): short warm-ups, one stall round, and the
       targets get no verdict.
+    only: run only the variants whose names contain one of these texts
+      (select_variants); empty: all of them.
 
   Returns:
     The report (see summary.summarize), also written to `out`.
@@ -234,8 +257,8 @@ def run_benchmark(*, out: str, records_dir: Optional[str],
                             work_dir, real_size, csv_path, store_size)
   setup = _setup(measured, work_dir, batch_size, seconds, precision, quick)
   plan = measures.decode_plan(measured.manifest, setup.image_size)
-  runs = _run_rounds(setup, variants(plan, service, measured.raw_plan),
-                     repeats, isolate)
+  todo = select_variants(variants(plan, service, measured.raw_plan), only)
+  runs = _run_rounds(setup, todo, repeats, isolate)
   report = summary.summarize(median_of(runs), setup, {
       'cpu_cores': len(os.sched_getaffinity(0)), 'isolate': isolate,
       'repeats': repeats, 'real_size': real_size,

@@ -33,6 +33,11 @@ from posternet import settings
 
 OPS = ('crop', 'flip', 'color')
 
+# The model's input stage (posternet.model.input_stage) leaves a poster as it
+# is with these: its whole box, and its colours unchanged.
+WHOLE_BOX = (0.0, 0.0, 1.0, 1.0)
+UNIT_COLOR = (1.0, 1.0, 1.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -114,7 +119,18 @@ def random_crop(images: tf.Tensor, seed: tf.Tensor, area: Tuple[float, float],
                 aspect: Tuple[float, float]) -> tf.Tensor:
   """A random part of each poster, resized back to the batch's size."""
   batch = tf.shape(images)[0]
-  size = tf.shape(images)[1:3]
+  boxes = crop_boxes(batch, seed, area, aspect)
+  return tf.image.crop_and_resize(images, boxes, tf.range(batch),
+                                  tf.shape(images)[1:3])
+
+
+def crop_boxes(batch: tf.Tensor, seed: tf.Tensor, area: Tuple[float, float],
+               aspect: Tuple[float, float]) -> tf.Tensor:
+  """Random crop boxes, float32 [B, 4], as shares of each poster's sides.
+
+  (y1, x1, y2, x2) in crop_and_resize's terms for a poster that fills its
+  image: [0, 0, 1, 1] is the whole poster.
+  """
   seeds = tf.random.experimental.stateless_split(seed, 4)
   share = tf.random.stateless_uniform([batch], seeds[0], area[0], area[1])
   log_aspect = tf.random.stateless_uniform(
@@ -126,8 +142,7 @@ def random_crop(images: tf.Tensor, seed: tf.Tensor, area: Tuple[float, float],
   top = tf.random.stateless_uniform([batch], seeds[2]) * (1.0 - height)
   left = tf.random.stateless_uniform([batch], seeds[3]) * (1.0 - width)
   # Box [0, 0, 1, 1] samples the poster's own pixels: (0, 0) to (H-1, W-1).
-  boxes = tf.stack([top, left, top + height, left + width], axis=1)
-  return tf.image.crop_and_resize(images, boxes, tf.range(batch), size)
+  return tf.stack([top, left, top + height, left + width], axis=1)
 
 
 def random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -140,17 +155,81 @@ def random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 def random_color(images: tf.Tensor, seed: tf.Tensor,
                  strength: float) -> tf.Tensor:
   """Scales saturation, contrast and brightness by 1 ± strength each."""
-  batch = tf.shape(images)[0]
-  factors = 1.0 + strength * tf.random.stateless_uniform(
-      [batch, 1, 1, 3], seed, -1.0, 1.0)
-  saturation, contrast, brightness = tf.unstack(factors, axis=-1)
+  return apply_color(images, color_factors(tf.shape(images)[0], seed,
+                                           strength))
+
+
+def color_factors(batch: tf.Tensor, seed: tf.Tensor,
+                  strength: float) -> tf.Tensor:
+  """Random (saturation, contrast, brightness) factors in 1 ± strength: [B, 3]."""
+  return 1.0 + strength * tf.random.stateless_uniform([batch, 3], seed, -1.0,
+                                                      1.0)
+
+
+def apply_color(images: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+  """Saturation, contrast and brightness scaled by factors [B, 3] (1: kept).
+
+  images: float32 [B, H, W, 3] in 0..255.
+  """
   saturation, contrast, brightness = (
-      f[..., None] for f in (saturation, contrast, brightness))
+      factors[:, i, None, None, None] for i in range(3))
   gray = tf.reduce_mean(images, axis=-1, keepdims=True)
   images = gray + (images - gray) * saturation
   mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
   images = mean + (images - mean) * contrast
   return images * brightness
+
+
+def constant_rows(batch: tf.Tensor, values) -> tf.Tensor:
+  """values repeated for each poster of a batch: float32 [B, len(values)]."""
+  return tf.tile(tf.constant([values], tf.float32), [batch, 1])
+
+
+def poster_boxes(sizes: tf.Tensor, box_hw) -> tf.Tensor:
+  """Each poster's whole box in a padded batch: float32 [B, 4].
+
+  In crop_and_resize's terms, (y1, x1, y2, x2) normalised so that 0 and 1
+  are the box's first and last pixel: a poster of h x w pixels in the
+  top-left corner spans 0 .. (h - 1) / (box_h - 1).
+  """
+  extent = tf.maximum(tf.cast(box_hw, tf.float32) - 1.0, 1.0)
+  ends = (tf.cast(sizes, tf.float32) - 1.0) / extent
+  return tf.concat([tf.zeros_like(ends), ends], axis=1)
+
+
+def device_draws(sizes: tf.Tensor, box_hw, augment: Optional[Augment],
+                 batch_index: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """A padded batch's crop boxes [B, 4] and colour factors [B, 3].
+
+  What the model's input stage applies on the device, in one
+  crop_and_resize and a few multiplications. Without augment: each poster's
+  whole box and unit colours. With it, augment_batch's own draws, from the
+  same seeds: the crop box (in the poster's own coordinates, scaled into
+  the padded box), mirrored (x1 and x2 swapped) for a flip, and the colour
+  factors.
+  """
+  batch = tf.shape(sizes)[0]
+  whole = poster_boxes(sizes, box_hw)
+  colors = constant_rows(batch, UNIT_COLOR)
+  if augment is None or not augment.ops:
+    return whole, colors
+  seeds = _batch_seeds(augment, batch_index)
+  boxes = (crop_boxes(batch, seeds[0], augment.crop_area, augment.crop_aspect)
+           if 'crop' in augment.ops else constant_rows(batch, WHOLE_BOX))
+  if 'flip' in augment.ops:
+    flip = tf.random.stateless_uniform([batch], seeds[1]) < 0.5
+    boxes = tf.where(flip[:, None], tf.gather(boxes, [0, 3, 2, 1], axis=1),
+                     boxes)
+  if 'color' in augment.ops and augment.color > 0:
+    colors = color_factors(batch, seeds[2], augment.color)
+  return boxes * tf.tile(whole[:, 2:], [1, 2]), colors
+
+
+def _batch_seeds(augment: Augment, batch_index: tf.Tensor) -> tf.Tensor:
+  """One stateless seed per op (OPS order), from the seed and batch index."""
+  seed = tf.stack([tf.constant(augment.seed, tf.int64),
+                   tf.cast(batch_index, tf.int64)])
+  return tf.random.experimental.stateless_split(seed, len(OPS))
 
 
 def augment_batch(images: tf.Tensor, augment: Augment,
@@ -165,9 +244,7 @@ def augment_batch(images: tf.Tensor, augment: Augment,
   """
   if not augment.ops:
     return images
-  seed = tf.stack([tf.constant(augment.seed, tf.int64),
-                   tf.cast(batch_index, tf.int64)])
-  seeds = tf.random.experimental.stateless_split(seed, len(OPS))
+  seeds = _batch_seeds(augment, batch_index)
   result = tf.cast(images, tf.float32)
   if 'crop' in augment.ops:
     result = random_crop(result, seeds[0], augment.crop_area,

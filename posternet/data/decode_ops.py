@@ -151,3 +151,63 @@ def checked_raw(features: Mapping, stored_hw: Optional[Sequence[int]],
   with tf.control_dependencies([check]):
     return tf.identity(features[records.IMAGE_KEY])
 
+
+
+# --- Padded batches: the host decodes, the device resizes (input_stage). ---
+
+
+def box_size(plan: Mapping, stored_range: tuple) -> tuple:
+  """(height, width) of the box a padded batch has: its largest decoded poster.
+
+  The manifest's largest stored poster, divided by the plan's DCT ratio
+  when every poster shares one; with per-poster ratios (or raw pixels) the
+  largest stored size, which no decoded poster exceeds.
+  """
+  _, (max_h, max_w) = stored_range
+  ratio = plan['ratio'] or 1
+  return (-(-max_h // ratio), -(-max_w // ratio))
+
+
+def decode_padded(plan: Mapping, image_size: Sequence[int],
+                  box_hw: Sequence[int], dct_method: str = images.DCT_METHOD,
+                  batched: bool = True, records_dir: str = 'the records'):
+  """A function parsed features → (uint8 posters in the box, int32 sizes).
+
+  Each poster is decoded at its stored size (JPEG: at the plan's DCT ratio,
+  or its own jpeg_ratio for image_size; raw: a reshape) and put in the
+  box's top-left corner, zeros around it; no resize on the host. Its size
+  goes along, so that the device crops it out of the box and resizes it
+  (posternet.model.input_stage).
+
+  Returns:
+    features → (uint8 [B, box_h, box_w, 3], int32 [B, 2]) for a batch, or
+    (uint8 [box_h, box_w, 3], int32 [2]) for one poster (batched=False).
+  """
+  box = [int(box_hw[0]), int(box_hw[1])]
+  size = [int(image_size[0]), int(image_size[1])]
+
+  def one(encoded, height, width):
+    if plan['format'] == 'raw':
+      image = tf.reshape(tf.io.decode_raw(encoded, tf.uint8),
+                         tf.cast(tf.stack([height, width, 3]), tf.int32))
+    elif plan['ratio'] is not None:
+      image = images.decode_jpeg(encoded, plan['ratio'], dct_method)
+    else:
+      image = images.decode_jpeg_at_its_ratio(encoded, size, dct_method)
+    sides = tf.shape(image)[:2]
+    padded = tf.image.pad_to_bounding_box(image, 0, 0, *box)
+    return tf.ensure_shape(padded, box + [3]), sides
+
+  def decode(features):
+    encoded = (checked_raw(features, plan['stored_hw'], records_dir)
+               if plan['format'] == 'raw' else features[records.IMAGE_KEY])
+    parts = (encoded, features[records.HEIGHT_KEY],
+             features[records.WIDTH_KEY])
+    if not batched:
+      return one(*parts)
+    return tf.map_fn(lambda poster: one(*poster), parts,
+                     fn_output_signature=(
+                         tf.TensorSpec(box + [3], tf.uint8),
+                         tf.TensorSpec([2], tf.int32)))
+
+  return decode

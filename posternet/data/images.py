@@ -231,13 +231,27 @@ def decode_for_model(encoded: tf.Tensor, image_size: Sequence[int], *,
   if ratio is not None:
     image = maybe_resize(decode_jpeg(encoded, ratio, dct_method), size)
     return tf.ensure_shape(image, size + [3])
+  image = maybe_resize(decode_at_its_ratio(encoded, size, dct_method,
+                                           max_pixels), size)
+  return tf.ensure_shape(image, size + [3])
+
+
+def decode_at_its_ratio(encoded: tf.Tensor, image_size: Sequence[int],
+                        dct_method: str = DCT_METHOD,
+                        max_pixels: Optional[int] = MAX_PIXELS) -> tf.Tensor:
+  """Any poster's bytes → uint8 [h, w, 3], decoded but not resized.
+
+  A JPEG at its own DCT ratio for image_size (decode_jpeg_at_its_ratio),
+  another format through decode_rgb; an image whose header claims more
+  than max_pixels pixels fails first (None: no limit). What the model's
+  input stage then resizes on the device (the serving signature).
+  """
   if max_pixels is not None:
     encoded = _check_pixel_limit(encoded, max_pixels)
-  image = tf.cond(tf.io.is_jpeg(encoded),
-                  lambda: decode_jpeg_at_its_ratio(encoded, size, dct_method),
-                  lambda: decode_rgb(encoded))
-  image = maybe_resize(image, size)
-  return tf.ensure_shape(image, size + [3])
+  return tf.cond(tf.io.is_jpeg(encoded),
+                 lambda: decode_jpeg_at_its_ratio(encoded, image_size,
+                                                  dct_method),
+                 lambda: decode_rgb(encoded))
 
 
 def decode_raw(data: tf.Tensor, stored_hw: Sequence,

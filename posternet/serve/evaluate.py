@@ -58,10 +58,11 @@ def score_records(model_dir: str, manifest: records.Manifest, split: str,
   The posters go through the trainer's pipeline (pipeline.make_dataset,
   no augmentation) at the export's image size, into model.keras.
   """
-  image_size = tuple(export.read_info(model_dir)['image_size'])
+  info = export.read_info(model_dir)
   model = export.load_keras_model(model_dir)
   dataset = pipeline.make_dataset(manifest, split, batch_size,
-                                        image_size, training=False)
+                                  tuple(info['image_size']), training=False,
+                                  **export.pipeline_options(info))
   bar = cli.Progress(manifest.num_examples(split), f'scoring {split} posters')
   try:
     labels, probabilities = val_scores.predict(model, dataset, bar.update)

@@ -27,6 +27,8 @@ from posternet import cli
 from posternet import files
 from posternet import genres
 from posternet.data import images
+from posternet.data import pipeline
+from posternet.model import input_stage
 # Bump when a file name or posternet.json field changes meaning; readers
 # refuse other versions rather than misreading them. Version 2: thresholds
 # is {genre: threshold}; version 1 (still read) had a list in genre order.
@@ -134,6 +136,7 @@ def _best_threshold(positive: np.ndarray, scores: np.ndarray) -> float:
 
 def export_model(model: keras.Model, export_dir: str, *,
                  image_size: Sequence[int], thresholds: Thresholds,
+                 resize_on: str = 'device',
                  info: Optional[Mapping] = None) -> None:
   """Writes model.keras, saved_model/ and posternet.json, atomically.
 
@@ -141,11 +144,15 @@ def export_model(model: keras.Model, export_dir: str, *,
   replaces export_dir whole: a reader never sees half an export.
 
   Args:
-    model: takes uint8 [B, H, W, 3] posters at image_size and returns float32
-      [B, 25] sigmoid probabilities (it casts and rescales inside).
+    model: takes the pipeline's model inputs (pipeline.model_inputs: a box
+      of uint8 posters, crop boxes, colour factors) and returns float32
+      [B, 25] sigmoid probabilities (its input stage makes posters of
+      image_size, and it rescales inside).
     export_dir: the folder to (re)write; its parent is created if needed.
-    image_size: (height, width) the model takes.
+    image_size: (height, width) of the posters its input stage makes.
     thresholds: per-genre thresholds, e.g. from tune_thresholds.
+    resize_on: where its records' posters were resized in training
+      (--resize_on): evaluate reads them the same way (pipeline_options).
     info: JSON-serialisable extras (validation metrics, the run's flags).
   """
   values = np.asarray(thresholds.values, np.float64)
@@ -163,7 +170,8 @@ def export_model(model: keras.Model, export_dir: str, *,
     _write_saved_model(inference_model,
                        os.path.join(temporary, SAVED_MODEL_NAME), image_size)
     _write_info(os.path.join(temporary, INFO_NAME), image_size,
-                thresholds._replace(values=values), info)
+                thresholds._replace(values=values),
+                {'resize_on': resize_on, 'info': dict(info or {})})
 
 
 def check_writable(export_dir: str) -> None:
@@ -206,30 +214,33 @@ def _inference_copy(model: keras.Model) -> keras.Model:
   of the size. A Functional or Sequential model is rewrapped (sharing its
   layers, no copy); another kind is saved as it is, and loads uncompiled.
   """
-  inputs = getattr(model, 'inputs', None)
-  if not inputs:
+  if not getattr(model, 'inputs', None):
     return model
-  # A single input or output stays a tensor, not a list of one: callers pass
-  # a batch, not [batch].
-  single = lambda tensors: tensors[0] if len(tensors) == 1 else tensors
-  return keras.Model(single(inputs), single(model.outputs), name=model.name)
+  # model.input and .output keep their structure (the inputs' dict).
+  return keras.Model(model.input, model.output, name=model.name)
 
 
 def _write_saved_model(model: keras.Model, path: str,
                        image_size: Sequence[int]) -> None:
   """A SavedModel whose serving signature decodes and resizes in the graph.
 
-  The decode is training's own (images.decode_for_model), so a served poster
-  becomes the same pixels as in the pipeline.
+  Training's own rules: each poster decoded at its DCT ratio
+  (images.decode_at_its_ratio), then resized by the model's input stage
+  (input_stage.resize_poster, the whole poster's box), so a served poster
+  becomes the pixels the pipeline and the device would make of it.
   """
-  height, width = int(image_size[0]), int(image_size[1])
+  size = (int(image_size[0]), int(image_size[1]))
+
+  def one_poster(encoded):
+    return input_stage.resize_poster(
+        images.decode_at_its_ratio(encoded, size), size)
 
   def predict(image_bytes):
-    posters = tf.map_fn(
-        lambda encoded: images.decode_for_model(encoded, (height, width)),
-        image_bytes,
-        fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
-    return tf.cast(model(posters, training=False), tf.float32)
+    posters = tf.map_fn(one_poster, image_bytes,
+                        fn_output_signature=tf.TensorSpec([*size, 3],
+                                                          tf.uint8))
+    inputs = pipeline.model_inputs({pipeline.IMAGE: posters})
+    return tf.cast(model(inputs, training=False), tf.float32)
 
   def serve(image_bytes):
     # An empty batch skips the model: oneDNN's convolutions fail on 0 images.
@@ -248,7 +259,7 @@ def _write_saved_model(model: keras.Model, path: str,
 
 
 def _write_info(path: str, image_size: Sequence[int], thresholds: Thresholds,
-                info: Optional[Mapping]) -> None:
+                fields: Mapping) -> None:
   """posternet.json: what a reader needs besides the weights."""
   document = {
       'format_version': EXPORT_VERSION,
@@ -268,7 +279,7 @@ def _write_info(path: str, image_size: Sequence[int], thresholds: Thresholds,
       'files': {'keras': KERAS_NAME, 'saved_model': SAVED_MODEL_NAME},
       'serving': {'signature': SIGNATURE, 'input': INPUT_NAME,
                   'output': OUTPUT_NAME},
-      'info': dict(info or {}),
+      **fields,
   }
   with open(path, 'w') as f:
     f.write(json.dumps(document, indent=2, sort_keys=True, default=_to_json)
@@ -280,6 +291,15 @@ def _to_json(value):
   if isinstance(value, (np.generic, np.ndarray)):
     return value.tolist()
   raise TypeError(f'{type(value).__name__} in export info is not JSON')
+
+
+def pipeline_options(info: Mapping) -> dict:
+  """make_dataset's options that read records as the export's training did.
+
+  An export without 'resize_on' (made before it was written) resized on the
+  host.
+  """
+  return {'pad_to_box': info.get('resize_on', 'host') == 'device'}
 
 
 def read_info(export_dir: str) -> dict:

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from posternet import metrics
 from posternet import settings
+from posternet.model import networks
 from posternet.model import optim
 from posternet.data import pipeline
 from posternet.data import records
@@ -48,23 +49,34 @@ def split_at(model: keras.Model,
   """(bottom, top): model's layers up to and including layer_name, and after.
 
   Both share model's layers (and so its weights): training top trains model.
-  The models here are chains (one input, each layer feeding the next), so
-  each half is its layers called in order on a new input.
+  After the input stage the models here are chains (each layer feeding the
+  next), so each half is its layers called in order on new inputs: the
+  bottom on the model's inputs through its input stage.
   """
-  cut = [layer.name for layer in model.layers].index(layer_name) + 1
-  return (_chain(model.layers[1:cut], model.inputs[0].shape[1:],
-                 model.inputs[0].dtype, f'{model.name}_bottom'),
-          _chain(model.layers[cut:], model.layers[cut - 1].output.shape[1:],
-                 'float32', f'{model.name}_top'))
+  names = [layer.name for layer in model.layers]
+  start = names.index(networks.INPUT_STAGE) + 1
+  cut = names.index(layer_name) + 1
+  inputs = networks.model_inputs()
+  posters = model.get_layer(networks.INPUT_STAGE)(
+      *(inputs[key] for key in pipeline.MODEL_INPUTS))
+  bottom = keras.Model(inputs, _calls(model.layers[start:cut], posters),
+                       name=f'{model.name}_bottom')
+  return bottom, _chain(model.layers[cut:],
+                        model.layers[cut - 1].output.shape[1:], 'float32',
+                        f'{model.name}_top')
+
+
+def _calls(chain_layers, x):
+  """x through the given layers, each called on the previous one's output."""
+  for layer in chain_layers:
+    x = layer(x)
+  return x
 
 
 def _chain(chain_layers, input_shape, dtype, name: str) -> keras.Model:
   """A model of the given layers, each called on the previous one's output."""
   inputs = keras.Input(input_shape, dtype=dtype)
-  x = inputs
-  for layer in chain_layers:
-    x = layer(x)
-  return keras.Model(inputs, x, name=name)
+  return keras.Model(inputs, _calls(chain_layers, inputs), name=name)
 
 
 def train_head(model: keras.Model, backbone: str, phase: HeadPhase,
@@ -88,8 +100,8 @@ def train_head(model: keras.Model, backbone: str, phase: HeadPhase,
   """
   start = time.perf_counter()
   bottom, top = split_at(model, backbone)
-  features = tf.function(lambda images: tf.cast(
-      bottom(images, training=False), tf.float32))
+  features = tf.function(lambda inputs: tf.cast(
+      bottom(inputs, training=False), tf.float32))
   passes = [_features(features, make_dataset('train', index))
             for index in range(phase.feature_passes)]
   train_x = np.concatenate([x for x, _ in passes])
@@ -123,6 +135,6 @@ def _features(features: Callable,
   """(features, labels) of one pass, as float32 arrays."""
   outputs, labels = [], []
   for batch in dataset:
-    outputs.append(features(batch[pipeline.IMAGE]).numpy())
+    outputs.append(features(pipeline.model_inputs(batch)).numpy())
     labels.append(batch[pipeline.LABELS].numpy())
   return np.concatenate(outputs), np.concatenate(labels)

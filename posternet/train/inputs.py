@@ -58,6 +58,7 @@ def pipeline_options(config: Config) -> dict:
   return {'shuffle_buffer': config.shuffle_buffer, 'cache': config.cache,
           'threadpool_size': config.threadpool_size,
           'ignore_errors': config.ignore_errors, 'seed': config.seed,
+          'pad_to_box': config.resize_on == 'device',
           # Used by the train split only (make_dataset ignores it elsewhere).
           'augment': config.make_augment()}
 

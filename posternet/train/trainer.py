@@ -186,8 +186,9 @@ def _train_and_export(config: Config, settings: Resolved,
         loss=optim.make_loss(config.recipe),
         jit_compile=settings.jit_compile,
         steps_per_execution=config.steps_per_execution)
-  logging.info('%s: %s parameters, input %s, %d replica(s)', model.name,
-               f'{model.count_params():,}', model.input_shape[1:],
+  logging.info('%s: %s parameters, posters of %s resized on the %s, '
+               '%d replica(s)', model.name, f'{model.count_params():,}',
+               networks.input_size(model), config.resize_on,
                strategy.num_replicas_in_sync)
   clock = step_scalars.InputClock()  # times the train pipeline's get_next
   train_data = inputs.distributed_train_data(config, strategy, clock,
@@ -357,6 +358,7 @@ def _finish(model, config: Config, settings: Resolved,
     try:
       export.export_model(model, settings.export_dir,
                           image_size=config.image_size, thresholds=thresholds,
+                          resize_on=config.resize_on,
                           info={'val_metrics': val, 'model': config.model,
                                 'epoch': exported_epoch,
                                 'config': _config_dict(config)})

@@ -35,11 +35,14 @@ def predict(model: keras.Model, dataset: tf.data.Dataset,
 
   progress, if given, is called with each batch's number of posters.
   """
-  forward = tf.function(lambda images: model(images, training=False))
+  forward = tf.function(lambda inputs: model(inputs, training=False))
+  # A model exported before the input stage takes the posters alone.
+  inputs_of = (pipeline.model_inputs if isinstance(model.input, dict)
+               else lambda batch: batch[pipeline.IMAGE])
   labels, probabilities = [], []
   for batch in dataset:
     probabilities.append(
-        tf.cast(forward(batch[pipeline.IMAGE]), tf.float32).numpy())
+        tf.cast(forward(inputs_of(batch)), tf.float32).numpy())
     labels.append(batch[pipeline.LABELS].numpy())
     if progress:
       progress(len(labels[-1]))

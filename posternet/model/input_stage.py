@@ -1,0 +1,87 @@
+"""The model's input stage: posters cut out of their box and resized, on the device.
+
+The host only reads and decodes (pipeline.make_dataset(pad_to_box=True)): a
+batch arrives as one uint8 box [B, box_h, box_w, 3], each poster in its
+top-left corner, with a crop box per poster (BOX: the whole poster, or in
+training a random part of it, mirrored for a flip) and colour factors
+(COLOR: saturation, contrast, brightness; ones unless augmenting). The
+model's first layer, PosterInput, turns them into posters at the training
+size in one batched op, tf.image.crop_and_resize, on the accelerator (DALI's
+split of the work), so the host does no per-poster geometry. Prediction
+runs the same graph with the whole poster's box and unit colours.
+
+Interpolation: crop_and_resize is bilinear with corner-aligned sampling (a
+poster's corner pixels land on the output's corners) and no antialiasing;
+the host's images.resize_uint8 samples at pixel centres and antialiases when
+it shrinks. The two agree within a few levels where a poster is enlarged or
+kept (tests/test_input_stage.py states the bound); the host still decodes at
+the DCT ratio that keeps a poster just above the training size, so the
+device rarely shrinks by much. The output is rounded to whole levels, as
+uint8 posters are, so that a poster already at the training size passes
+through unchanged and a served poster (export.py) gets the same pixels.
+"""
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from posternet.data import augment
+
+def crop_and_resize(boxed: tf.Tensor, boxes: tf.Tensor,
+                    image_size: Sequence[int]) -> tf.Tensor:
+  """The boxes' pixels at image_size: float32 [B, H, W, 3] in 0..255.
+
+  Args:
+    boxed: uint8 [B, box_h, box_w, 3], each poster in the top-left corner.
+    boxes: float32 [B, 4] (augment.poster_boxes, or a part of them; x1 > x2
+      mirrors the poster).
+    image_size: (height, width) of the output.
+  """
+  indices = tf.range(tf.shape(boxed)[0])
+  return tf.image.crop_and_resize(boxed, boxes, indices,
+                                  [int(image_size[0]), int(image_size[1])])
+
+
+def resize_poster(poster: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+  """One decoded poster at image_size, as the input stage makes it: uint8.
+
+  The whole poster's box, unit colours, rounded: a batch of these goes
+  through PosterInput unchanged, so serving a poster gives the pixels that
+  the pipeline's box and the device give it.
+  """
+  whole = augment.constant_rows(1, augment.WHOLE_BOX)
+  unit = augment.constant_rows(1, augment.UNIT_COLOR)
+  return tf.cast(posters_of(poster[None], whole, unit, image_size)[0],
+                 tf.uint8)
+
+
+def posters_of(boxed: tf.Tensor, boxes: tf.Tensor, colors: tf.Tensor,
+               image_size: Sequence[int]) -> tf.Tensor:
+  """The input stage: crop and resize, colour, round. float32, 0..255."""
+  images = crop_and_resize(boxed, boxes, image_size)
+  images = augment.apply_color(images, colors)
+  return tf.round(tf.clip_by_value(images, 0.0, 255.0))
+
+
+@keras.saving.register_keras_serializable(package='posternet')
+class PosterInput(keras.layers.Layer):
+  """(box of posters, crop boxes, colour factors) → float32 posters, 0..255.
+
+  One crop_and_resize for the whole batch, then the colour factors, then
+  rounding to whole levels (see the module docstring). No weights.
+  """
+
+  def __init__(self, image_size: Sequence[int], **kwargs):
+    kwargs.setdefault('dtype', 'float32')
+    super().__init__(**kwargs)
+    self.image_size = (int(image_size[0]), int(image_size[1]))
+
+  def call(self, boxed, boxes, colors):
+    return posters_of(boxed, boxes, colors, self.image_size)
+
+  def compute_output_shape(self, boxed_shape, boxes_shape, colors_shape):
+    return (boxed_shape[0], *self.image_size, 3)
+
+  def get_config(self):
+    return {**super().get_config(), 'image_size': self.image_size}
