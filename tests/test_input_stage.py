@@ -82,6 +82,23 @@ def test_a_poster_at_the_training_size_goes_through_unchanged():
                                 poster.numpy())
 
 
+@pytest.mark.parametrize('dtype', [tf.uint8, tf.float32])
+def test_crop_and_resize_is_tensorflows_and_compiles_with_xla(dtype):
+  # TensorFlow's CropAndResize has no XLA kernel; images.crop_and_resize
+  # samples the same points with gathers, so the XLA train step compiles.
+  posters = tf.cast(tf.stack([_photo(BOX), _photo(BOX)[::-1]]), dtype)
+  boxes = tf.constant([[0.1, 0.2, 0.9, 0.7], [0.0, 0.8, 0.5, 0.1]])
+  want = tf.image.crop_and_resize(posters, boxes, tf.range(2), IMAGE_SIZE)
+  got = images.crop_and_resize(posters, boxes, IMAGE_SIZE)
+  np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-3)
+  compiled = tf.function(lambda p, b: _stage(p, b), jit_compile=True)
+  xla, eager = compiled(posters, boxes).numpy(), _stage(posters, boxes).numpy()
+  # Float rounding differs under XLA: a value at a half level may round
+  # the other way.
+  np.testing.assert_allclose(xla, eager, atol=1)
+  assert np.mean(xla != eager) < 0.01
+
+
 def test_poster_boxes_span_each_poster():
   boxes = augment.poster_boxes(tf.constant([[48, 36], [25, 18]]), BOX)
   np.testing.assert_allclose(boxes.numpy(), [[0, 0, 1, 1],
@@ -91,7 +108,7 @@ def test_poster_boxes_span_each_poster():
 @pytest.mark.parametrize('ops', [('crop',), ('flip',), ('color',),
                                  augment.OPS])
 def test_device_augmentation_is_the_host_augmentation(ops):
-  # Posters at the training size: the device's one crop_and_resize with the
+  # Posters at the training size: the device's one crop and resize with the
   # host-drawn boxes gives augment_batch's pixels exactly.
   posters = tf.stack([_photo(IMAGE_SIZE), _photo(IMAGE_SIZE)[::-1]])
   config = augment.Augment(ops=ops, seed=3)

@@ -30,6 +30,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 from posternet import settings
+from posternet.data import images as images_lib
 
 OPS = ('crop', 'flip', 'color')
 
@@ -118,10 +119,8 @@ def parse_ops(text: str) -> Tuple[str, ...]:
 def random_crop(images: tf.Tensor, seed: tf.Tensor, area: Tuple[float, float],
                 aspect: Tuple[float, float]) -> tf.Tensor:
   """A random part of each poster, resized back to the batch's size."""
-  batch = tf.shape(images)[0]
-  boxes = crop_boxes(batch, seed, area, aspect)
-  return tf.image.crop_and_resize(images, boxes, tf.range(batch),
-                                  tf.shape(images)[1:3])
+  boxes = crop_boxes(tf.shape(images)[0], seed, area, aspect)
+  return images_lib.crop_and_resize(images, boxes, images.shape[1:3])
 
 
 def crop_boxes(batch: tf.Tensor, seed: tf.Tensor, area: Tuple[float, float],

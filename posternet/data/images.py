@@ -71,6 +71,53 @@ def encode_jpeg(image: tf.Tensor, quality: int = 95) -> bytes:
                            optimize_size=False, progressive=False).numpy()
 
 
+def crop_and_resize(images: tf.Tensor, boxes: tf.Tensor,
+                    size: Sequence[int]) -> tf.Tensor:
+  """Each image's box, bilinearly resized to size: float32 [B, H, W, C].
+
+  tf.image.crop_and_resize(images, boxes, range(B), size), in ops that XLA
+  compiles too (CropAndResize has no XLA kernel, and the model's input
+  stage runs inside the XLA-compiled train step on GPUs): the same sample
+  points, (y1, x1, y2, x2) normalised so that 0 and 1 are an image's first
+  and last pixel, x1 > x2 mirroring. Boxes must lie within their images.
+
+  Args:
+    images: [B, h, w, C], uint8 or float.
+    boxes: float32 [B, 4].
+    size: (height, width) of the output, static.
+  """
+  shape = tf.shape(images)
+  rows = _interpolate(images, _sample_points(boxes[:, 0], boxes[:, 2],
+                                             shape[1], int(size[0])), 1)
+  return _interpolate(rows, _sample_points(boxes[:, 1], boxes[:, 3],
+                                           shape[2], int(size[1])), 2)
+
+
+def _sample_points(start: tf.Tensor, end: tf.Tensor, extent: tf.Tensor,
+                   count: int) -> tf.Tensor:
+  """count points from start to end (normalised) in pixels: [B, count]."""
+  last = tf.cast(extent - 1, tf.float32)
+  if count == 1:
+    return (0.5 * (start + end) * last)[:, None]
+  step = (end - start) * last / (count - 1)
+  return (start * last)[:, None] + step[:, None] * tf.range(count,
+                                                            dtype=tf.float32)
+
+
+def _interpolate(images: tf.Tensor, points: tf.Tensor, axis: int) -> tf.Tensor:
+  """Linear interpolation of images along axis (1 or 2) at points [B, n]."""
+  low = tf.floor(points)
+  last = tf.shape(images)[axis] - 1
+  index = lambda p: tf.clip_by_value(tf.cast(p, tf.int32), 0, last)
+  before = tf.cast(tf.gather(images, index(low), axis=axis, batch_dims=1),
+                   tf.float32)
+  after = tf.cast(tf.gather(images, index(low + 1), axis=axis, batch_dims=1),
+                  tf.float32)
+  weight = points - low
+  weight = weight[:, :, None, None] if axis == 1 else weight[:, None, :, None]
+  return before + (after - before) * weight
+
+
 def maybe_resize(image: tf.Tensor,
                  size: Optional[Sequence[int]]) -> tf.Tensor:
   """Resizes only when `size` is given and differs from the image's size."""

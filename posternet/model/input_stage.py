@@ -6,11 +6,13 @@ top-left corner, with a crop box per poster (BOX: the whole poster, or in
 training a random part of it, mirrored for a flip) and colour factors
 (COLOR: saturation, contrast, brightness; ones unless augmenting). The
 model's first layer, PosterInput, turns them into posters at the training
-size in one batched op, tf.image.crop_and_resize, on the accelerator (DALI's
-split of the work), so the host does no per-poster geometry. Prediction
-runs the same graph with the whole poster's box and unit colours.
+size in one batched crop and resize (images.crop_and_resize: the sampling
+of tf.image.crop_and_resize, in gathers that XLA compiles) on the
+accelerator (DALI's split of the work), so the host does no per-poster
+geometry. Prediction runs the same graph with the whole poster's box and
+unit colours.
 
-Interpolation: crop_and_resize is bilinear with corner-aligned sampling (a
+Interpolation: the crop is bilinear with corner-aligned sampling (a
 poster's corner pixels land on the output's corners) and no antialiasing;
 the host's images.resize_uint8 samples at pixel centres and antialiases when
 it shrinks. The two agree within a few levels where a poster is enlarged or
@@ -27,20 +29,7 @@ import keras
 import tensorflow as tf
 
 from posternet.data import augment
-
-def crop_and_resize(boxed: tf.Tensor, boxes: tf.Tensor,
-                    image_size: Sequence[int]) -> tf.Tensor:
-  """The boxes' pixels at image_size: float32 [B, H, W, 3] in 0..255.
-
-  Args:
-    boxed: uint8 [B, box_h, box_w, 3], each poster in the top-left corner.
-    boxes: float32 [B, 4] (augment.poster_boxes, or a part of them; x1 > x2
-      mirrors the poster).
-    image_size: (height, width) of the output.
-  """
-  indices = tf.range(tf.shape(boxed)[0])
-  return tf.image.crop_and_resize(boxed, boxes, indices,
-                                  [int(image_size[0]), int(image_size[1])])
+from posternet.data import images
 
 
 def resize_poster(poster: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
@@ -59,16 +48,16 @@ def resize_poster(poster: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
 def posters_of(boxed: tf.Tensor, boxes: tf.Tensor, colors: tf.Tensor,
                image_size: Sequence[int]) -> tf.Tensor:
   """The input stage: crop and resize, colour, round. float32, 0..255."""
-  images = crop_and_resize(boxed, boxes, image_size)
-  images = augment.apply_color(images, colors)
-  return tf.round(tf.clip_by_value(images, 0.0, 255.0))
+  posters = images.crop_and_resize(boxed, boxes, image_size)
+  posters = augment.apply_color(posters, colors)
+  return tf.round(tf.clip_by_value(posters, 0.0, 255.0))
 
 
 @keras.saving.register_keras_serializable(package='posternet')
 class PosterInput(keras.layers.Layer):
   """(box of posters, crop boxes, colour factors) → float32 posters, 0..255.
 
-  One crop_and_resize for the whole batch, then the colour factors, then
+  One crop and resize for the whole batch, then the colour factors, then
   rounding to whole levels (see the module docstring). No weights.
   """
 
