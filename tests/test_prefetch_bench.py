@@ -67,7 +67,7 @@ def test_quick_run_reports_every_field(bench_records, tmp_path, run_module):
   for key in TOP_LEVEL:
     assert isinstance(report[key], float) and report[key] > 0, key
   names = [row['name'] for row in report['rows']]
-  assert len(names) == len(set(names)) == 19  # with the padded pipeline
+  assert len(names) == len(set(names)) == 19
   for row in report['rows']:
     assert row['images_per_sec'] > 0, row['name']
     assert isinstance(row['peak_rss_bytes'], int), row['name']
@@ -122,7 +122,8 @@ def test_real_size_mode_measures_both_formats(tmp_path, run_module):
   assert set(report['epoch_peak_rss_bytes']) == {'jpeg', 'raw', 'raw GZIP',
                                                  'raw ZLIB'}
   targets = {t['name'] for t in report['targets']}
-  assert 'raw pipeline / JPEG ceiling' in targets
+  assert {'raw pipeline / raw read + parse',
+          'raw pipeline / image_dataset_from_directory'} <= targets
   assert 'stall ratio' not in targets
   # Both formats of the same 30 posters, the raw one also compressed; the
   # pipeline at the JPEG records' largest stored poster.
@@ -284,12 +285,12 @@ def test_only_runs_the_variants_it_names():
   plan = {'format': 'jpeg', 'stored_hw': None, 'ratio': 1,
           'decoded_hw': None}
   every = runner.variants(plan)
-  chosen = runner.select_variants(every, ['ceiling', runner.PADDED_ROW])
+  chosen = runner.select_variants(every, ['ceiling', runner.HOST_ROW])
   names = [v['name'] for v in chosen]
   assert names == [v['name'] for v in every
-                   if 'ceiling' in v['name'] or runner.PADDED_ROW in v['name']]
-  assert len(names) == 5  # 4 ceilings and the padded pipeline
-  assert chosen[-1]['params'] == {'options': {'pad_to_box': True}}
+                   if 'ceiling' in v['name'] or runner.HOST_ROW in v['name']]
+  assert len(names) == 5  # 4 ceilings and the pipeline resizing on the host
+  assert chosen[-1]['params'] == {'options': {'pad_to_box': False}}
   assert runner.select_variants(every, []) == every
   with pytest.raises(cli.UserError, match='matches no variant; the '
                      'variants: ceiling'):

@@ -104,8 +104,8 @@ def training_rows(manifests: Mapping[str, records.Manifest],
   in-memory step time (at most MAX_STEPS), in one fit (measures.fit_seconds).
   """
   feeds = {name: pipeline.for_keras(pipeline.make_dataset(
-      manifests[name], 'train', batch_size, image_size))
-           for name in FEEDS[1:]}
+      manifests[name], 'train', batch_size, image_size,
+      **measures.DEVICE_RESIZE)) for name in FEEDS[1:]}
   feeds = {'memory': tf.data.Dataset.from_tensors(
       next(iter(feeds['jpeg']))).repeat(), **feeds}
   previous = keras.mixed_precision.global_policy()
@@ -145,8 +145,8 @@ def host_rows(manifests: Mapping[str, records.Manifest],
   rows = [{'input': 'decode JPEG from RAM (the ceiling)',
            **timing.time_dataset(ceiling, seconds, warmup)}]
   for name in FEEDS[1:]:
-    dataset = pipeline.make_dataset(manifests[name], 'train',
-                                          batch_size, image_size)
+    dataset = pipeline.make_dataset(manifests[name], 'train', batch_size,
+                                    image_size, **measures.DEVICE_RESIZE)
     rows.append({'input': f'posternet pipeline, {name} records',
                  **timing.time_dataset(dataset, seconds, warmup)})
   return rows

@@ -47,6 +47,10 @@ DCT_METHODS = ('INTEGER_FAST', 'INTEGER_ACCURATE')
 
 # Row names the summary looks up.
 PIPELINE_ROW = 'posternet pipeline (+ prefetch)'
+PARSE_ROW = '+ batch + parse'
+# The pipeline as the trainer runs it by default (--resize_on=device): the
+# host decodes and pads each batch to one box, the model resizes.
+DEVICE_RESIZE = {'pad_to_box': True}
 SEED_LOOP_ROW = "baseline: tutorial's loop"
 KERAS_DIR_ROW = 'baseline: image_dataset_from_directory'
 STALL_MEMORY_ROW = 'seed_cnn fed from memory'
@@ -277,7 +281,7 @@ def measure_stall(setup: Setup, rounds: int = 3) -> list:
   model, policy, reason = _stall_model(setup.image_size, setup.precision)
   streaming = pipeline.for_keras(pipeline.make_dataset(
       records.Manifest.read(setup.records), 'train', setup.batch_size,
-      setup.image_size))
+      setup.image_size, **DEVICE_RESIZE))
   one_batch = next(iter(streaming))
   in_memory = tf.data.Dataset.from_tensors(one_batch).repeat()
   quick = setup.quick  # one short round: it only has to run
@@ -319,7 +323,7 @@ def measure_epoch(setup: Setup, scale: int,
   steps = manifest.steps_per_epoch('train', setup.batch_size)
   rss_start = timing.current_rss()
   dataset = pipeline.make_dataset(manifest, 'train', setup.batch_size,
-                                        setup.image_size)
+                                  setup.image_size, **DEVICE_RESIZE)
   start, cpu = time.perf_counter(), timing.cpu_seconds()
   counted = timing.batch_counter(dataset)(steps)
   elapsed = time.perf_counter() - start
@@ -348,7 +352,7 @@ def measure_service(setup: Setup, workers: int) -> list:
   with service_servers.LocalService(workers) as address:
     dataset = data_service.make_dataset(
         records.Manifest.read(setup.records), 'train', setup.batch_size,
-        setup.image_size, address, 'parallel_epochs')
+        setup.image_size, address, 'parallel_epochs', **DEVICE_RESIZE)
     row = timing.time_dataset(dataset, setup.seconds, setup.warmup_seconds)
     del dataset
     gc.collect()  # the iterator lets go of the workers before they stop

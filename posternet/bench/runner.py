@@ -35,8 +35,10 @@ from posternet.bench import timing
 # The demo's stored size (configs/demo.cfg): thumbnails a CPU trains on.
 DEFAULT_IMAGE_SIZE = (128, 128)
 DEFAULT_NUM_POSTERS = 7254  # the tutorial's CSV rows
-# The host's share of the device path: posters padded to a box, not resized.
-PADDED_ROW = 'padded to the box (the device resizes)'
+# The pipeline rows time what the trainer runs by default (--resize_on=
+# device): the host decodes and pads to a box, the model resizes. This row
+# times --resize_on=host, tf.data resizing each poster, beside them.
+HOST_ROW = 'resized on the host'
 # --real_size: the tutorial's size, as a store size (no poster enlarged).
 REAL_STORE_SIZE = (400, 400)
 
@@ -65,21 +67,21 @@ def variants(plan: Mapping, service: bool = False,
   seed_cnn's stall rows are left out.
   """
   ratio = plan['ratio'] or 'per poster'
-  resize = 'no resize' if plan['decoded_hw'] is not None else 'resize if needed'
   out = [{'name': f'ceiling: decode {dct}, per {unit}', 'kind': 'ceiling',
           'params': {'dct_method': dct, 'batched': unit == 'batch'}}
          for dct in measures.DCT_METHODS for unit in ('poster', 'batch')]
-  stages = (('read (+ shuffle)', 'read'), ('+ batch + parse', 'parse'),
-            (f'+ decode (ratio {ratio}, {resize})', 'decode'),
+  stages = (('read (+ shuffle)', 'read'), (measures.PARSE_ROW, 'parse'),
+            (f'+ decode (ratio {ratio}, padded to the box)', 'decode'),
             (measures.PIPELINE_ROW, 'prefetch'))
   out += _pipeline_rows(stages)
   changes = (('parallel calls 1', {'num_parallel_calls': 1}),
              ('prefetch off', {'prefetch': 0}),
              ('deterministic order', {'deterministic': True}),
              ('cache decoded posters', {'cache': True}),
-             (PADDED_ROW, {'pad_to_box': True}))
+             (HOST_ROW, {'pad_to_box': False}))
   out += [{'name': f'pipeline: {name}', 'kind': 'pipeline',
-           'params': {'options': options}} for name, options in changes]
+           'params': {'options': {**measures.DEVICE_RESIZE, **options}}}
+          for name, options in changes]
   if raw_plan is not None:
     out += _raw_rows(raw_plan)
   if service:
@@ -116,23 +118,24 @@ def select_variants(todo: Sequence[dict], only: Sequence[str]) -> list:
 def _pipeline_rows(stages, record_set: Optional[str] = None) -> list:
   """Rows of the pipeline built up to each (name, stage) on a record set."""
   return [{'name': measures.set_row(record_set, name), 'kind': 'pipeline',
-           'params': {'options': {'stop_after': stage},
+           'params': {'options': {**measures.DEVICE_RESIZE, 'stop_after': stage},
                       **({'record_set': record_set} if record_set else {})}}
           for name, stage in stages]
 
 
 def _raw_rows(raw_plan: Mapping) -> list:
   """The raw records' stages and prefetch off; each compressed copy's whole."""
-  reshape = ('one size, no resize' if raw_plan['stored_hw'] is not None
-             else 'per poster, resize if needed')
+  reshape = ('one size, one reshape' if raw_plan['stored_hw'] is not None
+             else 'per poster, padded to the box')
   rows = _pipeline_rows((('read (+ shuffle)', 'read'),
-                         ('+ batch + parse', 'parse'),
+                         (measures.PARSE_ROW, 'parse'),
                          (f'+ reshape ({reshape})', 'decode'),
                          (measures.PIPELINE_ROW, 'prefetch')), 'raw')
   rows += [{'name': f'raw: pipeline: {name}', 'kind': 'pipeline',
-            'params': {'options': options, 'record_set': 'raw'}}
+            'params': {'options': {**measures.DEVICE_RESIZE, **options},
+                       'record_set': 'raw'}}
            for name, options in (('prefetch off', {'prefetch': 0}),
-                                 (PADDED_ROW, {'pad_to_box': True}))]
+                                 (HOST_ROW, {'pad_to_box': False}))]
   for record_set in measures.RAW_SETS[1:]:
     rows += _pipeline_rows(((measures.PIPELINE_ROW, 'prefetch'),), record_set)
   return rows

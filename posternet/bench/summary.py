@@ -21,8 +21,12 @@ QUICK_NOTE = ('--quick is a smoke test: every variant ran once on tiny data '
 # The performance targets, checked on every run but --quick.
 MAX_EPOCH_RSS_BYTES = 2.5e9
 MAX_RSS_GROWTH = 1.10
-# --real_size: raw records need no decode, so they must beat it by far.
-MIN_RAW_OVER_CEILING = 5.0
+# Issue 20's, on posters stored at up to 400x400 (--real_size): the
+# pipeline keeps the decode ceiling's pace, raw records most of the pace at
+# which they are read and parsed, and both beat Keras' own loader.
+MIN_OVER_CEILING = 0.9
+MIN_RAW_OVER_READ = 0.75
+MIN_OVER_KERAS_DIR = 3.0
 
 
 def _rate(rows: Sequence[Mapping], name: str) -> Optional[float]:
@@ -43,22 +47,24 @@ def targets(report: Mapping) -> list:
   for a blink says nothing about any target, and a MISSED there would only
   alarm.
   """
-  pipeline = report['pipeline_images_per_sec']
+  pipeline, raw = (report['pipeline_images_per_sec'],
+                   report['raw_pipeline_images_per_sec'])
+  keras_dir = report['keras_dir_images_per_sec']
   checks = [
-      ('pipeline / ceiling', pipeline / report['ceiling_images_per_sec'],
-       '>=', 0.9),
+      ('pipeline / ceiling',
+       _ratio(pipeline, report['ceiling_images_per_sec']), '>=',
+       MIN_OVER_CEILING),
       ("pipeline / tutorial's loop",
-       pipeline / report['seed_loop_images_per_sec'], '>=', 4.0),
+       _ratio(pipeline, report['seed_loop_images_per_sec']), '>=', 4.0),
       ('pipeline / image_dataset_from_directory',
-       pipeline / report['keras_dir_images_per_sec'], '>=', 3.0),
+       _ratio(pipeline, keras_dir), '>=', MIN_OVER_KERAS_DIR),
+      ('raw pipeline / raw read + parse',
+       _ratio(raw, report['raw_read_images_per_sec']), '>=',
+       MIN_RAW_OVER_READ),
+      ('raw pipeline / image_dataset_from_directory',
+       _ratio(raw, keras_dir), '>=', MIN_OVER_KERAS_DIR),
+      ('stall ratio', report['stall_ratio'], '>=', 0.98),
   ]
-  if report['raw_pipeline_images_per_sec'] is not None:
-    checks.append(('raw pipeline / JPEG ceiling',
-                   report['raw_pipeline_images_per_sec'] /
-                   report['ceiling_images_per_sec'], '>=',
-                   MIN_RAW_OVER_CEILING))
-  if report['stall_ratio'] is not None:
-    checks.append(('stall ratio', report['stall_ratio'], '>=', 0.98))
   for record_set, rss in report['epoch_peak_rss_bytes'].items():
     prefix = '' if record_set == 'jpeg' else f'{record_set} '
     checks.append((f'{prefix}epoch peak RSS 1x (bytes)', rss['1x'], '<=',
@@ -68,10 +74,16 @@ def targets(report: Mapping) -> list:
                      rss[f'{data.SCALE}x'] / rss['1x'], '<=',
                      MAX_RSS_GROWTH))
   quick = report['setup'].get('quick', False)
+  # A check whose rows did not run (--only, or not this mode) is left out.
   return [{'name': name, 'value': value, 'op': op, 'target': target,
            'met': None if quick else
                   (value >= target if op == '>=' else value <= target)}
-          for name, value, op, target in checks]
+          for name, value, op, target in checks if value is not None]
+
+
+def _ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
+  """value / base; None when either row did not run."""
+  return None if value is None or not base else value / base
 
 
 def _epoch_peaks(rows: Sequence[Mapping]) -> dict:
@@ -87,14 +99,14 @@ def _epoch_peaks(rows: Sequence[Mapping]) -> dict:
 
 def summarize(rows: list, setup: measures.Setup, extra: Mapping) -> dict:
   """The JSON report: the rows with their ratios, top-level numbers, targets."""
-  ceiling = max(r['images_per_sec'] for r in rows
-                if r.get('dct_method') == images.DCT_METHOD)
+  ceiling = max((r['images_per_sec'] for r in rows
+                 if r.get('dct_method') == images.DCT_METHOD), default=None)
   seed_loop = _rate(rows, measures.SEED_LOOP_ROW)
   for row in rows:
-    row['x_ceiling'] = row['images_per_sec'] / ceiling
-    row['x_seed_loop'] = row['images_per_sec'] / seed_loop
+    row['x_ceiling'] = _ratio(row['images_per_sec'], ceiling)
+    row['x_seed_loop'] = _ratio(row['images_per_sec'], seed_loop)
   epoch = _epoch_peaks(rows)
-  stall_memory = _rate(rows, measures.STALL_MEMORY_ROW)
+  jpeg_epochs = epoch.get('jpeg', {})
   report = {
       'setup': {**dataclasses.asdict(setup), **extra},
       'ceiling_images_per_sec': ceiling,
@@ -102,12 +114,15 @@ def summarize(rows: list, setup: measures.Setup, extra: Mapping) -> dict:
       'pipeline_images_per_sec': _rate(rows, measures.PIPELINE_ROW),
       'raw_pipeline_images_per_sec': _rate(
           rows, measures.set_row('raw', measures.PIPELINE_ROW)),
+      'raw_read_images_per_sec': _rate(
+          rows, measures.set_row('raw', measures.PARSE_ROW)),
       'seed_loop_images_per_sec': seed_loop,
       'keras_dir_images_per_sec': _rate(rows, measures.KERAS_DIR_ROW),
-      'stall_ratio': (None if stall_memory is None else
-                      _rate(rows, measures.STALL_STREAM_ROW) / stall_memory),
+      'stall_ratio': _ratio(_rate(rows, measures.STALL_STREAM_ROW),
+                            _rate(rows, measures.STALL_MEMORY_ROW)),
       'epoch_peak_rss_bytes': epoch,
-      'rss_growth': epoch['jpeg'][f'{data.SCALE}x'] / epoch['jpeg']['1x'],
+      'rss_growth': _ratio(jpeg_epochs.get(f'{data.SCALE}x'),
+                           jpeg_epochs.get('1x')),
       'rows': rows,
   }
   report['targets'] = targets(report)
@@ -147,7 +162,7 @@ def format_table(report: Mapping) -> str:
               if len(row.get('runs_images_per_sec', ())) > 1 else '')
     lines.append(
         f'| {row["name"]} | {row["images_per_sec"]:,.0f} | {spread} | '
-        f'{row["x_ceiling"]:.2f} | {row["x_seed_loop"]:.1f} | '
+        f'{_number(row["x_ceiling"], 2)} | {_number(row["x_seed_loop"], 1)} | '
         f'{row["peak_rss_bytes"] / 1e6:,.0f} MB | '
         f'{"" if cpu is None else f"{cpu:.3f}"} | '
         f'{row["load_average"]:.1f} | {_note(row)} |')
@@ -165,6 +180,11 @@ def format_table(report: Mapping) -> str:
     lines.append(f'- {check["name"]}: {shown} (target {check["op"]} '
                  f'{target}): {verdict}')
   return '\n'.join(lines)
+
+
+def _number(value: Optional[float], decimals: int) -> str:
+  """A ratio for the table; '-' where its base row did not run (--only)."""
+  return '-' if value is None else f'{value:.{decimals}f}'
 
 
 def write_json(path: str, report: Mapping) -> None:

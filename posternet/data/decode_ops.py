@@ -152,7 +152,6 @@ def checked_raw(features: Mapping, stored_hw: Optional[Sequence[int]],
     return tf.identity(features[records.IMAGE_KEY])
 
 
-
 # --- Padded batches: the host decodes, the device resizes (input_stage). ---
 
 
@@ -177,7 +176,8 @@ def decode_padded(plan: Mapping, image_size: Sequence[int],
   or its own jpeg_ratio for image_size; raw: a reshape) and put in the
   box's top-left corner, zeros around it; no resize on the host. Its size
   goes along, so that the device crops it out of the box and resizes it
-  (posternet.model.input_stage).
+  (posternet.model.input_stage). Raw posters of one stored size (the box)
+  are a batch's one decode_raw and reshape.
 
   Returns:
     features → (uint8 [B, box_h, box_w, 3], int32 [B, 2]) for a batch, or
@@ -201,6 +201,10 @@ def decode_padded(plan: Mapping, image_size: Sequence[int],
   def decode(features):
     encoded = (checked_raw(features, plan['stored_hw'], records_dir)
                if plan['format'] == 'raw' else features[records.IMAGE_KEY])
+    if plan['format'] == 'raw' and plan['stored_hw'] is not None:
+      sizes = tf.broadcast_to(tf.constant(box, tf.int32),
+                              tf.concat([tf.shape(encoded), [2]], 0))
+      return images.decode_raw(encoded, tuple(box)), sizes
     parts = (encoded, features[records.HEIGHT_KEY],
              features[records.WIDTH_KEY])
     if not batched:

@@ -370,8 +370,8 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
 
   Returns:
     A dataset of dicts: {IMAGE: uint8 [B, H, W, 3], LABELS: float32 [B, 25],
-    ID: string [B]}, plus SIZE: int32 [B, 2] with pad_to_box, where IMAGE
-    is then the box (for_keras makes Keras' (x, y) of them). Training:
+    ID: string [B]}; with pad_to_box IMAGE is the box, and SIZE, BOX and
+    COLOR come along (for_keras makes Keras' (x, y) of them). Training:
     endless, shuffled, full batches.
     Otherwise: one ordered pass, every poster exactly once, last batch partial.
 
