@@ -47,10 +47,25 @@ def resize_poster(poster: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
 
 def posters_of(boxed: tf.Tensor, boxes: tf.Tensor, colors: tf.Tensor,
                image_size: Sequence[int]) -> tf.Tensor:
-  """The input stage: crop and resize, colour, round. float32, 0..255."""
-  posters = images.crop_and_resize(boxed, boxes, image_size)
-  posters = augment.apply_color(posters, colors)
-  return tf.round(tf.clip_by_value(posters, 0.0, 255.0))
+  """The input stage: crop and resize, colour, round. float32, 0..255.
+
+  Each step only where the batch needs it (a tf.cond on the data): a batch
+  of posters already at image_size, whole, costs a cast, as before the
+  input stage; unit colours skip the colour arithmetic.
+  """
+  size = tf.constant([int(image_size[0]), int(image_size[1])])
+  as_they_are = tf.logical_and(
+      tf.reduce_all(tf.equal(tf.shape(boxed)[1:3], size)),
+      tf.reduce_all(tf.equal(boxes, augment.WHOLE_BOX)))
+  posters = tf.cond(
+      as_they_are, lambda: tf.cast(boxed, tf.float32),
+      lambda: images.crop_and_resize(boxed, boxes, image_size))
+  # Rounded once, at the end, as host augmentation rounds.
+  return tf.cond(
+      tf.reduce_all(tf.equal(colors, augment.UNIT_COLOR)),
+      lambda: tf.round(posters),
+      lambda: tf.round(tf.clip_by_value(
+          augment.apply_color(posters, colors), 0.0, 255.0)))
 
 
 @keras.saving.register_keras_serializable(package='posternet')

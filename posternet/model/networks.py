@@ -11,12 +11,11 @@ Dense(25, sigmoid) in float32 so the probabilities (and the loss) stay float32
 under mixed precision. The host never materialises float pixels.
 
 The resize rule: the input stage makes posters of `image_size`; the network
-is built at
-`model_size`, which defaults to the model's fixed native size if it has one,
-else to `image_size`. A Resizing layer is added only when the two differ. The
-built-in networks accept any size at or above their minimum (seed_cnn's
-Flatten makes its Dense layer depend on the size, EfficientNetV2 pools
-globally), so by default they are built at `image_size`.
+is built at `model_size`, which defaults to the model's fixed native size if
+it has one, else to `image_size`. A Resizing layer is added only when the
+two differ. The built-in networks accept any size at or above their minimum
+(seed_cnn's Flatten makes its Dense layer depend on the size, EfficientNetV2
+pools globally), so by default they are built at `image_size`.
 
 Models are built under the global Keras dtype policy; the trainer sets it
 (mixed precision) before calling build_model. compiled_model adds what the
