@@ -461,16 +461,22 @@ def test_a_bad_path_is_one_line_and_exit_2(exported, tmp_path, what):
   assert run.stderr.strip().splitlines() == [expected[what]]
 
 
-def test_training_summary_and_evaluate_give_the_same_scores(make_records,
-                                                            tmp_path):
+@pytest.mark.parametrize('resize_on', ['device', 'host'])
+def test_training_summary_and_evaluate_give_the_same_scores(
+    make_records, tmp_path, resize_on):
   # One ROC-AUC (posternet.metrics) on the same predictions: what training
-  # writes in summary.json is what evaluate reports for its export.
-  manifest = make_records('same', num_train=64, num_val=48,
-                          image_hw=IMAGE_SIZE, seed=7)
+  # writes in summary.json is what evaluate reports for its export, which
+  # reads the records as training did (posters of several sizes: the
+  # device, or the host, resizes them).
+  manifest = make_records('same', num_train=64, num_val=48, image_hw=None,
+                          seed=7)
   summary = trainer.run(train_config.build(
       records=manifest.records_dir, logdir=str(tmp_path), run_name='same',
       model='small_cnn', image_size=IMAGE_SIZE, batch_size=16, epochs=2,
-      learning_rate=3e-3, verbose=0, dashboard_every_epochs=0))
+      learning_rate=3e-3, verbose=0, dashboard_every_epochs=0,
+      resize_on=resize_on, augment='crop,flip,color'))
+  info = export.read_info(summary['export_dir'])
+  assert info['resize_on'] == resize_on
   run = _evaluate_command(f'--model={summary["export_dir"]}',
                           f'--records={manifest.records_dir}',
                           '--batch_size=16')

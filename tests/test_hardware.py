@@ -44,6 +44,10 @@ def test_jit_and_strategy_choices():
   assert hardware.choose_jit_compile('auto', has_gpu=True)[0] is True
   assert hardware.choose_jit_compile('auto', has_gpu=False)[0] is False
   assert hardware.choose_jit_compile('true', has_gpu=False)[0] is True
+  assert hardware.choose_resize_on('auto', has_gpu=True)[0] == 'device'
+  assert hardware.choose_resize_on('auto', has_gpu=False)[0] == 'host'
+  assert hardware.choose_resize_on('device', has_gpu=False) == (
+      'device', 'set by --resize_on')
   assert hardware.choose_strategy('auto', 2)[0] == 'mirrored'
   assert hardware.choose_strategy('auto', 1)[0] == 'default'
   assert hardware.choose_strategy('mirrored', 0)[0] == 'mirrored'

@@ -121,7 +121,7 @@ def test_resolved_settings_are_config_json_and_hparams():
   choices = hardware.Choices(
       precision='float32', precision_reason='CPU', jit_compile=False,
       jit_compile_reason='CPU', strategy='default', strategy_reason='one',
-      num_gpus=0)
+      resize_on='host', resize_on_reason='no GPU', num_gpus=0)
   resolved = trainer.Resolved(
       **dataclasses.asdict(choices), steps_per_epoch=8, val_steps=2,
       val_examples=40, run_dir='runs/r', chief_backup=None,
@@ -129,8 +129,9 @@ def test_resolved_settings_are_config_json_and_hparams():
   # config.json's 'resolved', as it has always been.
   assert set(dataclasses.asdict(resolved)) == {
       'precision', 'precision_reason', 'jit_compile', 'jit_compile_reason',
-      'strategy', 'strategy_reason', 'num_gpus', 'steps_per_epoch',
-      'val_steps', 'val_examples', 'run_dir', 'chief_backup', 'export_dir'}
+      'strategy', 'strategy_reason', 'resize_on', 'resize_on_reason',
+      'num_gpus', 'steps_per_epoch', 'val_steps', 'val_examples', 'run_dir',
+      'chief_backup', 'export_dir'}
   config = train_config.build(records='r', image_size=(64, 48))
   values = hparams_dashboard.hparams_values(settings.flat(config),
                                             resolved.hparams())
@@ -145,6 +146,7 @@ def test_resolved_settings_are_config_json_and_hparams():
       'fine_tune_blocks', 'head_epochs', 'head_learning_rate',
       'feature_passes'}
   assert values['precision'] == 'float32' and values['jit_compile'] is False
+  assert values['resize_on'] == 'host'  # resolved, not the flag's auto
   assert values['image_size'] == '64x48'
 
 

@@ -185,15 +185,15 @@ def constant_rows(batch: tf.Tensor, values) -> tf.Tensor:
 
 
 def poster_boxes(sizes: tf.Tensor, box_hw) -> tf.Tensor:
-  """Each poster's whole box in a padded batch: float32 [B, 4].
+  """Each poster's whole box in a padded batch: float32 [B, 4] (or [4]).
 
   In crop_and_resize's terms, (y1, x1, y2, x2) normalised so that 0 and 1
   are the box's first and last pixel: a poster of h x w pixels in the
-  top-left corner spans 0 .. (h - 1) / (box_h - 1).
+  top-left corner spans 0 .. (h - 1) / (box_h - 1). sizes: [B, 2] or [2].
   """
   extent = tf.maximum(tf.cast(box_hw, tf.float32) - 1.0, 1.0)
   ends = (tf.cast(sizes, tf.float32) - 1.0) / extent
-  return tf.concat([tf.zeros_like(ends), ends], axis=1)
+  return tf.concat([tf.zeros_like(ends), ends], axis=-1)
 
 
 def device_draws(sizes: tf.Tensor, box_hw, augment: Optional[Augment],

@@ -194,6 +194,8 @@ def decode_padded(plan: Mapping, image_size: Sequence[int],
       image = images.decode_jpeg(encoded, plan['ratio'], dct_method)
     else:
       image = images.decode_jpeg_at_its_ratio(encoded, size, dct_method)
+    if plan['decoded_hw'] is not None:  # one decoded size: the box itself
+      return tf.ensure_shape(image, box + [3]), tf.constant(box, tf.int32)
     sides = tf.shape(image)[:2]
     padded = tf.image.pad_to_bounding_box(image, 0, 0, *box)
     return tf.ensure_shape(padded, box + [3]), sides

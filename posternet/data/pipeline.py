@@ -174,25 +174,35 @@ def per_replica_batch_size(batch_size: int, input_context=None) -> int:
 def to_element(features: Mapping, decoded) -> dict:
   """The dataset's element: the decoded posters, their labels and Ids.
 
-  decoded: the posters, or (posters in their box, sizes) with pad_to_box.
+  decoded: the posters, or with pad_to_box a dict of IMAGE (the box) and
+  the features that go with it.
   """
   element = {LABELS: features[records.LABELS_KEY],
              ID: features[records.ID_KEY]}
-  if isinstance(decoded, tuple):
-    element[IMAGE], element[SIZE] = decoded
-  else:
-    element[IMAGE] = decoded
+  element.update(decoded if isinstance(decoded, dict) else {IMAGE: decoded})
   return element
 
 
 def _decode_fn(plan, image_size, opts: Options, batched: bool, box_hw,
                records_dir: str):
-  """The decode stage's function of parsed features, by the options."""
-  if opts.pad_to_box:
-    return decode_ops.decode_padded(plan, image_size, box_hw, opts.dct_method,
-                                    batched, records_dir)
-  return decode_ops.decode_features(plan, image_size, opts.dct_method,
-                                    batched, records_dir)
+  """The decode stage's function of parsed features, by the options.
+
+  With pad_to_box: the box of posters, their sizes, and the whole posters'
+  crop boxes and unit colours (augmentation draws others, _augment_stage).
+  """
+  if not opts.pad_to_box:
+    return decode_ops.decode_features(plan, image_size, opts.dct_method,
+                                      batched, records_dir)
+  decode = decode_ops.decode_padded(plan, image_size, box_hw,
+                                    opts.dct_method, batched, records_dir)
+
+  def padded(features):
+    posters, sizes = decode(features)
+    boxes = augment_lib.poster_boxes(sizes, box_hw)
+    return {IMAGE: posters, SIZE: sizes, BOX: boxes,
+            COLOR: tf.ones_like(boxes[..., :3])}
+
+  return padded
 
 
 def model_inputs(element: Mapping) -> dict:
@@ -242,22 +252,20 @@ def _batched_stages(batch_size, decode, opts: Options, box_hw):
 def _augment_stage(opts: Options, box_hw) -> tuple:
   """('augment', stage): uint8 batches in and out; training only.
 
-  With pad_to_box (box_hw: the box) every batch gets its crop boxes and
-  colour factors here, augment's draws when training, else the whole
-  posters': the device applies them.
+  With pad_to_box (box_hw: the box) augmentation draws each batch's crop
+  boxes and colour factors here, for the device to apply.
   """
+  if opts.augment is None or not opts.training:
+    return ('augment', lambda ds: ds)
   if opts.pad_to_box:
-    augment = opts.augment if opts.training else None
 
     def draw(index, batch):
-      boxes, colors = augment_lib.device_draws(batch[SIZE], box_hw, augment,
-                                               index)
+      boxes, colors = augment_lib.device_draws(batch[SIZE], box_hw,
+                                               opts.augment, index)
       return {**batch, BOX: boxes, COLOR: colors}
 
     return ('augment', lambda ds: ds.enumerate().map(
         draw, num_parallel_calls=AUTOTUNE))
-  if opts.augment is None or not opts.training:
-    return ('augment', lambda ds: ds)
   return ('augment', lambda ds: augment_lib.apply(ds, opts.augment, IMAGE))
 
 

@@ -29,9 +29,6 @@ from posternet import settings
 
 setting = settings.setting
 
-# --resize_on's choices: device means make_dataset(pad_to_box=True).
-RESIZE_ON = ('device', 'host')
-
 
 def _verbosity(text: str, flag: str) -> Union[str, int]:
   """--verbose's text: 'auto', or model.fit's 0, 1 or 2."""
@@ -124,12 +121,13 @@ class Config:
       pipeline.Options.shuffle_buffer, 'Training examples in the shuffle buffer (serialized records, '
       'not pixels).')
   resize_on: str = setting(
-      'device', 'Where posters become --image_size. device: the host only '
+      'auto', 'Where posters become --image_size. device: the host only '
       'decodes and pads each batch to one box; the model\'s first layer '
       'crops, resizes, flips and colours the whole batch in one op on the '
       'accelerator. host: tf.data resizes (and augments) each poster; '
-      '--cache then holds posters at --image_size rather than in the box.',
-      choices=RESIZE_ON)
+      '--cache then holds posters at --image_size rather than in the box. '
+      'auto: device with a GPU, host otherwise.',
+      choices=hardware.RESIZE_ON)
   cache: bool = setting(False, 'Keep decoded posters in RAM after the first '
                         'epoch (only for data that fits).')
   threadpool_size: Optional[int] = setting(
@@ -231,7 +229,7 @@ class Resolved(hardware.Choices):
 
   # The settings, besides Config's fields, that tell runs apart in the
   # HParams dashboard; the rest say where files go or why.
-  HPARAMS = ('precision', 'jit_compile', 'strategy', 'num_gpus',
+  HPARAMS = ('precision', 'jit_compile', 'strategy', 'resize_on', 'num_gpus',
              'steps_per_epoch')
 
   def hparams(self) -> dict:

@@ -17,6 +17,8 @@ from posternet.train import multi_worker
 PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
 JIT_COMPILE = ('auto', 'true', 'false')
 STRATEGIES = ('auto', 'default', 'mirrored', 'multi_worker')
+# --resize_on: device means pipeline.make_dataset(pad_to_box=True).
+RESIZE_ON = ('auto', 'device', 'host')
 CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
 # What --precision=auto resolves to, whatever the hardware: runs the test
 # suite (and any command) under either precision on one machine.
@@ -32,11 +34,13 @@ class Choices:
   jit_compile_reason: str
   strategy: str             # 'default', 'mirrored' or 'multi_worker'
   strategy_reason: str
+  resize_on: str            # 'device' or 'host'
+  resize_on_reason: str
   num_gpus: int
 
 
 def resolve(precision: str = 'auto', jit_compile: str = 'auto',
-            strategy: str = 'auto') -> Choices:
+            strategy: str = 'auto', resize_on: str = 'auto') -> Choices:
   """The choices for this machine, from the requested values ('auto' or one).
 
   Raises:
@@ -46,9 +50,11 @@ def resolve(precision: str = 'auto', jit_compile: str = 'auto',
   policy, policy_why = precision_here(precision)
   jit, jit_why = choose_jit_compile(jit_compile, bool(capabilities))
   distribute, distribute_why = choose_strategy(strategy, len(capabilities))
+  resize, resize_why = choose_resize_on(resize_on, bool(capabilities))
   return Choices(precision=policy, precision_reason=policy_why,
                  jit_compile=jit, jit_compile_reason=jit_why,
                  strategy=distribute, strategy_reason=distribute_why,
+                 resize_on=resize, resize_on_reason=resize_why,
                  num_gpus=len(capabilities))
 
 
@@ -104,6 +110,17 @@ def choose_jit_compile(requested: str, has_gpu: bool) -> Tuple[bool, str]:
   if has_gpu:
     return True, 'GPU: XLA fuses ops'
   return False, 'CPU: XLA made seed_cnn 15x slower on CPUs (BUILD_NOTES.md)'
+
+
+def choose_resize_on(requested: str, has_gpu: bool) -> Tuple[str, str]:
+  """Where posters are resized, 'device' or 'host', and why."""
+  if requested != 'auto':
+    return requested, 'set by --resize_on'
+  if has_gpu:
+    return 'device', 'GPU: the host only decodes, the GPU crops and resizes'
+  return 'host', ('no GPU: tf.data resizes on the CPU beside the training '
+                  'step (on the device the CPU does it inside the step: '
+                  'make demo ~15 % more CPU per poster, BUILD_NOTES.md)')
 
 
 def choose_strategy(requested: str, num_gpus: int) -> Tuple[str, str]:

@@ -102,7 +102,7 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
     # A wrong address fails here within seconds; TF's client would retry.
     data_service.probe_dispatcher(config.data_service)
   choices = hardware.resolve(config.precision, config.jit_compile,
-                             config.strategy)
+                             config.strategy, config.resize_on)
   # Multi-worker: TF_CONFIG checked first; only the chief writes run_dir().
   task = (multi_worker.task_from_tf_config()
           if choices.strategy == 'multi_worker' else None)
@@ -112,11 +112,14 @@ def run(config: Config, flags_text: Optional[str] = None) -> dict:
                                          config.overwrite)
   logging.info('; '.join(f'{key} {getattr(choices, key)} '
                          f'({getattr(choices, f"{key}_reason")})'
-                         for key in ('precision', 'jit_compile', 'strategy')))
+                         for key in ('precision', 'jit_compile', 'strategy',
+                                     'resize_on')))
   settings = _resolved(config, manifest, choices, run_dir, folder)
   if settings.export_dir and not (resuming or config.overwrite):
     _keep_another_export(settings.export_dir, folder)
   _write_run_config(folder, config, settings, flags_text)
+  # From here the run reads its records as resolved (auto: by the hardware).
+  config = dataclasses.replace(config, resize_on=settings.resize_on)
   logging.info('run folder %s (its flags: flags.txt; settings: config.json)',
                folder)
   if settings.export_dir:
