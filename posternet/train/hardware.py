@@ -120,7 +120,7 @@ def choose_resize_on(requested: str, has_gpu: bool) -> Tuple[str, str]:
     return 'device', 'GPU: the host only decodes, the GPU crops and resizes'
   return 'host', ('no GPU: tf.data resizes on the CPU beside the training '
                   'step (on the device the CPU does it inside the step: '
-                  'make demo ~15 % more CPU per poster, BUILD_NOTES.md)')
+                  'make demo ~20 % more CPU per poster, BUILD_NOTES.md)')
 
 
 def choose_strategy(requested: str, num_gpus: int) -> Tuple[str, str]:
