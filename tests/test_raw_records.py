@@ -88,6 +88,27 @@ def test_raw_round_trip_gives_the_pixels_decoded_at_conversion(
         np.testing.assert_array_equal(image, stored)
 
 
+def test_padded_raw_records_are_read_as_their_box(raw_records):
+  # Records of one length (the store box): the device path reads a batch
+  # with one decode_raw and reshape, and carries each poster's size.
+  assert raw_records.raw_box == STORE
+  records_by_id = {r[records.ID_KEY]: r
+                   for r in record_fixtures.read_split(raw_records, 'val')}
+  dataset = pipeline.make_dataset(raw_records, 'val', 4, STORE,
+                                  pad_to_box=True)
+  assert dataset.element_spec[pipeline.IMAGE].shape[1:] == STORE + (3,)
+  seen = 0
+  for batch in dataset.as_numpy_iterator():
+    for poster_id, box, size in zip(batch[pipeline.ID], batch[pipeline.IMAGE],
+                                    batch[pipeline.SIZE]):
+      record = records_by_id[poster_id]
+      assert tuple(size) == (record[records.HEIGHT_KEY],
+                             record[records.WIDTH_KEY])
+      assert box.tobytes() == record[records.IMAGE_KEY]
+      seen += 1
+  assert seen == raw_records.num_examples('val')
+
+
 def test_raw_records_of_one_size_are_one_reshape(posters, tmp_path):
   csv_path, images_dir, files = posters
   convert.convert(csv_path, images_dir, str(tmp_path), store_size=(24, 20),
@@ -132,10 +153,12 @@ def test_a_poster_is_never_stored_larger_than_it_is(tmp_path, run_module):
       assert hw == stored  # at most its own pixels, on each side
       data = record[records.IMAGE_KEY]
       if store_format == 'raw':
-        assert len(data) == stored[0] * stored[1] * 3
-        np.testing.assert_array_equal(
-            np.frombuffer(data, np.uint8).reshape(stored + (3,)),
-            converted_pixels(source, (400, 400)))
+        # Every raw record is the store box, the poster in its corner.
+        assert manifest.raw_box == (400, 400)
+        box = np.frombuffer(data, np.uint8).reshape(400, 400, 3)
+        np.testing.assert_array_equal(box[:stored[0], :stored[1]],
+                                      converted_pixels(source, (400, 400)))
+        assert not box[stored[0]:].any() and not box[:, stored[1]:].any()
       elif poster_id == b'tt0000002':
         assert data == small  # within the store size: the original bytes
     assert verify.check(manifest) == []

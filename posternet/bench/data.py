@@ -58,6 +58,7 @@ def _reusable_records(folder: str, csv_path: str, image_size: Sequence[int],
     return False
   return (manifest.store_size == tuple(image_size) and
           manifest.format_version == records.FORMAT_VERSION and
+          manifest.raw_padded == (store_format == 'raw') and
           (manifest.store_format, manifest.compression) == (store_format,
                                                             compression) and
           manifest.source.csv_sha256 == _file_sha256(csv_path))
@@ -141,10 +142,13 @@ def record_sets(work_dir: str, num_posters: int, store_size: Sequence[int],
                 compressions: Sequence[str] = records.COMPRESSIONS) -> tuple:
   """--real_size's records: ({set name: folder}, the posters' Images folder).
 
-  Sets: 'jpeg' and 'raw' at store_size (each poster at most its own size),
-  and the raw shards copied with each TFRecord compression ('raw GZIP',
-  'raw ZLIB'). Posters: the first num_posters rows of csv_path (with
-  images_dir), else num_posters synthetic ones.
+  Sets: 'jpeg' at store_size (each poster at most its own size); 'raw' at
+  the JPEG records' largest stored size, which holds the same pixels and is
+  the box every raw record is padded to (400x300 for the tutorial's
+  posters, not 400x400's third more bytes); and the raw shards copied with
+  each TFRecord compression ('raw GZIP', 'raw ZLIB'). Posters: the first
+  num_posters rows of csv_path (with images_dir), else num_posters
+  synthetic ones.
   """
   if csv_path:
     csv_path, images_dir = first_rows(csv_path, images_dir, num_posters,
@@ -153,17 +157,25 @@ def record_sets(work_dir: str, num_posters: int, store_size: Sequence[int],
     csv_path, images_dir = synthetic_posters(work_dir, num_posters)
   base = os.path.join(os.path.dirname(csv_path),
                       'records-{}x{}'.format(*store_size))
-  sets = {'jpeg': _converted(csv_path, images_dir, base, store_size),
-          'raw': _converted(csv_path, images_dir, base + '-raw', store_size,
-                            'raw')}
+  jpeg = _converted(csv_path, images_dir, base, store_size)
+  box = largest_stored_size(records.Manifest.read(jpeg))
+  raw_base = os.path.join(os.path.dirname(csv_path),
+                          'records-{}x{}-raw'.format(*box))
+  sets = {'jpeg': jpeg,
+          'raw': _converted(csv_path, images_dir, raw_base, box, 'raw')}
   raw = records.Manifest.read(sets['raw'])
   for compression in compressions:
-    folder = f'{base}-raw-{compression.lower()}'
-    if not _reusable_records(folder, csv_path, store_size, 'raw',
-                             compression):
+    folder = f'{raw_base}-{compression.lower()}'
+    if not _reusable_records(folder, csv_path, box, 'raw', compression):
       compressed_copy(raw, folder, compression)
     sets[f'raw {compression}'] = folder
   return sets, images_dir
+
+
+def largest_stored_size(manifest: records.Manifest) -> tuple:
+  """(height, width): the largest stored side of each, over both splits."""
+  largest = [manifest.stored_size_range(split)[1] for split in records.SPLITS]
+  return tuple(max(sides) for sides in zip(*largest))
 
 
 def compressed_copy(manifest: records.Manifest, out_dir: str,
@@ -208,8 +220,9 @@ def posters_from_records(manifest: records.Manifest, out_dir: str) -> str:
           batch[records.ID_KEY].numpy(), batch[records.IMAGE_KEY].numpy(),
           batch[records.HEIGHT_KEY].numpy(), batch[records.WIDTH_KEY].numpy()):
         if raw:
+          box = manifest.raw_box or (int(height), int(width))
           data = images.encode_jpeg(images.decode_raw(
-              tf.constant(data), (int(height), int(width))))
+              tf.constant(data), box)[:int(height), :int(width)])
         with open(os.path.join(out_dir, poster_id.decode() + '.jpg'),
                   'wb') as f:
           f.write(data)

@@ -83,7 +83,7 @@ def variants(plan: Mapping, service: bool = False,
            'params': {'options': {**measures.DEVICE_RESIZE, **options}}}
           for name, options in changes]
   if raw_plan is not None:
-    out += _raw_rows(raw_plan)
+    out += _raw_rows()
   if service:
     out += [{'name': measures.service_row(n), 'kind': 'service',
              'params': {'workers': n}} for n in (1, 2)]
@@ -123,13 +123,11 @@ def _pipeline_rows(stages, record_set: Optional[str] = None) -> list:
           for name, stage in stages]
 
 
-def _raw_rows(raw_plan: Mapping) -> list:
+def _raw_rows() -> list:
   """The raw records' stages and prefetch off; each compressed copy's whole."""
-  reshape = ('one size, one reshape' if raw_plan['stored_hw'] is not None
-             else 'per poster, padded to the box')
   rows = _pipeline_rows((('read (+ shuffle)', 'read'),
                          (measures.PARSE_ROW, 'parse'),
-                         (f'+ reshape ({reshape})', 'decode'),
+                         ('+ decode_raw into the box', 'decode'),
                          (measures.PIPELINE_ROW, 'prefetch')), 'raw')
   rows += [{'name': f'raw: pipeline: {name}', 'kind': 'pipeline',
             'params': {'options': {**measures.DEVICE_RESIZE, **options},

@@ -185,7 +185,9 @@ def _manifest(table: csv_rows.Table, options: shard_plan.Options,
           report=(staging.SKIPPED_REPORT if options.skip_bad_images
                   else None)),
       store_size=options.store_size,
-      store_format=options.store_format)
+      store_format=options.store_format,
+      raw_padded=(options.store_format == 'raw' and
+                  options.store_size is not None))
 
 
 def _skipped_report(skipped: Sequence) -> bytes:

@@ -83,7 +83,8 @@ def decode_batch(plan: Mapping, image_size: Sequence[int],
 
 def decode_features(plan: Mapping, image_size: Sequence[int],
                     dct_method: str = images.DCT_METHOD, batched: bool = True,
-                    records_dir: str = 'the records'):
+                    records_dir: str = 'the records',
+                    raw_box: Optional[Sequence[int]] = None):
   """A function parsed features → uint8 posters at image_size, by format.
 
   JPEG: decode_batch / decode_one on the image bytes. Raw: the pixels
@@ -96,6 +97,7 @@ def decode_features(plan: Mapping, image_size: Sequence[int],
     dct_method: the JPEG IDCT.
     batched: features of a batch (parse of [B] records), or of one poster.
     records_dir: the folder, for the message about a damaged raw record.
+    raw_box: the manifest's raw_box: each raw poster is cut out of it.
   """
   if plan['format'] != 'raw':
     decode = (decode_batch if batched else decode_one)(plan, image_size,
@@ -103,37 +105,50 @@ def decode_features(plan: Mapping, image_size: Sequence[int],
     return lambda features: decode(features[records.IMAGE_KEY])
   stored_hw = plan['stored_hw']
 
+  def one(data, height, width):
+    if raw_box is None:
+      return images.decode_raw(data, (height, width), image_size)
+    poster = images.decode_raw(data, tuple(raw_box))[:height, :width]
+    return tf.ensure_shape(images.maybe_resize(poster, image_size),
+                           [int(image_size[0]), int(image_size[1]), 3])
+
   def raw(features):
-    data = checked_raw(features, stored_hw, records_dir)
+    data = checked_raw(features, stored_hw, records_dir, raw_box)
     if stored_hw is not None:
       return images.decode_raw(data, stored_hw, image_size)
     sides = (features[records.HEIGHT_KEY], features[records.WIDTH_KEY])
     if not batched:
-      return images.decode_raw(data, sides, image_size)
+      return one(data, *sides)
     spec = tf.TensorSpec([int(image_size[0]), int(image_size[1]), 3],
                          tf.uint8)
-    return tf.map_fn(
-        lambda poster: images.decode_raw(poster[0], poster[1:], image_size),
-        (data,) + sides, fn_output_signature=spec)
+    return tf.map_fn(lambda poster: one(*poster), (data,) + sides,
+                     fn_output_signature=spec)
 
   return raw
 
 
 def checked_raw(features: Mapping, stored_hw: Optional[Sequence[int]],
-                records_dir: str) -> tf.Tensor:
+                records_dir: str,
+                raw_box: Optional[Sequence[int]] = None) -> tf.Tensor:
   """The raw pixels of parsed records, once their lengths are checked.
 
   Every poster must hold height x width x 3 bytes, by its record's height
-  and width, which must be stored_hw when all posters have one size. A
-  record that does not fails (tagged for input_errors.as_user_error)
-  naming the poster, the folder, and the command (--verify) that names its
-  shard. Branch-free: it runs on every batch.
+  and width, which must be stored_hw when all posters have one size; with
+  raw_box (the manifest's: records padded to it), box bytes, and a height
+  and width within it. A record that does not fails (tagged for
+  input_errors.as_user_error) naming the poster, the folder, and the
+  command (--verify) that names its shard. Branch-free: it runs on every
+  batch.
   """
   flat = lambda key: tf.reshape(features[key], [-1])
   data, ids = flat(records.IMAGE_KEY), flat(records.ID_KEY)
   height, width = flat(records.HEIGHT_KEY), flat(records.WIDTH_KEY)
   lengths = tf.cast(tf.strings.length(data), tf.int64)
-  bad = tf.not_equal(lengths, height * width * 3)
+  if raw_box is None:
+    bad = tf.not_equal(lengths, height * width * 3)
+  else:
+    bad = (tf.not_equal(lengths, raw_box[0] * raw_box[1] * 3) |
+           (height > raw_box[0]) | (width > raw_box[1]))
   if stored_hw is not None:
     bad |= tf.not_equal(height, stored_hw[0]) | tf.not_equal(width,
                                                              stored_hw[1])
@@ -141,6 +156,8 @@ def checked_raw(features: Mapping, stored_hw: Optional[Sequence[int]],
   text = lambda values: tf.strings.as_string(values[first])
   every = ('' if stored_hw is None else
            ', where every poster is {}x{}'.format(*stored_hw))
+  if raw_box is not None:
+    every += ', in a {}x{} box'.format(*raw_box)
   message = tf.strings.join([
       input_errors.ERROR_TAG, records_dir, ': poster ', ids[first],
       ' holds ', text(lengths), ' bytes of raw pixels, its record says ',
@@ -155,13 +172,17 @@ def checked_raw(features: Mapping, stored_hw: Optional[Sequence[int]],
 # --- Padded batches: the host decodes, the device resizes (input_stage). ---
 
 
-def box_size(plan: Mapping, stored_range: tuple) -> tuple:
+def box_size(plan: Mapping, stored_range: tuple,
+             raw_box: Optional[Sequence[int]] = None) -> tuple:
   """(height, width) of the box a padded batch has: its largest decoded poster.
 
   The manifest's largest stored poster, divided by the plan's DCT ratio
   when every poster shares one; with per-poster ratios (or raw pixels) the
-  largest stored size, which no decoded poster exceeds.
+  largest stored size, which no decoded poster exceeds; raw records padded
+  to a box (raw_box): that box, which they are read as.
   """
+  if raw_box is not None:
+    return tuple(int(side) for side in raw_box)
   _, (max_h, max_w) = stored_range
   ratio = plan['ratio'] or 1
   return (-(-max_h // ratio), -(-max_w // ratio))
@@ -169,14 +190,16 @@ def box_size(plan: Mapping, stored_range: tuple) -> tuple:
 
 def decode_padded(plan: Mapping, image_size: Sequence[int],
                   box_hw: Sequence[int], dct_method: str = images.DCT_METHOD,
-                  batched: bool = True, records_dir: str = 'the records'):
+                  batched: bool = True, records_dir: str = 'the records',
+                  raw_box: Optional[Sequence[int]] = None):
   """A function parsed features → (uint8 posters in the box, int32 sizes).
 
   Each poster is decoded at its stored size (JPEG: at the plan's DCT ratio,
   or its own jpeg_ratio for image_size; raw: a reshape) and put in the
   box's top-left corner, zeros around it; no resize on the host. Its size
   goes along, so that the device crops it out of the box and resizes it
-  (posternet.model.input_stage). Raw posters of one stored size (the box)
+  (posternet.model.input_stage). Raw records of one length (posters of one
+  stored size, or padded to the manifest's raw_box, which box_hw then is)
   are a batch's one decode_raw and reshape.
 
   Returns:
@@ -201,8 +224,12 @@ def decode_padded(plan: Mapping, image_size: Sequence[int],
     return tf.ensure_shape(padded, box + [3]), sides
 
   def decode(features):
-    encoded = (checked_raw(features, plan['stored_hw'], records_dir)
+    encoded = (checked_raw(features, plan['stored_hw'], records_dir, raw_box)
                if plan['format'] == 'raw' else features[records.IMAGE_KEY])
+    if plan['format'] == 'raw' and raw_box is not None:
+      sizes = tf.stack([features[records.HEIGHT_KEY],
+                        features[records.WIDTH_KEY]], axis=-1)
+      return images.decode_raw(encoded, tuple(box)), tf.cast(sizes, tf.int32)
     if plan['format'] == 'raw' and plan['stored_hw'] is not None:
       sizes = tf.broadcast_to(tf.constant(box, tf.int32),
                               tf.concat([tf.shape(encoded), [2]], 0))

@@ -184,7 +184,7 @@ def to_element(features: Mapping, decoded) -> dict:
 
 
 def _decode_fn(plan, image_size, opts: Options, batched: bool, box_hw,
-               records_dir: str):
+               manifest: records.Manifest):
   """The decode stage's function of parsed features, by the options.
 
   With pad_to_box: the box of posters, their sizes, and the whole posters'
@@ -192,9 +192,11 @@ def _decode_fn(plan, image_size, opts: Options, batched: bool, box_hw,
   """
   if not opts.pad_to_box:
     return decode_ops.decode_features(plan, image_size, opts.dct_method,
-                                      batched, records_dir)
+                                      batched, manifest.records_dir,
+                                      manifest.raw_box)
   decode = decode_ops.decode_padded(plan, image_size, box_hw,
-                                    opts.dct_method, batched, records_dir)
+                                    opts.dct_method, batched,
+                                    manifest.records_dir, manifest.raw_box)
 
   def padded(features):
     posters, sizes = decode(features)
@@ -398,11 +400,12 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
     raise cli.UserError(f'batch_size must be >= 1, not {batch_size}')
   plan = decode_ops.decode_plan(manifest.stored_size_range(split),
                                 image_size, manifest.store_format)
-  box_hw = (decode_ops.box_size(plan, manifest.stored_size_range(split))
+  box_hw = (decode_ops.box_size(plan, manifest.stored_size_range(split),
+                                manifest.raw_box)
             if opts.pad_to_box else None)
   per_poster = opts.cache or opts.ignore_errors
   decode = _decode_fn(plan, image_size, opts, not per_poster, box_hw,
-                      manifest.records_dir)
+                      manifest)
   stages = (_per_poster_stages if per_poster else _batched_stages)(
       batch_size, decode, opts, box_hw)
 

@@ -15,13 +15,15 @@ side of a poster is shrunk to at most the store size's, and a poster already
 within it keeps its own pixels (and, as a JPEG, its own bytes). Enlarging
 adds no detail, only pixels to decode; the pipeline resizes to the model's
 size where a stored poster differs from it. Raw records (store_format 'raw')
-hold the same pixels, decoded here once, with no codec.
+hold the same pixels, decoded here once, with no codec; with a store size,
+each in the top-left corner of that box (raw_bytes).
 """
 
 import dataclasses
 import io
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 from PIL import Image
 import tensorflow as tf
 
@@ -109,12 +111,26 @@ def load_poster(path: str, *, max_pixels: int = images.MAX_PIXELS,
   if shrunk:
     image = images.resize_uint8(image, size)
   if store_format == 'raw':
-    data = image.numpy().tobytes()
+    data = raw_bytes(image.numpy(), store_size)
   elif shrunk:
     data = images.encode_jpeg(image, SHRUNK_QUALITY)
   elif not pass_through:
     data = images.encode_jpeg(image)
   return Poster(data, int(image.shape[0]), int(image.shape[1]))
+
+
+def raw_bytes(pixels: np.ndarray, box: Optional[Sequence[int]]) -> bytes:
+  """A raw record's bytes: the pixels, row-major, in the box's top-left corner.
+
+  With a store size every raw record is that box (zeros beside a smaller
+  poster), so a batch of them is read with one decode_raw and one reshape;
+  the record's height and width say where the poster is.
+  """
+  if box is None:
+    return pixels.tobytes()
+  padded = np.zeros((int(box[0]), int(box[1]), 3), np.uint8)
+  padded[:pixels.shape[0], :pixels.shape[1]] = pixels
+  return padded.tobytes()
 
 
 def header_size(path: str, images_dir: Optional[str] = None

@@ -243,6 +243,11 @@ class Manifest:
                                         metadata={'optional': True})
   compression: Optional[str] = dataclasses.field(default=None,
                                                  metadata={'optional': True})
+  # Raw records padded to store_size, each poster in its top-left corner
+  # (poster_files.raw_bytes): all of one length. Absent: each record holds
+  # its poster's own height x width x 3 bytes.
+  raw_padded: bool = dataclasses.field(default=False,
+                                       metadata={'optional': True})
   # The folder it was read from or written to: not part of the file.
   records_dir: Optional[str] = dataclasses.field(
       default=None, compare=False, metadata={'stored': False})
@@ -360,6 +365,11 @@ class Manifest:
     when stored, so with --store_size the sizes may still differ.
     """
     return self.split_info(split).size_range
+
+  @property
+  def raw_box(self) -> Optional[Tuple[int, int]]:
+    """(height, width) every raw record holds, padded; None if they vary."""
+    return self.store_size if self.raw_padded else None
 
   @property
   def tfrecord_compression(self) -> str:

@@ -47,7 +47,7 @@ MIN_POSTERS_PER_SHARD = 128
 # Bump when a change to the converter changes the output bytes, or the
 # resume notes' format (posternet/data/staging.py, shard_writer.py): older
 # state is then ignored.
-PLAN_VERSION = 3
+PLAN_VERSION = 4  # 4: raw records padded to the store size
 
 # A raw record's bytes beside its pixels: Id, labels, keys, TFRecord framing.
 RAW_RECORD_OVERHEAD = 256
@@ -158,9 +158,11 @@ def make_plan(table: csv_rows.Table, images_dir: str, options: Options,
                                        options.seed)
   paths = [image_path(images_dir, poster_id) for poster_id in table.ids]
   stats = _stat_images(paths, max(workers, 16))  # I/O-bound: more threads
-  # Raw records' size follows each poster's pixels: read from its header.
+  # Raw records without a store box hold each poster's pixels: read from
+  # its header.
   sizes = (_header_sizes(paths, images_dir, max(workers, 16))
-           if options.store_format == 'raw' else None)
+           if options.store_format == 'raw' and not options.store_size
+           else None)
   shards = []
   for split, rows in (('train', train), ('val', val)):
     rows = rows[table.first[rows]]  # a repeated Id goes with its first row
@@ -204,19 +206,17 @@ def _estimated_bytes(rows: np.ndarray, stats: Sequence[tuple],
                      sizes: Optional[Sequence] = None) -> int:
   """Stored bytes of a split, estimated before converting.
 
-  For the shard count and the disk-space check. Raw: 3 bytes per stored
-  pixel (poster_files.stored_size of each header's size; the store size,
-  else 400x300, where a header does not read) plus RAW_RECORD_OVERHEAD.
+  For the shard count and the disk-space check. Raw: 3 bytes per pixel of
+  the store size's box (every record holds it, poster_files.raw_bytes);
+  without one, of each poster (its header's size, 400x300 where a header
+  does not read); plus RAW_RECORD_OVERHEAD.
   JPEG: the source sizes when bytes pass through; with a store size, 3/4
   byte per pixel of it, a generous guess for a q95 JPEG of a poster.
   """
   store_size = options.store_size
   if options.store_format == 'raw':
-    fallback = store_size or UNKNOWN_POSTER_SIZE
-    return sum(
-        3 * math.prod(poster_files.stored_size(sizes[r] or fallback,
-                                               store_size))
-        + RAW_RECORD_OVERHEAD for r in rows)
+    return sum(3 * math.prod(store_size or sizes[r] or UNKNOWN_POSTER_SIZE)
+               + RAW_RECORD_OVERHEAD for r in rows)
   if store_size is not None:
     return len(rows) * store_size[0] * store_size[1] * 3 // 4
   return sum(max(stats[r][0], 0) for r in rows)

@@ -20,7 +20,8 @@ import typing
 from posternet import cli
 
 _EXPECTED = {dict: 'an object', list: 'a list', str: 'a string',
-             int: 'a whole number >= 0', float: 'a number'}
+             int: 'a whole number >= 0', float: 'a number',
+             bool: 'true or false'}
 
 
 def stored_fields(cls) -> list:
@@ -98,7 +99,7 @@ def _dataclass(value, cls, path: str, where: str, advice: str):
 def expect(value, kind: type, path: str, where: str = '', advice: str = ''):
   """value, when it is of JSON type kind (a bool is no number); else fails."""
   if (not isinstance(value, (int, float) if kind is float else kind)
-      or isinstance(value, bool)):
+      or (isinstance(value, bool) and kind is not bool)):
     fail(path, where, f'is {_describe(value)}, not {_EXPECTED[kind]}', advice)
   return value
 

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import itertools
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -204,7 +204,8 @@ def _check_facts(record: dict, index: int, check: _ShardCheck,
   if not poster_id:
     problem = 'empty Id'
   elif manifest.store_format == 'raw':
-    problem = _raw_problem(int(record['length']), height, width)
+    problem = _raw_problem(int(record['length']), height, width,
+                           manifest.raw_box)
   else:
     problem = _jpeg_problem(record, height, width)
   if problem:
@@ -229,11 +230,18 @@ def _jpeg_problem(record: dict, height: int, width: int) -> Optional[str]:
   return None
 
 
-def _raw_problem(length: int, height: int, width: int) -> Optional[str]:
-  """What is wrong with a raw record's pixels (their length), or None."""
-  if length != height * width * 3:
+def _raw_problem(length: int, height: int, width: int,
+                 box: Optional[Tuple[int, int]] = None) -> Optional[str]:
+  """What is wrong with a raw record's pixels (their length), or None.
+
+  box: the manifest's raw_box, which every record fills (padded).
+  """
+  if box is None and length != height * width * 3:
     return (f'{length} bytes of raw pixels, the record says {height}x'
             f'{width} (x 3 = {height * width * 3} bytes)')
+  if box is not None and length != box[0] * box[1] * 3:
+    return (f'{length} bytes of raw pixels, not the {box[0]}x{box[1]} box '
+            f'the manifest says every record holds')
   return None
 
 
