@@ -87,7 +87,9 @@ class Options:
   store_format: str = settings.setting(
       records.STORE_FORMATS[0], 'jpeg: JPEG bytes (small on disk; decoded '
       'every epoch). raw: uint8 pixels with no codec (nothing to decode; 3 '
-      'bytes a pixel on disk: ~360 KB a poster at 400x300).',
+      'bytes a pixel on disk: ~360 KB a poster at 400x300); with '
+      '--store_size each record is that box, the poster in its corner, so '
+      'a batch is read in one reshape.',
       choices=records.STORE_FORMATS)
 
 
