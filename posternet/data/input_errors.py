@@ -5,7 +5,8 @@ record of the wrong length) can only raise an op error with a long message,
 or print. The stages that find one (shard_reads.py, decode_ops.py) tag their
 message with ERROR_TAG; as_user_error, on the caller's side of the
 iteration, turns a tagged error back into the one-line cli.UserError. warn
-is the ignore_errors side: the same message, printed, and reading goes on.
+is the ignore_errors side: the same message, printed, and reading goes on;
+count_pass says at the end of such a pass how many posters it delivered.
 """
 
 import re
@@ -51,3 +52,33 @@ def as_user_error(error: Exception) -> Optional[cli.UserError]:
   line = match.group(1).strip()
   # The Assert wraps its message in brackets: `assertion failed: [...]`.
   return cli.UserError(line[:-1] if line.endswith(']') else line)
+
+
+def count_pass(dataset: tf.data.Dataset, expected: int, what: str,
+               id_key: str) -> tf.data.Dataset:
+  """Logs, at the end of a finite pass, how many posters were delivered.
+
+  Used with ignore_errors on finite passes: single undecodable posters are
+  dropped by tf.data without a count, so the pass counts what it delivers
+  and compares it with the manifest (id_key: a feature of every poster).
+  """
+  empty = tf.nest.map_structure(
+      lambda spec: tf.zeros([0] + spec.shape[1:].as_list(), spec.dtype),
+      dataset.element_spec)
+  size = lambda batch: tf.shape(batch[id_key], tf.int64)[0]
+
+  def tally(seen, batch):
+    total = seen + size(batch)
+
+    message = tf.strings.join([
+        what, ' delivered ', tf.strings.as_string(total), ' of ',
+        str(expected), ' posters, the others were skipped'])
+    short = tf.logical_and(tf.equal(size(batch), 0), total < expected)
+    done = tf.cond(short, lambda: warn(message),
+                   lambda: tf.constant(True))
+    with tf.control_dependencies([done]):
+      return total, tf.nest.map_structure(tf.identity, batch)
+
+  dataset = dataset.concatenate(tf.data.Dataset.from_tensors(empty))
+  dataset = dataset.scan(tf.constant(0, tf.int64), tally)
+  return dataset.filter(lambda batch: size(batch) > 0)

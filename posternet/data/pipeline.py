@@ -15,7 +15,8 @@ options; the stages it assembles live beside it, one home each:
                    with the per-shard count check
   decode_ops.py    the decode plan, batch-wise parse and decode
   augment.py       the training augmentation
-  input_errors.py  tagged errors out of tf.data (as_user_error), warnings
+  input_errors.py  tagged errors out of tf.data (as_user_error), warnings,
+                   the count of a pass with skips (count_pass)
 
 The records' manifest says how a poster is stored (store_format: JPEG bytes,
 or raw uint8 pixels that need no decode) and whether the shards are
@@ -305,36 +306,6 @@ def _per_poster_stages(batch_size, decode, opts: Options, box_hw):
   ]
 
 
-def _count_pass(dataset: tf.data.Dataset, expected: int,
-                what: str) -> tf.data.Dataset:
-  """Logs, at the end of a finite pass, how many posters were delivered.
-
-  Used with ignore_errors on finite passes: single undecodable posters are
-  dropped by tf.data without a count, so the pass counts what it delivers
-  and compares it with the manifest.
-  """
-  empty = tf.nest.map_structure(
-      lambda spec: tf.zeros([0] + spec.shape[1:].as_list(), spec.dtype),
-      dataset.element_spec)
-  size = lambda batch: tf.shape(batch[ID], tf.int64)[0]
-
-  def tally(seen, batch):
-    total = seen + size(batch)
-
-    message = tf.strings.join([
-        what, ' delivered ', tf.strings.as_string(total), ' of ',
-        str(expected), ' posters, the others were skipped'])
-    short = tf.logical_and(tf.equal(size(batch), 0), total < expected)
-    done = tf.cond(short, lambda: input_errors.warn(message),
-                   lambda: tf.constant(True))
-    with tf.control_dependencies([done]):
-      return total, tf.nest.map_structure(tf.identity, batch)
-
-  dataset = dataset.concatenate(tf.data.Dataset.from_tensors(empty))
-  dataset = dataset.scan(tf.constant(0, tf.int64), tally)
-  return dataset.filter(lambda batch: size(batch) > 0)
-
-
 def _cardinality(num_posters: int, batch_size: int, training: bool) -> int:
   """Batches the dataset yields: Keras then knows an eval pass's length.
 
@@ -358,6 +329,25 @@ def _dataset_options(opts: Options, sharded: bool) -> tf.data.Options:
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.OFF)
   return options
+
+
+def _stages(manifest: records.Manifest, split: str, batch_size: int,
+            image_size: Sequence[int], opts: Options) -> list:
+  """The (name, stage) list after the reads, by the decode plan and options.
+
+  The plan (DCT ratio, resize) and, with pad_to_box, the box are decided
+  once here from the manifest's stored sizes.
+  """
+  plan = decode_ops.decode_plan(manifest.stored_size_range(split),
+                                image_size, manifest.store_format)
+  box_hw = (decode_ops.box_size(plan, manifest.stored_size_range(split),
+                                manifest.raw_box)
+            if opts.pad_to_box else None)
+  per_poster = opts.cache or opts.ignore_errors
+  decode = _decode_fn(plan, image_size, opts, not per_poster, box_hw,
+                      manifest)
+  return (_per_poster_stages if per_poster else _batched_stages)(
+      batch_size, decode, opts, box_hw)
 
 
 def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
@@ -398,27 +388,16 @@ def make_dataset(manifest: records.Manifest, split: str, batch_size: int,
   batch_size = per_replica_batch_size(batch_size, input_context)
   if batch_size < 1:
     raise cli.UserError(f'batch_size must be >= 1, not {batch_size}')
-  plan = decode_ops.decode_plan(manifest.stored_size_range(split),
-                                image_size, manifest.store_format)
-  box_hw = (decode_ops.box_size(plan, manifest.stored_size_range(split),
-                                manifest.raw_box)
-            if opts.pad_to_box else None)
-  per_poster = opts.cache or opts.ignore_errors
-  decode = _decode_fn(plan, image_size, opts, not per_poster, box_hw,
-                      manifest)
-  stages = (_per_poster_stages if per_poster else _batched_stages)(
-      batch_size, decode, opts, box_hw)
-
   options = _dataset_options(opts, sharded=input_context is not None)
-
   dataset = shard_reads.read_records(paths, counts, opts,
                                      manifest.tfrecord_compression)
-  for name, stage in stages:
+  for name, stage in _stages(manifest, split, batch_size, image_size, opts):
     dataset = stage(dataset)
     if name == opts.stop_after:
       return dataset.with_options(options)
   if opts.ignore_errors and not opts.training:
-    dataset = _count_pass(dataset, sum(counts), f'the {split} pass')
+    dataset = input_errors.count_pass(dataset, sum(counts),
+                                      f'the {split} pass', ID)
   elif not opts.distributed_pass:
     # Known length: Keras sizes an eval pass without running out of data.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(
