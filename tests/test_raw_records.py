@@ -109,6 +109,29 @@ def test_padded_raw_records_are_read_as_their_box(raw_records):
   assert seen == raw_records.num_examples('val')
 
 
+def test_raw_posters_of_one_size_in_a_larger_box(tmp_path):
+  # Every poster 40x30, the store box 64x48: cut out of it on the host,
+  # read as the box on the device.
+  same = {f'tt000000{i}': bad_inputs.rgb_jpeg(i, 40, 30) for i in range(1, 5)}
+  csv_path, images_dir = write_dataset(tmp_path / 'data', same)
+  convert.convert(csv_path, images_dir, str(tmp_path / 'raw'),
+                  store_size=(64, 48), store_format='raw', val_fraction=0.5,
+                  progress=False)
+  manifest = records.Manifest.read(str(tmp_path / 'raw'))
+  assert manifest.stored_size_range('train') == ((40, 30), (40, 30))
+  assert manifest.raw_box == (64, 48)
+  host = by_id(pipeline.make_dataset(manifest, 'train', 2, (40, 30),
+                                     training=False))
+  device = pipeline.make_dataset(manifest, 'train', 2, (40, 30),
+                                 training=False, pad_to_box=True)
+  for batch in device.as_numpy_iterator():
+    for poster_id, box in zip(batch[pipeline.ID], batch[pipeline.IMAGE]):
+      np.testing.assert_array_equal(box[:40, :30], host[poster_id])
+      np.testing.assert_array_equal(
+          host[poster_id], converted_pixels(same[poster_id.decode()],
+                                            (64, 48)))
+
+
 def test_raw_records_of_one_size_are_one_reshape(posters, tmp_path):
   csv_path, images_dir, files = posters
   convert.convert(csv_path, images_dir, str(tmp_path), store_size=(24, 20),

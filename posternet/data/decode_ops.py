@@ -112,9 +112,13 @@ def decode_features(plan: Mapping, image_size: Sequence[int],
     return tf.ensure_shape(images.maybe_resize(poster, image_size),
                            [int(image_size[0]), int(image_size[1]), 3])
 
+  # Records of one length: each poster fills it, or is cut out of the box.
+  one_reshape = stored_hw is not None and (
+      raw_box is None or tuple(stored_hw) == tuple(raw_box))
+
   def raw(features):
     data = checked_raw(features, stored_hw, records_dir, raw_box)
-    if stored_hw is not None:
+    if one_reshape:
       return images.decode_raw(data, stored_hw, image_size)
     sides = (features[records.HEIGHT_KEY], features[records.WIDTH_KEY])
     if not batched:
