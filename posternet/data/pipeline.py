@@ -5,8 +5,10 @@ records handle the caller opened once (records.Manifest):
 
   manifest shard list → worker shard (by file) → file shuffle → interleaved
   reads, checked per shard → example shuffle → batch → batch-wise parse and
-  decode (JPEG: DCT ratio; raw pixels: a reshape; resize only where needed)
-  → augment (training batches, when asked: augment.py) → prefetch
+  decode (JPEG: DCT ratio; raw pixels: a reshape; resize only where needed,
+  or with pad_to_box no resize: each poster into one box, for the model's
+  input stage to resize on the device) → augment (training batches, when
+  asked: augment.py) → prefetch
 
 This module owns the options, the stage order and the dataset's global
 options; the stages it assembles live beside it, one home each:
