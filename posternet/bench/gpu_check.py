@@ -17,8 +17,9 @@ One command prints two tables:
              records.
 
 The posters (synthetic, or the first --num_posters rows of --csv) are stored
-at up to --store_size (400x400, the tutorial's; none enlarged) in both
-formats, in --work_dir, and reused by later runs. The pipeline delivers the
+at up to --store_size (400x400, the tutorial's; none enlarged) as JPEG, and
+as raw records padded to the JPEG records' largest stored size
+(bench/data.py), in --work_dir, and reused by later runs. The pipeline delivers the
 JPEG records' largest stored poster (400x300 for the tutorial's posters) and
 the model resizes to --store_size on the device (--model_size), as the
 README's recipe trains. --tiny: tiny posters and a blink per row, on any
